@@ -1,0 +1,61 @@
+"""Named exceptions of promptgym.
+
+Every error a user can trigger by configuration or input has its own class, so that callers can
+catch precisely what they expect and so that each message can say what to do next.
+"""
+
+from __future__ import annotations
+
+
+class PromptGymError(Exception):
+    """Base class of every error raised on purpose by promptgym."""
+
+
+class UnknownTaskError(PromptGymError, KeyError):
+    """A task name that is not in the catalog."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DataNotFoundError(PromptGymError, FileNotFoundError):
+    """The configured data directory or one of its files does not exist."""
+
+
+class DataIntegrityError(PromptGymError, ValueError):
+    """A data file exists but does not match the mirror's manifest (row count or format)."""
+
+
+class UnknownSeedError(PromptGymError, ValueError):
+    """A k-shot split seed outside the published ones (13, 21, 42, 87, 100)."""
+
+
+class SplitUnavailableError(PromptGymError, LookupError):
+    """The task has no such split (QQP has no test set, only SST-2/MRPC/RTE have a pool)."""
+
+
+class HubUnavailableError(PromptGymError, ConnectionError):
+    """No local data directory was configured and the Hugging Face hub could not be reached."""
+
+
+class UnknownModelError(PromptGymError, KeyError):
+    """A model name that is neither a preset nor loadable as a Hugging Face id."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidPromptError(PromptGymError, ValueError):
+    """A prompt the LM cannot score: wrong shape, NaN/inf values, token ids outside the vocabulary."""
+
+
+class InvalidRequestError(PromptGymError, ValueError):
+    """A malformed scoring request, e.g. an empty batch."""
+
+
+class InvalidActionError(PromptGymError, ValueError):
+    """An action outside the environment's action space; the budget is not charged."""
+
+
+class BudgetExhausted(PromptGymError, RuntimeError):
+    """The query budget is spent; no further LM call is allowed."""
