@@ -59,3 +59,11 @@ class InvalidActionError(PromptGymError, ValueError):
 
 class BudgetExhausted(PromptGymError, RuntimeError):
     """The query budget is spent; no further LM call is allowed."""
+
+
+class InvalidSubmissionError(PromptGymError, ValueError):
+    """A leaderboard submission that breaks the schema or the protocol (budget, seeds, sizes).
+
+    Submissions arrive as files from strangers, so nothing in them is trusted: the message always
+    names the offending field path (e.g. ``runs[2].test.ece``) so the submitter knows what to fix.
+    """

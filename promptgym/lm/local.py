@@ -6,7 +6,8 @@ How a request becomes tensors (one row per example)::
     masked:  [CLS]            left [prompt] right [SEP]        -> answer at the mask inside ``right``
 
 * Discrete prompts are token ids; soft prompts replace the embeddings at their positions and the
-  whole batch goes in through ``inputs_embeds``.
+  whole batch goes in through ``inputs_embeds``. Every soft-prompt vector is an attended input
+  position, so a soft prompt of zeros is *not* the same as no prompt (use an empty prompt for that).
 * Causal rows are left-padded with ``position_ids = cumsum(attention_mask) - 1``, so every row's
   answer sits in the last column and only that column's logits are computed (``logits_to_keep=1``).
   Masked rows are right-padded; the head is applied to the mask positions only.
@@ -94,6 +95,8 @@ class LocalLM:
             raise InvalidRequestError("at least one label word is needed")
         ids = []
         for w in words:
+            if not isinstance(w, str) or not w.strip():
+                raise InvalidRequestError(f"label words must be non-empty strings, got {w!r} in {list(words)}")
             toks = self.encode(" " + w.strip())
             if not toks:
                 raise InvalidRequestError(f"label word {w!r} has no tokens")
@@ -180,6 +183,8 @@ class LocalLM:
                 l_ids, r_ids = self.encode(left), self.encode(right)
                 l_ids, r_ids = self._fit(l_ids, r_ids, len(p_ids))
                 ids = self._prefix + l_ids + p_ids + r_ids + self._suffix
+                if not ids:
+                    raise InvalidRequestError("an example renders to zero tokens (empty segments and no prompt)")
                 soft_start = len(self._prefix) + len(l_ids)
                 if self.is_masked:
                     pos = [i for i, t in enumerate(r_ids) if t == self.mask_id]

@@ -122,7 +122,8 @@ def _load_local(spec: TaskSpec, split: str, seed: int | None, root: Path) -> Tas
                    if split == "test" else "pool files exist only for sst2, mrpc and rte")
             )
         raise DataNotFoundError(f"missing data file {path}; is {DATA_DIR_ENV} pointing at the full mirror?")
-    raw, digest = _read_file(str(path))
+    stat = path.stat()
+    raw, digest = _read_file(str(path), stat.st_size, stat.st_mtime_ns)
     rows = _parse_jsonl(raw, path, spec)
     if expected is not None and len(rows) != expected:
         raise DataIntegrityError(f"{path} has {len(rows)} rows but the manifest says {expected}")
@@ -130,17 +131,26 @@ def _load_local(spec: TaskSpec, split: str, seed: int | None, root: Path) -> Tas
 
 
 @lru_cache(maxsize=64)
-def _read_file(path: str) -> tuple[bytes, str]:
+def _read_file(path: str, size: int, mtime_ns: int) -> tuple[bytes, str]:
+    # size and mtime are part of the cache key: a file changed in place is read (and hashed) again
     raw = Path(path).read_bytes()
     return raw, hashlib.sha256(raw).hexdigest()
 
 
-@lru_cache(maxsize=8)
 def _manifest(root: Path) -> dict:
     path = root / "manifest.json"
     if not path.is_file():
         return {}
-    return json.loads(path.read_text())
+    stat = path.stat()
+    return _read_manifest(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _read_manifest(path: str, size: int, mtime_ns: int) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise DataIntegrityError(f"{path} is not valid JSON ({exc.msg}); restore the mirror's manifest") from None
 
 
 def _manifest_rows(root: Path, task: str, rel: str) -> int | None:

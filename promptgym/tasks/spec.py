@@ -24,8 +24,8 @@ PROMPT_POSITIONS: tuple[str, ...] = ("before", "after")
 class Template:
     """A verbalised template.
 
-    ``body`` may use ``{text}`` and ``{text_pair}``; ``cue`` is the text the answer follows
-    (causal LMs) or the text holding ``{mask}`` (masked LMs). Verbalizer words are given without
+    ``body`` and ``cue`` may use ``{text}`` and ``{text_pair}``; ``cue`` is the text the answer
+    follows (causal LMs) or the text holding ``{mask}`` (masked LMs). Verbalizer words are given without
     their leading space; backends add it where the tokenizer needs one (see ``promptgym.lm``).
     """
 
@@ -38,10 +38,12 @@ class Template:
         """Return ``(left, right)``: the prompt is inserted between the two strings."""
         if position not in PROMPT_POSITIONS:
             raise ValueError(f"prompt position must be one of {PROMPT_POSITIONS}, got {position!r}")
-        body = self.body.format(text=text, text_pair=text_pair if text_pair is not None else "")
-        cue = self.cue.format(mask=mask_token) if "{mask}" in self.cue else self.cue
         if "{mask}" in self.cue and mask_token is None:
             raise ValueError("this template has a {mask} slot: pass the tokenizer's mask_token")
+        # the cue may use {text_pair} too (masked pair templates: " {mask}, {text_pair}")
+        fields = {"text": text, "text_pair": text_pair if text_pair is not None else "", "mask": mask_token}
+        body = self.body.format(**fields)
+        cue = self.cue.format(**fields)
         return ("", body + cue) if position == "before" else (body, cue)
 
 

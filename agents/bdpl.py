@@ -1,0 +1,101 @@
+"""BDPL: black-box discrete prompt learning (Diao et al., TMLR 2023), for discrete envs.
+
+Each of the L prompt positions has a categorical distribution ``p_i`` over the K candidates. One
+iteration samples I prompts, scores them in ONE batched call (I API calls), and ascends the
+variance-reduced policy gradient
+
+    g = 1/(I-1) * sum_k (R_k - mean(R)) * grad log P(prompt_k),   grad_{p_i} log P = e_{j_i} / p_{i, j_i}
+
+(the mean reward of the I samples is the baseline), clips ``g`` to norm ``grad_clip``, steps
+``p <- p + lr * g`` and projects every row back onto the probability simplex (Euclidean
+projection, then a floor ``min_prob`` so no candidate is ruled out for good). We use the exact
+gradient of log P with respect to the probabilities (BDPL's released code also pushes unchosen
+entries down by 1/p; the projection makes the two behave alike). The final prompt is the argmax
+of each distribution; it is checked on the dev split every ``dev_every`` iterations and the best
+dev prompt is returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from agents.base import DevSelector, Result, TrainCurve, config_dict
+
+
+@dataclass
+class BDPLConfig:
+    samples: int = 20        # I, prompts per iteration (one batched LM call)
+    lr: float = 0.3
+    grad_clip: float = 3.0
+    min_prob: float = 1e-4
+    dev_every: int = 5       # iterations between dev checks of the argmax prompt
+    seed: int = 0
+
+
+def policy_gradient(probs: np.ndarray, samples: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+    """The variance-reduced estimator above. probs (L, K); samples (I, L) indices; rewards (I,)."""
+    n = len(rewards)
+    if n < 2:
+        raise ValueError("the leave-one-out estimator needs at least 2 samples")
+    adv = (rewards - rewards.mean()) / (n - 1)
+    grad = np.zeros_like(probs)
+    rows = np.arange(probs.shape[0])
+    for k in range(n):
+        grad[rows, samples[k]] += adv[k] / probs[rows, samples[k]]
+    return grad
+
+
+def project_simplex(v: np.ndarray, floor: float = 0.0) -> np.ndarray:
+    """Row-wise Euclidean projection onto {p >= floor, sum p = 1} (sort-based, exact)."""
+    k = v.shape[-1]
+    if floor * k >= 1:
+        raise ValueError("floor too large for the number of candidates")
+    w = v - floor
+    mass = 1.0 - floor * k
+    u = -np.sort(-w, axis=-1)
+    css = np.cumsum(u, axis=-1) - mass
+    ind = np.arange(1, k + 1)
+    cond = u - css / ind > 0
+    rho = k - 1 - np.argmax(cond[..., ::-1], axis=-1)
+    theta = css[np.arange(len(v)), rho] / (rho + 1)
+    return np.maximum(w - theta[:, None], 0.0) + floor
+
+
+class BDPLAgent:
+    name = "bdpl"
+
+    def __init__(self, config: BDPLConfig | None = None) -> None:
+        self.config = config or BDPLConfig()
+
+    def learn(self, env) -> Result:
+        cfg = self.config
+        base = env.unwrapped
+        env.reset(seed=cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        length, k = len(base.action_space.nvec), int(base.action_space.nvec[0])
+        probs = np.full((length, k), 1.0 / k)
+        dev, train = DevSelector(env), TrainCurve()
+        it = 0
+        while base.budget.remaining >= cfg.samples + 1:
+            cum = probs.cumsum(axis=1)
+            u = rng.random((cfg.samples, length, 1))
+            samples = np.minimum((u > cum[None]).sum(axis=2), k - 1)
+            outs = base.score_actions(list(samples))
+            rewards = np.array([o.reward for o in outs])
+            train.update(base.budget.calls, list(samples), list(rewards))
+            grad = policy_gradient(probs, samples, rewards)
+            norm = np.linalg.norm(grad)
+            if norm > cfg.grad_clip:
+                grad *= cfg.grad_clip / norm
+            probs = project_simplex(probs + cfg.lr * grad, cfg.min_prob)
+            it += 1
+            if it % cfg.dev_every == 0:
+                dev.consider(probs.argmax(axis=1), float(rewards.max()))
+        dev.consider(probs.argmax(axis=1))
+        action = dev.best_action if dev.best_action is not None else probs.argmax(axis=1)
+        return Result(self.name, np.asarray(action), base.prompt_text(action), train.best,
+                      None if dev.best_action is None else float(dev.best_metric), base.budget.calls,
+                      dev.curve, train.points, config=config_dict(cfg),
+                      extra={"iterations": it, "entropy": float(-(probs * np.log(probs)).sum(axis=1).mean())})

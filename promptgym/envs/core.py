@@ -1,0 +1,237 @@
+"""What every prompt environment shares: task data, the LM, the budget, and batched scoring.
+
+Subclasses define only how an action becomes a prompt (``_validate`` / ``_prompt_of``) and how an
+episode advances (``_pending`` / ``_advance``). Scoring is always batched: ``score_actions`` scores a
+whole population in ONE LM call (charged one API call per prompt), which is what population agents
+(BDPL, CMA-ES) and the vector env use. ``step`` is the one-prompt special case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from promptgym.envs.budget import DEFAULT_BUDGET, BudgetView, QueryBudget
+from promptgym.envs.reward import check_reward_kind, compute_reward
+from promptgym.errors import InvalidActionError
+from promptgym.lm import DEFAULT_MODEL, get_lm
+from promptgym.lm.base import Prompt, ScoreRequest
+from promptgym.tasks import get_task, load_split
+from promptgym.tasks.metrics import compute_metric
+from promptgym.tasks.spec import PROMPT_POSITIONS
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The scores of one prompt on one batch: what a step's reward and info are made of."""
+
+    reward: float
+    accuracy: float
+    metric: float
+    label_probs: np.ndarray  # mean predicted probability per label (prediction frequencies if label-only)
+    predictions: np.ndarray
+    label_logprobs: np.ndarray | None
+    num_examples: int
+
+
+class PromptEnvBase(gym.Env):
+    """Base class; see :class:`DiscretePromptEnv`, :class:`SubspacePromptEnv`, :class:`TokenwisePromptEnv`.
+
+    Arguments common to all kinds:
+        task: task name ("sst2", ...).
+        model: preset name or Hugging Face id, or any object implementing ``BlackBoxLM``.
+        dtype: "bfloat16" (default, fast on CPU) or "float32".
+        split_seed: which published 16-shot split (13, 21, 42, 87, 100) to train and validate on.
+        budget: API calls for the env's lifetime (default 8,000), or a shared ``QueryBudget``.
+        reward: "ce" (default), "hinge", "accuracy" or "label_only" (see ``promptgym.envs.reward``).
+        batch_size: None scores all train examples per call; an int scores a random minibatch (BDPL).
+        prompt_position: "before" the input (default, as the papers) or "after" it, before the cue.
+        template: "auto" (causal or masked by model), or a named template of the task.
+        data_dir: local data mirror (default: ``$PROMPTGYM_DATA_DIR``).
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+
+    def __init__(self, task: str = "sst2", model: Any = DEFAULT_MODEL, dtype: str = "bfloat16", split_seed: int = 13,
+                 budget: int | QueryBudget = DEFAULT_BUDGET, reward: str = "ce", batch_size: int | None = None,
+                 prompt_position: str = "before", template: str = "auto", data_dir: str | None = None,
+                 render_mode: str | None = None) -> None:
+        super().__init__()
+        self.spec_task = get_task(task)
+        self.lm = get_lm(model, dtype) if isinstance(model, str) else model
+        self.model_name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
+        self.reward_kind = check_reward_kind(reward)
+        if prompt_position not in PROMPT_POSITIONS:
+            raise ValueError(f"prompt_position must be one of {PROMPT_POSITIONS}, got {prompt_position!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}")
+        self.render_mode = render_mode
+        self.prompt_position = prompt_position
+        self.split_seed = int(split_seed)
+        self.data_dir = data_dir
+        self.budget = budget if isinstance(budget, QueryBudget) else QueryBudget(budget)
+        kind = template if template != "auto" else ("masked" if self.lm.is_masked else "causal")
+        self.template = self.spec_task.template(kind)
+        self.train = load_split(self.spec_task, "train", self.split_seed, data_dir)
+        self.dev = load_split(self.spec_task, "dev", self.split_seed, data_dir)
+        self._segments = {"train": self._render(self.train), "dev": self._render(self.dev)}
+        self._labels = {"train": np.asarray(self.train.labels), "dev": np.asarray(self.dev.labels)}
+        if batch_size is not None and not 1 <= int(batch_size) <= len(self.train):
+            raise ValueError(f"batch_size must be in 1..{len(self.train)} or None, got {batch_size}")
+        self.batch_size = None if batch_size is None else int(batch_size)
+        n_labels = self.spec_task.num_labels
+        self._last: Outcome | None = None
+        self._last_prompt_text = ""
+        self._reset_obs_probs = np.full(n_labels, 1.0 / n_labels, dtype=np.float32)
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _validate_prompt(self, action: Any) -> Any:
+        """Check a full-prompt action (raise InvalidActionError); return it normalised."""
+        raise NotImplementedError
+
+    def _validate_step(self, action: Any) -> Any:
+        """Check a ``step`` action; for one-shot envs a step action is a full prompt."""
+        return self._validate_prompt(action)
+
+    def _pending(self, action: Any) -> Prompt | None:
+        """The prompt this step must score, or None when the step needs no LM call."""
+        raise NotImplementedError
+
+    def _advance(self, action: Any, outcome: Outcome | None) -> tuple[Any, float, bool, bool, dict]:
+        """Update the episode with a validated action and its scores; return the step tuple."""
+        raise NotImplementedError
+
+    def step(self, action: Any):
+        checked = self._validate_step(action)
+        prompt = self._pending(checked)
+        outcome = self._score_prompts([prompt], "train")[0] if prompt is not None else None
+        return self._advance(checked, outcome)
+
+    def _prompt_of(self, action: Any) -> Prompt:
+        raise NotImplementedError
+
+    def prompt_text(self, action: Any) -> str:
+        """A readable form of the prompt an action stands for."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ scoring (charged)
+    def score_actions(self, actions: Sequence[Any], split: str = "train") -> list[Outcome]:
+        """Score full prompts in ONE batched LM call; charges ``len(actions)`` API calls.
+
+        Every action is validated before anything is charged. ``split`` is "train" (the reward
+        batch) or "dev" (all dev examples, for choosing a final prompt). The test split is not
+        reachable from an environment.
+        """
+        if split not in ("train", "dev"):
+            raise ValueError("environments score on 'train' or 'dev' only; the test split is for the harness")
+        if len(actions) == 0:
+            raise InvalidActionError("score_actions needs at least one action")
+        checked = [self._validate_prompt(a) for a in actions]
+        prompts = [self._prompt_of(a) for a in checked]
+        return self._score_prompts(prompts, split)
+
+    def evaluate_dev(self, action: Any) -> Outcome:
+        """Score one prompt on the dev split (charged one API call)."""
+        return self.score_actions([action], split="dev")[0]
+
+    def _score_prompts(self, prompts: Sequence[Prompt], split: str) -> list[Outcome]:
+        self.budget.require(len(prompts))
+        rows = self._batch_rows(split)
+        segments = tuple(self._segments[split][i] for i in rows)
+        labels = self._labels[split][rows]
+        label_only = self.reward_kind == "label_only"
+        requests = [ScoreRequest(p, segments, self.template.verbalizers, label_only) for p in prompts]
+        results = self.lm.score(requests)
+        self.budget.charge(len(prompts), len(prompts) * len(rows), sum(r.num_tokens for r in results), split)
+        outcomes = []
+        for res in results:
+            if res.label_logprobs is not None:
+                probs = np.exp(res.label_logprobs).mean(axis=0)
+            else:
+                probs = np.bincount(res.predictions, minlength=self.spec_task.num_labels) / len(rows)
+            outcomes.append(Outcome(
+                reward=compute_reward(self.reward_kind, res, labels, self.spec_task.metric),
+                accuracy=float(np.mean(res.predictions == labels)),
+                metric=compute_metric(self.spec_task.metric, labels, res.predictions),
+                label_probs=probs.astype(np.float32),
+                predictions=res.predictions,
+                label_logprobs=res.label_logprobs,
+                num_examples=len(rows),
+            ))
+        return outcomes
+
+    def _batch_rows(self, split: str) -> np.ndarray:
+        n = len(self._labels[split])
+        if split == "dev" or self.batch_size is None or self.batch_size >= n:
+            return np.arange(n)
+        return np.sort(self.np_random.choice(n, size=self.batch_size, replace=False))
+
+    def _render(self, split) -> list[tuple[str, str]]:
+        mask = getattr(self.lm, "mask_token", None)
+        return [self.template.render(t, p, position=self.prompt_position, mask_token=mask)
+                for t, p in zip(split.texts, split.text_pairs)]
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def _info(self, outcome: Outcome | None) -> dict[str, Any]:
+        info: dict[str, Any] = {"budget": BudgetView(self.budget), "reward_kind": self.reward_kind}
+        if outcome is not None:
+            info.update(accuracy=outcome.accuracy, metric=outcome.metric, metric_name=self.spec_task.metric,
+                        label_probs=outcome.label_probs.copy(), prompt_text=self._last_prompt_text)
+        return info
+
+    def _stats_obs(self, outcome: Outcome | None) -> np.ndarray:
+        if outcome is None:
+            return np.concatenate([self._reset_obs_probs, [0.0]]).astype(np.float32)
+        return np.concatenate([np.clip(outcome.label_probs, 0, 1), [outcome.accuracy]]).astype(np.float32)
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        lines = [f"task {self.spec_task.name} | calls {self.budget.calls}/{self.budget.max_calls}",
+                 f"prompt: {self._last_prompt_text!r}"]
+        if self._last is not None:
+            probs = ", ".join(f"{n}={p:.2f}" for n, p in zip(self.spec_task.labels, self._last.label_probs))
+            lines.append(f"reward {self._last.reward:.4f} | accuracy {self._last.accuracy:.3f} | "
+                         f"{self.spec_task.metric} {self._last.metric:.3f} | mean probs: {probs}")
+        return "\n".join(lines)
+
+
+class OneShotPromptEnv(PromptEnvBase):
+    """Each step proposes a whole prompt and is rewarded at once; an episode is ``episode_length`` steps.
+
+    With the default ``episode_length=1`` every step is a complete episode (a contextual bandit whose
+    context is the last scores), the form in which BBT/BDPL-style search and SB3 algorithms meet.
+    The observation is ``[mean predicted probability of each label, accuracy]`` of the prompt scored
+    at the previous step of the episode; at reset it is ``[1/C, ..., 1/C, 0]`` (nothing scored yet).
+    It never includes the budget, which outlives episodes (it is in ``info``).
+    """
+
+    def __init__(self, *args: Any, episode_length: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if int(episode_length) < 1:
+            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
+        self.episode_length = int(episode_length)
+        n = self.spec_task.num_labels
+        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(n + 1,), dtype=np.float32)
+        self._t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t = 0
+        self._last = None
+        return self._stats_obs(None), self._info(None)
+
+    def _pending(self, action: Any) -> Prompt:
+        return self._prompt_of(action)
+
+    def _advance(self, action: Any, outcome: Outcome | None):
+        assert outcome is not None
+        self._t += 1
+        self._last = outcome
+        self._last_prompt_text = self.prompt_text(action)
+        terminated = self._t >= self.episode_length
+        return self._stats_obs(outcome), outcome.reward, terminated, self.budget.exhausted, self._info(outcome)

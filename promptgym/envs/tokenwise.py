@@ -1,0 +1,70 @@
+"""The sequential RL setting: build the prompt one candidate per step, rewarded at the end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from promptgym.envs.core import Outcome
+from promptgym.envs.discrete import DiscretePromptEnv, check_indices
+from promptgym.errors import InvalidActionError
+from promptgym.lm.base import Prompt
+
+
+class TokenwisePromptEnv(DiscretePromptEnv):
+    """Build a prompt of L candidates step by step (the environment where SB3's PPO is natural).
+
+    ## Action Space
+    ``Discrete(K)``: the candidate appended at this step (same candidate list as the discrete env).
+
+    ## Observation Space
+    ``MultiDiscrete([K + 1] * L)``: the prompt so far, one candidate index per position; ``K`` marks a
+    position not chosen yet.
+
+    ## Rewards
+    0 for the first L - 1 steps (no LM call, nothing charged); at step L the full prompt is scored
+    on the train examples (one API call) and the reward is as in the discrete env.
+
+    ## Episode End
+    Terminated after L steps. Truncated on the step that spends the budget's last call.
+
+    ``score_actions`` / ``evaluate_dev`` take full prompts (L indices), as in the discrete env.
+    """
+
+    def __init__(self, task: str = "sst2", **kwargs: Any) -> None:
+        super().__init__(task, **kwargs)
+        self.action_space = gym.spaces.Discrete(self.num_candidates)
+        self.observation_space = gym.spaces.MultiDiscrete([self.num_candidates + 1] * self.prompt_length)
+        self._tokens: list[int] = []
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        gym.Env.reset(self, seed=seed)
+        self._tokens = []
+        self._last = None
+        return self._obs(), self._info(None)
+
+    def _obs(self) -> np.ndarray:
+        obs = np.full(self.prompt_length, self.num_candidates, dtype=np.int64)
+        obs[: len(self._tokens)] = self._tokens
+        return obs
+
+    def _validate_step(self, action: Any) -> int:
+        if len(self._tokens) >= self.prompt_length:
+            raise InvalidActionError("the episode is over (prompt complete): call reset()")
+        return int(check_indices(np.reshape(np.asarray(action), (1,)) if np.ndim(action) == 0 else action,
+                                 1, self.num_candidates)[0])
+
+    def _pending(self, action: int) -> Prompt | None:
+        if len(self._tokens) + 1 < self.prompt_length:
+            return None
+        return self._prompt_of(np.asarray([*self._tokens, action]))
+
+    def _advance(self, action: int, outcome: Outcome | None):
+        self._tokens.append(action)
+        if outcome is None:
+            return self._obs(), 0.0, False, False, self._info(None)
+        self._last = outcome
+        self._last_prompt_text = self.prompt_text(self._tokens)
+        return self._obs(), outcome.reward, True, self.budget.exhausted, self._info(outcome)
