@@ -8,7 +8,7 @@ whole population in ONE LM call (charged one API call per prompt), which is what
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +87,9 @@ class PromptEnvBase(gym.Env):
         self._last: Outcome | None = None
         self._last_prompt_text = ""
         self._reset_obs_probs = np.full(n_labels, 1.0 / n_labels, dtype=np.float32)
+        # called as fn(split, outcomes) after every charged scoring: progress bars and run logs watch
+        # the search without the agent's cooperation (``promptgym.train``); listeners must not score
+        self.score_listeners: list[Callable[[str, list[Outcome]], None]] = []
 
     # ------------------------------------------------------------------ subclass hooks
     def _validate_prompt(self, action: Any) -> Any:
@@ -126,13 +129,24 @@ class PromptEnvBase(gym.Env):
         batch) or "dev" (all dev examples, for choosing a final prompt). The test split is not
         reachable from an environment.
         """
-        if split not in ("train", "dev"):
-            raise ValueError("environments score on 'train' or 'dev' only; the test split is for the harness")
+        _check_split(split)
         if len(actions) == 0:
             raise InvalidActionError("score_actions needs at least one action")
         checked = [self._validate_prompt(a) for a in actions]
         prompts = [self._prompt_of(a) for a in checked]
         return self._score_prompts(prompts, split)
+
+    def score_prompts(self, prompts: Sequence[Prompt], split: str = "train") -> list[Outcome]:
+        """Score LM prompts that are *not* actions of this env, charged like ``score_actions``.
+
+        For baselines outside the action space that a black-box API still accepts: the template
+        alone (``TokenPrompt(())``, valid for every env kind) or in-context demonstrations
+        (``TokenPrompt(lm.encode(text))``). The LM validates the prompts.
+        """
+        _check_split(split)
+        if len(prompts) == 0:
+            raise InvalidActionError("score_prompts needs at least one prompt")
+        return self._score_prompts(list(prompts), split)
 
     def evaluate_dev(self, action: Any) -> Outcome:
         """Score one prompt on the dev split (charged one API call)."""
@@ -162,6 +176,8 @@ class PromptEnvBase(gym.Env):
                 label_logprobs=res.label_logprobs,
                 num_examples=len(rows),
             ))
+        for listener in self.score_listeners:
+            listener(split, outcomes)
         return outcomes
 
     def _batch_rows(self, split: str) -> np.ndarray:
@@ -198,6 +214,11 @@ class PromptEnvBase(gym.Env):
             lines.append(f"reward {self._last.reward:.4f} | accuracy {self._last.accuracy:.3f} | "
                          f"{self.spec_task.metric} {self._last.metric:.3f} | mean probs: {probs}")
         return "\n".join(lines)
+
+
+def _check_split(split: str) -> None:
+    if split not in ("train", "dev"):
+        raise ValueError("environments score on 'train' or 'dev' only; the test split is for the harness")
 
 
 class OneShotPromptEnv(PromptEnvBase):

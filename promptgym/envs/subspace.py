@@ -28,7 +28,7 @@ class SubspacePromptEnv(OneShotPromptEnv):
       entry by about one embedding standard deviation. ``"uniform"`` draws from ``U(-a, a)`` with the
       same variance.
     * ``p0``: ``"words"`` (default) are the embeddings of ``prompt_length`` tokens drawn (seeded) from
-      the task's candidate n-grams, i.e. a real-word prompt that ``z = 0`` reproduces; ``"zeros"``
+      the single-token words of the task's candidate list, i.e. a real-word prompt that ``z = 0`` reproduces; ``"zeros"``
       starts from zero vectors.
     * ``bound`` (default 5) is wide enough that CMA-ES with BBT's ``sigma0 = 1`` rarely touches it.
       Actions outside the box, of the wrong shape or with NaN/inf raise ``InvalidActionError`` and
@@ -69,8 +69,10 @@ class SubspacePromptEnv(OneShotPromptEnv):
         if init == "words":
             from promptgym.envs.vocab import build_candidates
 
-            cands = build_candidates(self.spec_task, self.lm.encode, k=200, seed=self.split_seed, data_dir=self.data_dir)
-            ids = [cands.token_ids[i][0] for i in rng.choice(len(cands), size=self.prompt_length, replace=True)]
+            cands = build_candidates(self.spec_task, self.lm.encode, k=200, seed=self.split_seed,
+                                     data_dir=self.data_dir)
+            words = sorted({t[0] for t in cands.token_ids if len(t) == 1}) or [t[0] for t in cands.token_ids]
+            ids = [words[i] for i in rng.choice(len(words), size=self.prompt_length, replace=True)]
             self.p0 = self.lm.embed_tokens(ids).astype(np.float32)
             self.p0_text = self.lm.decode(ids)
         else:

@@ -102,6 +102,8 @@ PRIOR_STRENGTH = 20.0
 ROWS_PER_MIN_DF = 5000
 
 _WORD_RE = re.compile(r"(?<![\w'])[^\W_]+(?:'[^\W_]+)*")
+_DIGIT_RE = re.compile(r"\d")
+_LETTER_RE = re.compile(r"[^\W\d_]")
 _BACKSLASH_RE = re.compile(r"\\[nrt]?")          # Yelp's literal "\n", AG News's "\$"
 _BARE_ENTITY_RE = re.compile(r"(?<!&)#(\d{2,5});")  # AG News's "isn #39;t" (an entity that lost its "&")
 
@@ -135,6 +137,8 @@ class CandidateList:
     def _indices(self, action: object) -> list[int]:
         """Validate ``action`` (a sequence/array of indices, or one index) and return it as ints."""
         arr = np.asarray(action)
+        if arr.shape == (0,):
+            return []  # an empty prompt (np.asarray([]) is float64)
         if arr.dtype == object or arr.dtype.kind not in "iu":
             raise InvalidActionError(
                 f"a discrete prompt action is a sequence of integer indices into {len(self)} candidates, "
@@ -174,7 +178,10 @@ def words(text: str) -> list[str]:
     if "#" in text:
         text = _BARE_ENTITY_RE.sub(lambda m: chr(int(m.group(1))) if int(m.group(1)) < 0x110000 else " ", text)
     text = html.unescape(text).lower().replace("\u2019", "'").replace("_", " ")
-    return [w for w in _WORD_RE.findall(text) if any(ch.isalpha() for ch in w)]
+    found = _WORD_RE.findall(text)
+    if not _DIGIT_RE.search(text):
+        return found  # without digits every word has a letter (the common case: skip the check)
+    return [w for w in found if _LETTER_RE.search(w)]
 
 
 def _ngrams(tokens: Sequence[str], max_n: int) -> list[str]:
@@ -220,13 +227,17 @@ def _root_key(data_dir: str | None) -> str | None:
 
 
 def ngram_stats(task: str | TaskSpec, seed: int = 13, max_n: int = 2, data_dir: str | None = None) -> NgramStats:
-    """The (cached) n-gram statistics of ``task``'s text source (pool where mirrored, else train-``seed``)."""
+    """The (cached) n-gram statistics of ``task``'s text source (pool where mirrored, else train-``seed``).
+
+    The counts hold every n-gram up to ``max(max_n, 2)`` words (one pass serves max_n 1 and 2).
+    """
     spec = get_task(task)
     _validate(1, "pmi", max_n, seed)
     return _stats_for(spec.name, int(seed), int(max_n), _root_key(data_dir))
 
 
 def _stats_for(name: str, seed: int, max_n: int, root: str | None) -> NgramStats:
+    max_n = max(max_n, 2)  # unigram and bigram lists share one pass over the corpus
     if name in POOL_TASKS:
         try:
             return _stats(name, "pool", None, max_n, root)
@@ -243,7 +254,7 @@ def _stats(name: str, split: str, seed: int | None, max_n: int, root: str | None
     pairs = table.column("text_pair").to_pylist() if "text_pair" in table.column_names else [None] * len(texts)
     labels = table.column("label").to_pylist()
     num_labels = data.task.num_labels
-    counts: Counter[str] = Counter()
+    repeats: Counter[str] = Counter()  # occurrences beyond the first in a row: c(g) = df(g) + repeats
     docs = [Counter() for _ in range(num_labels)]
     label_rows = [0] * num_labels
     num_words = 0
@@ -254,9 +265,15 @@ def _stats(name: str, split: str, seed: int | None, max_n: int, root: str | None
                 tokens = words(part)
                 num_words += len(tokens)
                 grams.extend(_ngrams(tokens, max_n))
-        counts.update(grams)
-        docs[label].update(set(grams))
+        unique = set(grams)
+        docs[label].update(unique)
+        if len(unique) < len(grams):
+            repeats.update(grams)
+            repeats.subtract(unique)
         label_rows[label] += 1
+    counts = Counter(+repeats)  # one Counter pass per row instead of two
+    for d in docs:
+        counts.update(d)
     source = f"{name}/{split}" if seed is None else f"{name}/{split}-{seed}"
     return NgramStats(source, max_n, tuple(label_rows), num_words, MappingProxyType(dict(counts)),
                       tuple(MappingProxyType(dict(d)) for d in docs))
@@ -282,6 +299,8 @@ def _pmi_ranking(name: str, seed: int, max_n: int, root: str | None) -> tuple[tu
     m = min(PRIOR_STRENGTH, n_rows / 8)
     ranked: list[list[tuple[float, int, int, int, str]]] = [[] for _ in priors]
     for gram, count in stats.counts.items():
+        if gram.count(" ") >= max_n:
+            continue
         per_label = [d.get(gram, 0) for d in stats.label_doc_counts]
         df = sum(per_label)
         if df < min_df:
@@ -303,7 +322,7 @@ def _pmi_ranking(name: str, seed: int, max_n: int, root: str | None) -> tuple[tu
 @lru_cache(maxsize=32)
 def _frequency_ranking(name: str, seed: int, max_n: int, root: str | None) -> tuple[str, ...]:
     stats = _stats_for(name, seed, max_n, root)
-    return tuple(g for _, g in sorted((-c, g) for g, c in stats.counts.items()))
+    return tuple(g for _, g in sorted((-c, g) for g, c in stats.counts.items() if g.count(" ") < max_n))
 
 
 def _round_robin(lists: Sequence[Sequence[str]], accept: Callable[[str], bool]) -> Iterator[str]:
