@@ -36,6 +36,7 @@ class Outcome:
     predictions: np.ndarray
     label_logprobs: np.ndarray | None
     num_examples: int
+    rows: np.ndarray | None = None  # indices into the split of the scored examples (a minibatch with batch_size)
 
 
 class PromptEnvBase(gym.Env):
@@ -175,6 +176,7 @@ class PromptEnvBase(gym.Env):
                 predictions=res.predictions,
                 label_logprobs=res.label_logprobs,
                 num_examples=len(rows),
+                rows=rows,
             ))
         for listener in self.score_listeners:
             listener(split, outcomes)

@@ -28,8 +28,8 @@ class SubspacePromptEnv(OneShotPromptEnv):
       entry by about one embedding standard deviation. ``"uniform"`` draws from ``U(-a, a)`` with the
       same variance.
     * ``p0``: ``"words"`` (default) are the embeddings of ``prompt_length`` tokens drawn (seeded) from
-      the single-token words of the task's candidate list, i.e. a real-word prompt that ``z = 0`` reproduces; ``"zeros"``
-      starts from zero vectors.
+      the single-token words of the task's candidate list, i.e. a real-word prompt that ``z = 0``
+      reproduces; ``"zeros"`` starts from zero vectors.
     * ``bound`` (default 5) is wide enough that CMA-ES with BBT's ``sigma0 = 1`` rarely touches it.
       Actions outside the box, of the wrong shape or with NaN/inf raise ``InvalidActionError`` and
       charge nothing.

@@ -136,7 +136,12 @@ class CandidateList:
 
     def _indices(self, action: object) -> list[int]:
         """Validate ``action`` (a sequence/array of indices, or one index) and return it as ints."""
-        arr = np.asarray(action)
+        try:
+            arr = np.asarray(action)
+        except (TypeError, ValueError) as exc:  # ragged nested lists and the like
+            raise InvalidActionError(
+                f"a discrete prompt action must be a 1-D sequence of indices, got {action!r}"
+            ) from exc
         if arr.shape == (0,):
             return []  # an empty prompt (np.asarray([]) is float64)
         if arr.dtype == object or arr.dtype.kind not in "iu":
