@@ -6,8 +6,8 @@ split and the predictions on the test split. Submissions come from strangers and
 the repository, so the validator trusts nothing:
 
 * the raw bytes are bounded (``MAX_BYTES``), must be UTF-8 and must be one JSON object;
-* ``NaN``/``Infinity`` literals and overflowing numbers (``1e400``) are rejected at parse time,
-  because ``json.loads`` would otherwise turn them into non-finite floats that poison averages;
+* ``NaN``/``Infinity`` literals and overflowing numbers (``1e400``) are rejected, with their field
+  path, because ``json.loads`` would otherwise turn them into non-finite floats that poison averages;
 * duplicate keys are rejected (``json.loads`` silently keeps the last one, so two readers could
   disagree about what a file says);
 * every field has an exact type (``true`` is not an int), a bound on its size, and unknown keys
@@ -122,22 +122,36 @@ def parse_submission(raw: bytes | str) -> dict[str, Any]:
             f"(is the file truncated?)") from None
     except RecursionError:
         raise InvalidSubmissionError("submission: JSON is nested too deeply") from None
-    except ValueError as exc:  # our hooks, or an integer literal too long to convert
+    except ValueError as exc:  # duplicate keys, or an integer literal too long to convert
         raise InvalidSubmissionError(f"submission: {exc}") from None
     if not isinstance(obj, dict):
         raise InvalidSubmissionError(f"submission: top level must be a JSON object, got {_json_type(obj)}")
     return validate_submission(obj)
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not allowed: every number must be finite")
+class _NonFinite:
+    """Stands in for a ``NaN``/``Infinity`` literal or an overflowing number while parsing.
+
+    Raising inside ``json.loads`` would lose the field path; this placeholder is not a number, so
+    the validator rejects it wherever it appears and names the field (every value is type-checked).
+    """
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+    def __repr__(self) -> str:
+        return self.literal
 
 
-def _finite_float(literal: str) -> float:
+def _reject_constant(name: str) -> _NonFinite:
+    return _NonFinite(name)
+
+
+def _finite_float(literal: str) -> float | _NonFinite:
     value = float(literal)
-    if not math.isfinite(value):
-        raise ValueError(f"number {literal[:40]} overflows to {value}: every number must be finite")
-    return value
+    return value if math.isfinite(value) else _NonFinite(f"{literal[:40]} (overflows to {value})")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -201,7 +215,9 @@ def check_budget(sub: Mapping[str, Any]) -> None:
             f"budget_calls: the {tier!r} tier has a budget of exactly {budget} calls, got {sub.get('budget_calls')!r}")
     for i, run in enumerate(sub.get("runs", [])):
         used = run.get("calls_used")
-        if not isinstance(used, int) or isinstance(used, bool) or used > budget:
+        if not _is_int(used):
+            raise InvalidSubmissionError(f"runs[{i}].calls_used: must be an integer, got {_json_type(used)}")
+        if used > budget:
             raise InvalidSubmissionError(
                 f"runs[{i}].calls_used: {used!r} exceeds the {tier!r} tier's budget of {budget} calls")
 
@@ -240,7 +256,7 @@ def _data_hashes(value: Any, path: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, digest in obj.items():
         key_path = f"{path}[{key[:60]!r}]"
-        if not DATA_PATH_RE.match(key):
+        if not DATA_PATH_RE.fullmatch(key):
             raise InvalidSubmissionError(
                 f"{key_path}: data file keys are relative paths of 1-200 characters from A-Z a-z 0-9 '_' '.' '-' '/'")
         parts = key.split("/")
@@ -353,8 +369,7 @@ def _object(value: Any, path: str, required: Sequence[str], allowed: Sequence[st
         raise InvalidSubmissionError(f"{path}: unknown key(s) {[k[:60] for k in extra[:5]]}; allowed: {list(allowed)}")
     missing = [k for k in required if k not in obj]
     if missing:
-        where = "submission" if path == "submission" else path
-        raise InvalidSubmissionError(f"{where}: missing key(s) {missing}")
+        raise InvalidSubmissionError(f"{path}: missing key(s) {missing}")
     return obj
 
 
@@ -384,7 +399,7 @@ def _flat_dict(value: Any, path: str, max_keys: int, *, allow_lists: bool) -> di
         raise InvalidSubmissionError(f"{path}: at most {max_keys} keys, got {len(obj)}")
     out: dict[str, Any] = {}
     for key, item in obj.items():
-        if not KEY_RE.match(key):
+        if not KEY_RE.fullmatch(key):
             raise InvalidSubmissionError(
                 f"{path}: key {key[:60]!r} must be an identifier of at most 64 characters (letters, digits, '_')")
         p = f"{path}.{key}"
@@ -409,7 +424,8 @@ def _scalar(value: Any, path: str, *, lists_ok: bool = False) -> str | int | flo
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value).__name__ != "bool_"
+    # bool is an int subclass in Python, but `true` where a count belongs is a bug in the submitter's code
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _int(value: Any, path: str, lo: int | None = None, hi: int | None = None) -> int:
@@ -442,7 +458,7 @@ def _string(value: Any, path: str, max_len: int, *, pattern: re.Pattern[str] | N
     _check_encodable(value, path)
     if single_line and CONTROL_RE.search(value):
         raise InvalidSubmissionError(f"{path}: must be a single line without control characters")
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not pattern.fullmatch(value):
         raise InvalidSubmissionError(f"{path}: must be {hint or 'of the form ' + pattern.pattern}, got {value[:80]!r}")
     return value
 
@@ -472,6 +488,8 @@ _JSON_NAMES: dict[type, str] = {bool: "boolean", int: "integer", float: "float",
 
 def _json_type(value: Any) -> str:
     """Name a value's type as the submitter sees it in their JSON (bools are 'boolean', not int)."""
+    if isinstance(value, _NonFinite):
+        return f"non-finite number {value.literal}"
     name = _JSON_NAMES.get(type(value))
     if name is None:
         return type(value).__name__

@@ -84,7 +84,9 @@ def expected_calibration_error(probs: np.ndarray, labels: Sequence[int] | np.nda
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     confidence = p.max(axis=1)
     correct = (p.argmax(axis=1) == y).astype(np.float64)
-    bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    # Edges k/B are computed by division so that e.g. 0.7 falls exactly on an edge, in bin (0.6, 0.7].
+    edges = np.arange(n_bins + 1) / n_bins
+    bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
     conf_sum = np.bincount(bins, weights=confidence, minlength=n_bins)
     acc_sum = np.bincount(bins, weights=correct, minlength=n_bins)
     return float(np.sum(np.abs(acc_sum - conf_sum)) / p.shape[0])

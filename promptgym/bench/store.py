@@ -15,6 +15,7 @@ about three things.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -115,17 +116,22 @@ def write_text_atomic(path: Path, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; committed files should be world-readable
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_entries(root: Path) -> list[dict[str, Any]]:
@@ -151,7 +157,7 @@ def load_entries(root: Path) -> list[dict[str, Any]]:
                     f"{child}: unexpected file; submissions go in {LEADERBOARD_DIR}/<env_id>/ "
                     f"(known top-level files: {sorted(_GENERATED)})")
             continue
-        if not ENV_ID_RE.match(child.name):
+        if not ENV_ID_RE.fullmatch(child.name):
             raise InvalidSubmissionError(f"{child}: folder name is not an env id like 'PromptSST2-v0'")
         for path in sorted(child.iterdir()):
             if path.name.startswith("."):

@@ -1,0 +1,302 @@
+"""Leaderboard files and pages: the store (atomic, no overwrite, strict reading) and the renderers.
+
+Submissions are synthetic (see ``test_bench_schema.make_submission``); the tests check file
+handling and the structure of the generated Markdown and HTML, not any result.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_bench_schema import TEST_LABELS, make_predictions, make_submission
+
+from promptgym.bench import render as render_module
+from promptgym.bench import store as store_module
+from promptgym.bench.render import BASELINES, PROTOCOL_MARKER, render_html, render_markdown, write_leaderboard
+from promptgym.bench.store import add_submission, dumps_submission, load_entries, submission_filename
+from promptgym.errors import InvalidSubmissionError
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _entries() -> list[dict[str, Any]]:
+    """Four entries on one env/tier: a strong agent, one that equals a baseline, two baselines."""
+    strong = make_submission("bdpl", predictions=make_predictions(TEST_LABELS, [0, 1, 0, 1, 0]), submitter="alice")
+    twin = make_submission("bbt", predictions=make_predictions(TEST_LABELS, [12, 11, 13, 12, 12]), submitter="bob")
+    manual = make_submission("manual", predictions=make_predictions(TEST_LABELS, [12, 11, 13, 12, 12]),
+                             submitter="promptgym", created="2025-01-01T00:00:00Z")
+    rand = make_submission("random", predictions=make_predictions(TEST_LABELS, [18, 19, 20, 18, 17]),
+                           submitter="promptgym")
+    return [twin, rand, strong, manual]
+
+
+# ------------------------------------------------------------------------------------------ store
+def test_filename_comes_from_validated_fields_only(tmp_path: Path) -> None:
+    sub = make_submission("bdpl", tier="standard", created="2025-03-04T05:06:07+02:00")
+    name = submission_filename(sub)
+    assert re.fullmatch(r"2025-03-04_bdpl_standard_[0-9a-f]{12}\.json", name)
+    other = copy.deepcopy(sub)
+    other["runs"][0]["wall_seconds"] = 99.0
+    assert submission_filename(other) != name  # content hash
+    bad = copy.deepcopy(sub)
+    bad["agent"]["name"] = "../../etc"
+    with pytest.raises(InvalidSubmissionError, match="agent.name"):
+        submission_filename(bad)
+
+
+def test_add_submission_writes_once_and_reads_back(tmp_path: Path) -> None:
+    sub = make_submission()
+    path = add_submission(tmp_path, sub)
+    assert path.parent == tmp_path / "leaderboards" / "PromptSST2-v0"
+    assert path.name == submission_filename(sub)
+    assert json.loads(path.read_text(encoding="utf-8")) == sub
+    assert load_entries(tmp_path) == [sub]
+    before = _snapshot(tmp_path)
+    with pytest.raises(FileExistsError, match="already"):
+        add_submission(tmp_path, sub)
+    assert _snapshot(tmp_path) == before
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_add_submission_invalid_or_over_budget_changes_nothing(tmp_path: Path) -> None:
+    add_submission(tmp_path, make_submission())
+    before = _snapshot(tmp_path)
+    bad = make_submission("other")
+    bad["runs"][0]["test"]["ece"] = float("nan")
+    with pytest.raises(InvalidSubmissionError, match=r"runs\[0\]\.test\.ece"):
+        add_submission(tmp_path, bad)
+    over = make_submission("other")
+    over["runs"][1]["calls_used"] = 1001
+    with pytest.raises(InvalidSubmissionError, match=r"runs\[1\]\.calls_used"):
+        add_submission(tmp_path, over)
+    assert _snapshot(tmp_path) == before
+
+
+def test_add_submission_is_atomic_when_the_write_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = add_submission(tmp_path, make_submission())
+    before = _snapshot(tmp_path)
+
+    def boom(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store_module.os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        add_submission(tmp_path, make_submission("other"))
+    monkeypatch.undo()
+    assert _snapshot(tmp_path) == before  # no partial file, no temp file, first entry intact
+    assert first.exists()
+
+
+def test_written_file_is_compact_enough_for_big_curves(tmp_path: Path) -> None:
+    sub = make_submission()
+    for run in sub["runs"]:
+        run["curve"] = [[i // 10, 0.5] for i in range(run["calls_used"] * 10)][:10_000]
+    text = dumps_submission(sub)
+    assert len(text.encode()) < 5 * 1024 * 1024
+    assert add_submission(tmp_path, sub).stat().st_size == len(text.encode())
+
+
+def test_load_entries_is_strict(tmp_path: Path) -> None:
+    assert load_entries(tmp_path) == []
+    path = add_submission(tmp_path, make_submission())
+    (path.parent / ".gitkeep").write_text("")  # hidden files are not entries
+    assert len(load_entries(tmp_path)) == 1
+
+    edited = json.loads(path.read_text())
+    edited["runs"][0]["test"]["metric"] = 1.0
+    path.write_text(json.dumps(edited))
+    with pytest.raises(InvalidSubmissionError, match="file name does not match its content"):
+        load_entries(tmp_path)
+
+    edited["runs"][0]["test"]["ece"] = 2.0
+    path.write_text(json.dumps(edited))
+    with pytest.raises(InvalidSubmissionError, match=rf"{re.escape(path.name)}: runs\[0\]\.test\.ece"):
+        load_entries(tmp_path)
+    path.unlink()
+
+    stray = tmp_path / "leaderboards" / "stray.json"
+    stray.write_text("{}")
+    with pytest.raises(InvalidSubmissionError, match="unexpected file"):
+        load_entries(tmp_path)
+    stray.unlink()
+
+    wrong_dir = tmp_path / "leaderboards" / "PromptRTE-v0"
+    wrong_dir.mkdir()
+    sub = make_submission()
+    (wrong_dir / submission_filename(sub)).write_text(dumps_submission(sub))
+    with pytest.raises(InvalidSubmissionError, match="does not match its folder"):
+        load_entries(tmp_path)
+
+
+# ------------------------------------------------------------------------------------- markdown
+def _table_rows(markdown: str) -> list[list[str]]:
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| Rank")]
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in rows]
+
+
+def test_markdown_has_a_sorted_row_per_entry_and_marks_baseline_ties() -> None:
+    entries = _entries()
+    md = render_markdown(entries, {"PromptSST2-v0": TEST_LABELS})
+    assert md.count("## PromptSST2-v0 · lite tier (1,000 calls) · accuracy") == 1
+    rows = _table_rows(md)
+    assert [r[1] for r in rows] == ["bdpl", "manual", "bbt", "random"]  # by mean; tie -> earlier date first
+    assert [r[0] for r in rows] == ["1", "2", "3", "4"]
+    by_agent = {r[1]: r for r in rows}
+    assert by_agent["manual"][10] == "best baseline"
+    assert by_agent["bbt"][10].startswith("≈ +0.0 [")  # identical predictions: not distinguishable
+    assert not by_agent["bdpl"][10].startswith("≈")  # clearly better
+    assert by_agent["random"][10].startswith("-")
+    assert by_agent["bdpl"][4] == "99.0 ± 1.4"
+    assert len(by_agent["bdpl"][6].split(" / ")) == 5
+    assert "Test labels were not available" not in md
+    assert "manual" in BASELINES
+
+
+def test_markdown_without_labels_falls_back_to_ci_overlap() -> None:
+    md = render_markdown(_entries(), None)
+    assert "Test labels were not available" in md
+    by_agent = {r[1]: r for r in _table_rows(md)}
+    assert by_agent["bbt"][10].startswith("≈") and by_agent["bbt"][10].endswith("†")
+
+
+def test_markdown_protocol_marker_and_empty_board() -> None:
+    md = render_markdown([], None, protocol="## Protocol\n\nFull text.")
+    assert PROTOCOL_MARKER in md
+    assert md.index(PROTOCOL_MARKER) < md.index("Full text.") < md.index("<!-- /protocol -->")
+    assert "No submissions yet" in md
+    assert PROTOCOL_MARKER in render_markdown([], None)
+
+
+def test_markdown_escapes_submitter_text() -> None:
+    evil = make_submission(submitter="<script>x</script> | [a](http://e) *b*")
+    md = render_markdown([evil], None)
+    assert "<script>" not in md
+    row = _table_rows(md)[0]
+    assert len(row) == len(render_module.HEADERS)  # the '|' did not add a column
+    assert "](http" not in md.replace("\\]", "")
+
+
+def test_markdown_checks_claims_against_labels() -> None:
+    sub = make_submission()
+    sub["runs"][2]["test"]["metric"] = 0.99
+    with pytest.raises(InvalidSubmissionError, match="claims test.metric 0.990000"):
+        render_markdown([sub], {"PromptSST2-v0": TEST_LABELS})
+    with pytest.raises(InvalidSubmissionError, match="test split has 39 rows"):
+        render_markdown([make_submission()], {"PromptSST2-v0": TEST_LABELS[:39]})
+
+
+def test_tables_split_by_env_and_tier_and_rendering_is_deterministic() -> None:
+    entries = _entries() + [make_submission(tier="standard"), make_submission(env_id="PromptRTE-v0")]
+    md = render_markdown(entries, {"PromptSST2-v0": TEST_LABELS})
+    titles = re.findall(r"^## (.+)$", md, flags=re.M)
+    assert titles == ["PromptRTE-v0 · lite tier (1,000 calls) · accuracy",
+                      "PromptSST2-v0 · standard tier (8,000 calls) · accuracy",
+                      "PromptSST2-v0 · lite tier (1,000 calls) · accuracy"]
+    assert md == render_markdown(list(reversed(entries)), {"PromptSST2-v0": TEST_LABELS})
+    assert "No baseline has been submitted" in md
+
+
+# ----------------------------------------------------------------------------------------- html
+class _TagBalance(HTMLParser):
+    VOID = {"meta", "br", "img", "hr", "input", "link"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("src", "href") and value and not value.startswith("#"):
+                self.external.append(value)
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag not in self.VOID:
+            self.stack.pop()
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unexpected </{tag}> with open {self.stack[-3:]}")
+        else:
+            self.stack.pop()
+
+
+def test_html_is_self_contained_and_well_formed() -> None:
+    entries = _entries() + [make_submission(tier="standard", submitter="<b>&amp; \"q\"</b>")]
+    page = render_html(entries, {"PromptSST2-v0": TEST_LABELS}, protocol="Protocol <text> & more")
+    checker = _TagBalance()
+    checker.feed(page)
+    assert checker.errors == [] and checker.stack == []
+    assert checker.external == []  # no external assets: readable offline
+    assert "<script" not in page and "<b>&amp;" not in page
+
+    doc = ET.fromstring(page)  # strict XML parse: every tag closed, every entity escaped
+    tables = doc.findall(".//table")
+    assert len(tables) == 2
+    assert [len(t.findall("./tbody/tr")) for t in tables] == [1, 4]
+    assert len(tables[1].findall("./thead/tr/th")) == len(render_module.HEADERS)
+    svgs = doc.findall(f".//{SVG}svg")
+    assert len(svgs) == 2
+    for svg, n_entries in zip(svgs, (1, 4)):
+        width, height = (float(v) for v in svg.get("viewBox", "").split()[2:])
+        lines = svg.findall(f"{SVG}polyline")
+        assert len(lines) == n_entries
+        for line in lines:
+            points = [tuple(map(float, pt.split(","))) for pt in line.get("points", "").split()]
+            assert len(points) >= 2
+            assert all(0 <= px <= width and 0 <= py <= height for px, py in points)
+            assert np.all(np.diff([px for px, _ in points]) >= 0)  # a staircase in calls
+            assert line.find(f"{SVG}title") is not None
+    assert "Protocol &lt;text&gt; &amp; more" in page
+
+
+def test_html_marks_not_distinguishable_entries() -> None:
+    doc = ET.fromstring(render_html(_entries(), {"PromptSST2-v0": TEST_LABELS}))
+    same = [td.text for td in doc.iter("td") if td.get("class", "").split().count("same")]
+    assert len(same) == 1 and same[0].startswith("≈")
+    assert len([tr for tr in doc.iter("tr") if tr.get("class") == "baseline"]) == 2
+
+
+def test_html_handles_entries_without_curves() -> None:
+    sub = make_submission()
+    for run in sub["runs"]:
+        run["curve"] = []
+    doc = ET.fromstring(render_html([sub], None))
+    svg = doc.find(f".//{SVG}svg")
+    assert svg is not None and svg.findall(f"{SVG}polyline") == []
+    assert "(no curve)" in "".join(svg.itertext())
+
+
+# -------------------------------------------------------------------------------------- writing
+def test_write_leaderboard(tmp_path: Path) -> None:
+    for sub in _entries():
+        add_submission(tmp_path, sub)
+    board = tmp_path / "leaderboards"
+    (board / "PROTOCOL.md").write_text("## Protocol\n\nHand-written.\n", encoding="utf-8")
+    readme, index = write_leaderboard(tmp_path, {"PromptSST2-v0": TEST_LABELS})
+    assert (readme, index) == (board / "README.md", board / "index.html")
+    text = readme.read_text(encoding="utf-8")
+    assert "Hand-written." in text and len(_table_rows(text)) == 4
+    ET.fromstring(index.read_text(encoding="utf-8"))
+    first = _snapshot(tmp_path)
+    write_leaderboard(tmp_path, {"PromptSST2-v0": TEST_LABELS})
+    assert _snapshot(tmp_path) == first  # regenerating changes no byte
+    assert not [p for p in os.listdir(board) if p.startswith(".")]
+    assert len(load_entries(tmp_path)) == 4  # generated pages are not mistaken for entries
