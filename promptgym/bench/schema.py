@@ -298,7 +298,7 @@ def _run(value: Any, path: str, metric: str) -> dict[str, Any]:
 
 
 def _prompt(value: Any, path: str) -> dict[str, Any]:
-    obj = _object(value, path, _PROMPT_KEYS, _PROMPT_KEYS)
+    obj = _object(value, path, _PROMPT_KEYS, (*_PROMPT_KEYS, "demonstrations"))
     action = obj["action"]
     if action is not None:
         items = _list(action, f"{path}.action", MAX_ACTION)
@@ -310,7 +310,10 @@ def _prompt(value: Any, path: str) -> dict[str, Any]:
     if bias is not None:
         items = _list(bias, f"{path}.label_bias", MAX_LABEL_BIAS)
         bias = [_float(x, f"{path}.label_bias[{i}]") for i, x in enumerate(items)]
-    return {"action": action, "label_bias": bias, "text": _string(obj["text"], f"{path}.text", MAX_PROMPT_TEXT)}
+    out = {"action": action, "label_bias": bias, "text": _string(obj["text"], f"{path}.text", MAX_PROMPT_TEXT)}
+    if "demonstrations" in obj:  # in-context examples, a text prefix (optional key)
+        out["demonstrations"] = _string(obj["demonstrations"], f"{path}.demonstrations", MAX_PROMPT_TEXT)
+    return out
 
 
 def _curve(value: Any, path: str, calls_used: int) -> list[list[int | float]]:

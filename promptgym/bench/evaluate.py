@@ -1,0 +1,258 @@
+"""The evaluation protocol: run an agent on every data seed, score its prompt on test, re-check.
+
+``evaluate`` is what ``promptgym evaluate`` runs: for each seed of the protocol (13, 21, 42, 87,
+100) it builds the env on that seed's 16-shot split with the tier's budget (the env's meter
+enforces it), lets the agent learn (search in bf16), scores the returned prompt on the test split
+in **fp32** (bf16 moves single logits by up to ~0.3, so final figures are re-checked in fp32), and
+writes one JSON per seed into a work folder (an interrupted evaluation resumes from there). The
+submission file gathers the runs with the env, agent, model and data fingerprints.
+
+``verify`` is what ``promptgym submit`` runs before accepting a file: the schema and budget tier,
+the data hashes and model weight hash against the local ones, and every submitted prompt is
+re-scored on the test split with the stated model; a score that differs beyond tolerance rejects
+the file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import promptgym
+from promptgym.bench.schema import BENCH_SEEDS, SCHEMA_VERSION, TIERS, check_budget, validate_submission
+from promptgym.bench.stats import decode_predictions, encode_predictions, expected_calibration_error
+from promptgym.errors import InvalidActionError, InvalidSubmissionError, PromptGymError
+from promptgym.lm import DEFAULT_MODEL
+from promptgym.tasks import compute_metric, data_fingerprint, load_split
+
+#: Re-scoring tolerance: fp32 scores are reproducible on one machine; across CPUs a few near-ties
+#: may flip. A submission passes when its metric is within METRIC_TOL and >= AGREEMENT of its
+#: test predictions are reproduced.
+METRIC_TOL = 0.005
+AGREEMENT = 0.99
+WHITE_BOX_AGENTS = ("prompt_tuning",)
+
+
+@dataclass
+class TestScore:
+    """A prompt's predictions on the test split and what leaderboards report of them."""
+
+    metric: float
+    predictions: np.ndarray
+    ece: float
+    n: int
+
+
+def score_test(env: Any, result: Any, dtype: str = "float32") -> TestScore:
+    """Score ``result``'s prompt (action / label bias / demonstrations) on the test split."""
+    from promptgym.lm.base import ScoreRequest
+    from promptgym.train import _scoring_lm, result_prompt
+
+    base = env.unwrapped
+    lm = _scoring_lm(base, dtype)
+    test = load_split(base.spec_task, "test", None, base.data_dir)
+    mask = getattr(lm, "mask_token", None)
+    segments = tuple(base.template.render(t, p, position=base.prompt_position, mask_token=mask)
+                     for t, p in zip(test.texts, test.text_pairs))
+    res = lm.score([ScoreRequest(result_prompt(base, result, lm), segments, base.template.verbalizers)])[0]
+    scores = np.asarray(res.label_logprobs, dtype=np.float64)
+    if result.label_bias is not None:
+        scores = scores + np.asarray(result.label_bias, dtype=np.float64)
+    scores = scores - scores.max(axis=1, keepdims=True)
+    probs = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    preds = probs.argmax(axis=1)
+    labels = np.asarray(test.labels)
+    return TestScore(compute_metric(base.spec_task.metric, labels, preds), preds,
+                     expected_calibration_error(probs, labels), len(labels))
+
+
+def _prompt_record(result: Any) -> dict[str, Any]:
+    action = result.action
+    if action is not None:
+        arr = np.asarray(action)
+        action = [int(x) for x in arr.ravel()] if arr.dtype.kind in "iu" else [float(x) for x in arr.ravel()]
+    rec: dict[str, Any] = {
+        "action": action,
+        "label_bias": None if result.label_bias is None else [float(x) for x in np.ravel(result.label_bias)],
+        "text": str(result.prompt_text or "")[:5000],
+    }
+    if result.demonstrations:
+        rec["demonstrations"] = result.demonstrations
+    return rec
+
+
+def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAULT_MODEL,
+             env_kwargs: dict | None = None, agent_kwargs: dict | None = None, progress: bool = False) -> dict:
+    """One protocol run: learn on split ``seed`` (agent seed = split seed), score on test in fp32."""
+    from agents import check_compatible, make_agent
+    from promptgym.train import LiveMonitor, make_env
+
+    if agent in WHITE_BOX_AGENTS:
+        raise InvalidSubmissionError(f"agent {agent!r} is white-box (it back-propagates through the model); "
+                                     "leaderboards rank black-box agents only")
+    learner = make_agent(agent, **{"seed": int(seed), **(agent_kwargs or {})})
+    env = make_env(env_id, budget, int(seed), model, "bfloat16", env_kwargs)
+    check_compatible(agent, env)
+    base = env.unwrapped
+    started = time.time()
+    with LiveMonitor(base, f"{agent} seed {seed}", enabled=progress):
+        result = learner.learn(env)
+    wall = time.time() - started
+    if base.budget.calls > budget:  # cannot happen through the env; checked anyway
+        raise PromptGymError(f"agent used {base.budget.calls} calls, over the budget of {budget}")
+    test = score_test(env, result, "float32")
+    return {
+        "seed": int(seed), "calls_used": int(base.budget.calls), "wall_seconds": round(wall, 3),
+        "prompt": _prompt_record(result),
+        "curve": [[int(c), float(v)] for c, v in result.curve if np.isfinite(v)],
+        "test": {"metric": float(test.metric), "ece": float(test.ece), "n": int(test.n),
+                 "predictions": encode_predictions(test.predictions)},
+        "extra": {"train_reward": float(result.train_reward), "dev_metric": result.dev_metric,
+                  "test_wall_seconds": round(time.time() - started - wall, 3)},
+    }
+
+
+def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_MODEL,
+             seeds: Sequence[int] = BENCH_SEEDS, env_kwargs: dict | None = None, agent_kwargs: dict | None = None, workdir: str | Path | None = None,
+             submitter: str = "", command: str = "", progress: bool = False) -> dict:
+    """Run the protocol and return a validated submission (runs cached per seed in ``workdir``)."""
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}; tiers: {', '.join(f'{k} ({v} calls)' for k, v in TIERS.items())}")
+    budget = TIERS[tier]
+    work = Path(workdir) if workdir else Path("runs") / "evaluate" / f"{env_id}-{agent}-{tier}"
+    work.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for seed in seeds:
+        path = work / f"seed-{seed}.json"
+        if path.is_file():
+            run = json.loads(path.read_text())
+        else:
+            run = run_seed(env_id, agent, seed, budget, model, env_kwargs, agent_kwargs, progress)
+            path.write_text(json.dumps(run))
+        runs.append(run)
+    return assemble(env_id, agent, tier, model, runs, env_kwargs, agent_kwargs, submitter, command)
+
+
+def assemble(env_id: str, agent: str, tier: str, model: str, runs: list[dict], env_kwargs: dict | None,
+             agent_kwargs: dict | None, submitter: str = "", command: str = "") -> dict:
+    from agents import AGENTS, config_dict
+    from promptgym.lm import get_lm
+    from promptgym.train import make_env
+
+    env = make_env(env_id, 1, runs[0]["seed"], model, "bfloat16", env_kwargs)
+    base = env.unwrapped
+    spec = AGENTS[agent]
+    config = config_dict(spec.config_cls(**(agent_kwargs or {})))
+    config.pop("seed", None)  # the protocol sets it to the split seed
+    sub = {
+        "schema_version": SCHEMA_VERSION, "env_id": env_id, "env_kwargs": dict(env_kwargs or {}),
+        "agent": {"name": agent, "config": {k: v for k, v in config.items() if _scalarish(v)}},
+        "submitter": submitter[:100], "promptgym_version": promptgym.__version__,
+        "model": {"name": model, "weights_sha256": get_lm(model, "float32").weights_sha256},
+        "data_sha256": data_fingerprint(base.spec_task, data_dir_path=base.data_dir),
+        "tier": tier, "budget_calls": TIERS[tier], "metric": base.spec_task.metric,
+        "runs": [{k: v for k, v in r.items() if k != "extra"} for r in runs],
+        "command": command[:1000], "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+    }
+    return validate_submission(sub)
+
+
+def _scalarish(v: Any) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool)) or (
+        isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float, bool)) for x in v))
+
+
+@dataclass
+class _Replay:
+    """The parts of an agent's Result that define its final prompt, rebuilt from a submission."""
+
+    action: Any
+    label_bias: Any
+    demonstrations: str | None
+    prompt_text: str = ""
+    extra: dict | None = None
+
+
+def verify(sub: dict, log=print) -> list[dict]:
+    """Re-check a validated submission against the local data and model; raise on any mismatch.
+
+    Returns one dict per run with the claimed and re-scored metric.
+    """
+    from promptgym.lm import get_lm
+    from promptgym.tasks import get_task
+    from promptgym.train import make_env
+
+    sub = validate_submission(sub)
+    check_budget(sub)
+    if sub["agent"]["name"] in WHITE_BOX_AGENTS:
+        raise InvalidSubmissionError("agent.name: white-box agents are not ranked")
+    import gymnasium as gym
+
+    if sub["env_id"] not in gym.registry:
+        raise InvalidSubmissionError(f"env_id: unknown environment {sub['env_id']!r}")
+    task = get_task(gym.registry[sub["env_id"]].kwargs["task"])
+    if sub["metric"] != task.metric:
+        raise InvalidSubmissionError(f"metric: {task.name} is scored by {task.metric}, not {sub['metric']}")
+    local = data_fingerprint(task)
+    if sub["data_sha256"] != local:
+        diff = sorted(k for k in set(local) | set(sub["data_sha256"]) if local.get(k) != sub["data_sha256"].get(k))
+        raise InvalidSubmissionError(f"data_sha256: does not match the local data for {diff[:5]}")
+    model = sub["model"]["name"]
+    try:
+        lm = get_lm(model, "float32")
+    except PromptGymError as exc:
+        raise InvalidSubmissionError(f"model.name: cannot load {model!r}: {exc}") from exc
+    if lm.weights_sha256 != sub["model"]["weights_sha256"]:
+        raise InvalidSubmissionError("model.weights_sha256: does not match the local weights of " + model)
+    report = []
+    for i, run in enumerate(sub["runs"]):
+        env = make_env(sub["env_id"], 1, run["seed"], model, "bfloat16", sub["env_kwargs"])
+        p = run["prompt"]
+        replay = _Replay(p["action"], p["label_bias"], p.get("demonstrations"), extra={})
+        if replay.action is not None:
+            try:
+                env.unwrapped._validate_prompt(replay.action)
+            except InvalidActionError as exc:
+                raise InvalidSubmissionError(f"runs[{i}].prompt.action: not a valid action of the env: {exc}") from exc
+        if replay.label_bias is not None and len(replay.label_bias) != task.num_labels:
+            raise InvalidSubmissionError(f"runs[{i}].prompt.label_bias: needs {task.num_labels} values")
+        got = score_test(env, replay, "float32")
+        claimed = run["test"]
+        if claimed["n"] != got.n:
+            raise InvalidSubmissionError(f"runs[{i}].test.n: the test split has {got.n} rows, not {claimed['n']}")
+        agree = float(np.mean(decode_predictions(claimed["predictions"]) == got.predictions))
+        claimed_metric = compute_metric(task.metric, load_split(task, "test").labels,
+                                        decode_predictions(claimed["predictions"]))
+        log(f"seed {run['seed']}: claimed {claimed['metric']:.4f}, re-scored {got.metric:.4f}, "
+            f"predictions agree {agree:.2%}")
+        if abs(claimed_metric - claimed["metric"]) > 1e-6:
+            raise InvalidSubmissionError(f"runs[{i}].test.metric: {claimed['metric']:.4f} is not the metric of the "
+                                         f"submitted predictions ({claimed_metric:.4f})")
+        if abs(got.metric - claimed["metric"]) > METRIC_TOL or agree < AGREEMENT:
+            raise InvalidSubmissionError(
+                f"runs[{i}].test.metric: claimed {claimed['metric']:.4f} but the prompt scores {got.metric:.4f} "
+                f"(predictions agree {agree:.1%}); tolerance {METRIC_TOL} and {AGREEMENT:.0%} agreement")
+        report.append({"seed": run["seed"], "claimed": claimed["metric"], "rescored": got.metric, "agree": agree})
+    return report
+
+
+def test_labels_by_env(entries: Sequence[dict]) -> dict[str, np.ndarray]:
+    """Gold test labels for every env id in ``entries`` (for the leaderboard's bootstrap)."""
+    import gymnasium as gym
+
+    out = {}
+    for e in entries:
+        env_id = e["env_id"]
+        if env_id not in out and env_id in gym.registry:
+            out[env_id] = np.asarray(load_split(gym.registry[env_id].kwargs["task"], "test").labels)
+    return out
+
+
+test_labels_by_env.__test__ = False
