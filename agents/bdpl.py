@@ -12,7 +12,9 @@ projection, then a floor ``min_prob`` so no candidate is ruled out for good). We
 gradient of log P with respect to the probabilities (BDPL's released code also pushes unchosen
 entries down by 1/p; the projection makes the two behave alike). The final prompt is the argmax
 of each distribution; it is checked on the dev split every ``dev_every`` iterations and the best
-dev prompt is returned.
+dev prompt is returned. On tokenwise envs BDPL searches whole prompts of the same candidates
+(``score_actions`` takes full prompts there), which makes it directly comparable with PPO stepping
+through the same env.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.base import DevSelector, Result, TrainCurve, config_dict
+from agents.random_search import full_prompt_space
 
 
 @dataclass
@@ -74,7 +77,8 @@ class BDPLAgent:
         base = env.unwrapped
         env.reset(seed=cfg.seed)
         rng = np.random.default_rng(cfg.seed)
-        length, k = len(base.action_space.nvec), int(base.action_space.nvec[0])
+        nvec = full_prompt_space(base).nvec  # tokenwise envs: search whole prompts, scored via score_actions
+        length, k = len(nvec), int(nvec[0])
         probs = np.full((length, k), 1.0 / k)
         dev, train = DevSelector(env), TrainCurve()
         it = 0

@@ -120,7 +120,8 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
 
 
 def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_MODEL,
-             seeds: Sequence[int] = BENCH_SEEDS, env_kwargs: dict | None = None, agent_kwargs: dict | None = None, workdir: str | Path | None = None,
+             seeds: Sequence[int] = BENCH_SEEDS, env_kwargs: dict | None = None,
+             agent_kwargs: dict | None = None, workdir: str | Path | None = None,
              submitter: str = "", command: str = "", progress: bool = False) -> dict:
     """Run the protocol and return a validated submission (runs cached per seed in ``workdir``)."""
     if tier not in TIERS:

@@ -228,7 +228,8 @@ def _sample_kshot(rows: list[dict], num_labels: int, seed: int | None, split: st
     return out
 
 
-def data_fingerprint(task: str | TaskSpec, seeds: tuple[int, ...] = SEEDS, splits: tuple[str, ...] = ("train", "dev", "test"),
+def data_fingerprint(task: str | TaskSpec, seeds: tuple[int, ...] = SEEDS,
+                     splits: tuple[str, ...] = ("train", "dev", "test"),
                      data_dir_path: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """sha256 of every file an evaluation reads, keyed by relative path (for leaderboard entries)."""
     spec = get_task(task)
