@@ -128,12 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-test", action="store_true", help="do not score the test split")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
+
+    from promptgym.bench.commands import add_parsers
+
+    add_parsers(sub)  # evaluate, submit, leaderboard
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in submissions as their command
     try:
         return int(args.func(args) or 0)
     except Exception as exc:

@@ -14,7 +14,8 @@ from promptgym.bench.schema import TIERS
 
 
 def default_root() -> Path:
-    return Path.cwd() / "leaderboards"
+    """The folder that holds ``leaderboards/`` (the project checkout, i.e. the working directory)."""
+    return Path.cwd()
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -36,12 +37,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("submit", help="verify a submission (re-scores every prompt) and add it to the leaderboard")
     p.add_argument("file")
-    p.add_argument("--root", default=None, help="leaderboard folder (default ./leaderboards)")
+    p.add_argument("--root", default=None, help="folder holding leaderboards/ (default: the working directory)")
     p.add_argument("--no-render", action="store_true")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("leaderboard", help="regenerate leaderboards/README.md and index.html from the entries")
-    p.add_argument("--root", default=None)
+    p.add_argument("--root", default=None, help="folder holding leaderboards/ (default: the working directory)")
     p.set_defaults(func=cmd_leaderboard)
 
 
@@ -52,7 +53,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     seeds = BENCH_SEEDS if not args.seeds else tuple(int(s) for s in args.seeds.split(","))
     work = Path(args.workdir) if args.workdir else Path("runs") / "evaluate" / f"{args.env}-{args.agent}-{args.tier}"
-    command = "promptgym " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else ""
+    argv = getattr(args, "argv", None) or sys.argv[1:]
+    command = "promptgym " + shlex.join(argv) if argv[:1] == ["evaluate"] else ""
     sub = evaluate(args.env, args.agent, args.tier, args.model, seeds, args.parse_kv(args.env_kwarg) or None,
                    args.parse_kv(args.agent_kwarg) or None, work, args.submitter, command,
                    progress=not args.no_progress)
@@ -79,12 +81,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     sub = parse_submission(path.read_bytes())
     print(f"verifying {sub['env_id']} / {sub['agent']['name']} / {sub['tier']} with model {sub['model']['name']} ...")
     verify(sub)
-    dest = add_submission(root, sub)
+    try:
+        dest = add_submission(root, sub)
+    except FileExistsError as exc:
+        raise InvalidSubmissionError(str(exc)) from exc
     print(f"accepted: {dest}")
     if not args.no_render:
         entries = load_entries(root)
         write_leaderboard(root, test_labels_by_env(entries))
-        print(f"leaderboard updated: {root / 'README.md'}, {root / 'index.html'}")
+        print(f"leaderboard updated: {root / 'leaderboards' / 'README.md'}, {root / 'leaderboards' / 'index.html'}")
     return 0
 
 
@@ -94,7 +99,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from promptgym.bench.store import load_entries
 
     root = Path(args.root) if args.root else default_root()
-    root.mkdir(parents=True, exist_ok=True)
+    (root / "leaderboards").mkdir(parents=True, exist_ok=True)
     entries = load_entries(root)
     readme, html = write_leaderboard(root, test_labels_by_env(entries))
     print(f"{len(entries)} entries -> {readme}, {html}")
