@@ -37,7 +37,7 @@ def main() -> None:
         if path.is_file():
             continue
         t = time.time()
-        run = run_seed(args.env, agent, int(seed), TIERS[args.tier])
+        run = run_seed(args.env, agent, int(seed), TIERS[args.tier], allow_white_box=agent == "prompt_tuning")
         path.write_text(json.dumps(run))
         print(f"{agent} seed {seed}: test {run['test']['metric']:.4f} dev {run['extra']['dev_metric']} "
               f"calls {run['calls_used']} wall {time.time() - t:.0f}s", flush=True)

@@ -5,5 +5,5 @@ set -u
 cd "$(dirname "$0")/.."
 for item in "$@"; do
   IFS=: read -r env agent seed <<< "$item"
-  .venv/bin/python benchmarks/run_lite.py --env "$env" --plan "$agent:$seed" --threads 2
+  .venv/bin/python benchmarks/run_lite.py --env "$env" --plan "$agent:$seed" --threads "${THREADS:-2}"
 done

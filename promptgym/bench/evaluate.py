@@ -89,12 +89,17 @@ def _prompt_record(result: Any) -> dict[str, Any]:
 
 
 def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAULT_MODEL,
-             env_kwargs: dict | None = None, agent_kwargs: dict | None = None, progress: bool = False) -> dict:
-    """One protocol run: learn on split ``seed`` (agent seed = split seed), score on test in fp32."""
+             env_kwargs: dict | None = None, agent_kwargs: dict | None = None, progress: bool = False,
+             allow_white_box: bool = False) -> dict:
+    """One protocol run: learn on split ``seed`` (agent seed = split seed), score on test in fp32.
+
+    ``allow_white_box`` lets the agents benchmark run the back-propagation reference through the
+    same harness; its runs can never become submissions (``verify`` rejects white-box agents).
+    """
     from agents import check_compatible, make_agent
     from promptgym.train import LiveMonitor, make_env
 
-    if agent in WHITE_BOX_AGENTS:
+    if agent in WHITE_BOX_AGENTS and not allow_white_box:
         raise InvalidSubmissionError(f"agent {agent!r} is white-box (it back-propagates through the model); "
                                      "leaderboards rank black-box agents only")
     learner = make_agent(agent, **{"seed": int(seed), **(agent_kwargs or {})})
@@ -115,6 +120,7 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
         "test": {"metric": float(test.metric), "ece": float(test.ece), "n": int(test.n),
                  "predictions": encode_predictions(test.predictions)},
         "extra": {"train_reward": float(result.train_reward), "dev_metric": result.dev_metric,
+                  "passes": {k: result.extra[k] for k in ("forward_passes", "backward_passes") if k in result.extra},
                   "test_wall_seconds": round(time.time() - started - wall, 3)},
     }
 

@@ -1,0 +1,160 @@
+"""Agents on the real default model and real SST-2 data: test metric at equal budget, seeds 13/21/42.
+
+Every black-box run is exactly a leaderboard protocol run (``promptgym.bench.evaluate.run_seed``:
+the agent learns on the 16-shot split of the seed with the agent's seed = the split seed, under a
+budget of ``--budget`` API calls that the env enforces, and its final prompt, chosen on dev, is
+scored on the 872-row test split in fp32). Runs are cached where ``promptgym evaluate`` caches
+them (``runs/evaluate/<env>-<agent>-lite/seed-N.json`` for the 1,000-call lite budget), so the
+leaderboard entries and this table come from the same runs. The white-box reference (soft prompt
+tuning by back-propagation) runs through the same harness; its cost is forward+backward passes,
+not API calls.
+
+Methods and envs (the default weak template "<s> It was" -> terrible/great, prompt before input):
+
+    manual, calibrated, random, bdpl   PromptSST2-v0            (discrete: 10 positions x 200 candidates)
+    random, bbt                        PromptSST2-Subspace-v0   (d = 500, 10 soft vectors)
+    ppo                                PromptSST2-Tokenwise-v0  (one candidate per step, SB3 PPO)
+    prompt_tuning (WHITE-BOX)          PromptSST2-Subspace-v0   (same 10 vectors, starting at p0)
+
+    PROMPTGYM_DATA_DIR=../shared/data python benchmarks/agents.py            # runs what is missing, ~2.5 h
+    PROMPTGYM_DATA_DIR=../shared/data python benchmarks/agents.py --report   # table from cached runs only
+
+Appends a markdown table (mean +- std over seeds, per-seed values, calls, wall time) and the floor
+checks of the agents issue to ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+DISCRETE, SUBSPACE, TOKENWISE = "PromptSST2-v0", "PromptSST2-Subspace-v0", "PromptSST2-Tokenwise-v0"
+#: (label, env id, agent name) in table order
+METHODS: list[tuple[str, str, str]] = [
+    ("manual prompt", DISCRETE, "manual"),
+    ("calibrated manual prompt", DISCRETE, "calibrated"),
+    ("random search (discrete)", DISCRETE, "random"),
+    ("BDPL", DISCRETE, "bdpl"),
+    ("random search (subspace)", SUBSPACE, "random"),
+    ("BBT (CMA-ES)", SUBSPACE, "bbt"),
+    ("SB3 PPO (tokenwise)", TOKENWISE, "ppo"),
+    ("WHITE-BOX soft prompt tuning", SUBSPACE, "prompt_tuning"),
+]
+TIER_NAMES = {1000: "lite", 8000: "standard"}
+
+
+def cache_path(env_id: str, agent: str, seed: int, budget: int) -> Path:
+    tier = TIER_NAMES.get(budget, f"budget{budget}")
+    return Path("runs") / "evaluate" / f"{env_id}-{agent}-{tier}" / f"seed-{seed}.json"
+
+
+def get_run(env_id: str, agent: str, seed: int, budget: int, report_only: bool) -> dict | None:
+    path = cache_path(env_id, agent, seed, budget)
+    if path.is_file():
+        return json.loads(path.read_text())
+    if report_only:
+        return None
+    from promptgym.bench.evaluate import run_seed
+
+    print(f"running {agent} on {env_id}, seed {seed}, budget {budget} ...", flush=True)
+    run = run_seed(env_id, agent, seed, budget, allow_white_box=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run))
+    return run
+
+
+def fmt_cost(agent: str, runs: list[dict]) -> str:
+    if agent == "prompt_tuning":
+        f = [r["extra"].get("passes", {}).get("forward_passes", 0) for r in runs]
+        b = [r["extra"].get("passes", {}).get("backward_passes", 0) for r in runs]
+        return f"0 calls; {np.mean(f):.0f} fwd + {np.mean(b):.0f} bwd passes"
+    return f"{np.mean([r['calls_used'] for r in runs]):.0f}"
+
+
+def table(seeds: list[int], budget: int, report_only: bool) -> tuple[list[str], dict[str, np.ndarray]]:
+    lines = ["| method | env | test acc. mean ± std | per seed (" + " / ".join(map(str, seeds)) + ") | "
+             "dev acc. (mean) | calls used (mean) | wall s / run (mean) |",
+             "|---|---|---:|---|---:|---:|---:|"]
+    scores: dict[str, np.ndarray] = {}
+    for label, env_id, agent in METHODS:
+        runs = [get_run(env_id, agent, s, budget, report_only) for s in seeds]
+        if any(r is None for r in runs):
+            lines.append(f"| {label} | {env_id} | not run | | | | |")
+            continue
+        acc = np.array([r["test"]["metric"] for r in runs]) * 100
+        dev = [r["extra"]["dev_metric"] for r in runs if r["extra"].get("dev_metric") is not None]
+        wall = np.mean([r["wall_seconds"] + r["extra"].get("test_wall_seconds", 0) for r in runs])
+        scores["random_subspace" if (env_id, agent) == (SUBSPACE, "random") else agent] = acc
+        dev_text = f"{np.mean(dev) * 100:.1f}" if dev else "–"
+        per_seed = " / ".join(f"{a:.1f}" for a in acc)
+        lines.append(f"| {label} | {env_id} | {acc.mean():.1f} ± {acc.std(ddof=1):.1f} | {per_seed} | {dev_text} | "
+                     f"{fmt_cost(agent, runs)} | {wall:.0f} |")
+    return lines, scores
+
+
+def floors(scores: dict[str, np.ndarray]) -> list[str]:
+    """The agents issue's floors, stated as measured (mean over seeds)."""
+    out = []
+
+    def mean(k: str) -> float | None:
+        return float(scores[k].mean()) if k in scores else None
+
+    for agent, rnd in (("bdpl", "random"), ("bbt", "random_subspace")):
+        a, m, r = mean(agent), mean("manual"), mean(rnd)
+        if a is None or m is None or r is None:
+            out.append(f"- {agent}: not all runs present; floor not checked")
+            continue
+        ok = a > m and a > r
+        out.append(f"- {agent.upper()} {a:.1f} vs manual {m:.1f} and random search in its own space {r:.1f}: "
+                   f"floor (beat both) {'MET' if ok else 'NOT MET'}")
+    cal = mean("calibrated")
+    if cal is not None:
+        for k, v in scores.items():
+            if k in ("calibrated", "manual"):
+                continue
+            word = "beats" if v.mean() > cal else "does NOT beat"
+            out.append(f"- {k} ({v.mean():.1f}) {word} the calibrated manual prompt ({cal:.1f})")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="13,21,42")
+    ap.add_argument("--budget", type=int, default=1000)
+    ap.add_argument("--report", action="store_true", help="only tabulate cached runs; run nothing")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    started = time.time()
+    lines, scores = table(seeds, args.budget, args.report)
+    text = "\n".join([
+        f"\n## agents — {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}\n",
+        f"- machine: nproc {os.cpu_count()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"Python {platform.python_version()}; model smollm2-135m (bf16 search, fp32 test scoring)",
+        f"- task: SST-2, weak default template \"<s> It was\" -> terrible/great, 16-shot splits of seeds {seeds}, "
+        f"test = 872 rows; budget {args.budget} API calls per run (1 call = 1 prompt on 32 examples; dev "
+        "checks are charged); final prompt chosen on dev",
+        f"- command: `PROMPTGYM_DATA_DIR=../shared/data python benchmarks/agents.py --seeds {args.seeds} "
+        f"--budget {args.budget}` (runs cached under runs/evaluate/, shared with `promptgym evaluate`)",
+        "", *lines, "", *floors(scores), f"\n(table built in {time.time() - started:.0f} s)\n"])
+    print(text)
+    if not args.no_write:
+        with RESULTS.open("a") as fh:
+            fh.write(text)
+
+
+if __name__ == "__main__":
+    main()
