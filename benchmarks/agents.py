@@ -30,12 +30,17 @@ import datetime as dt
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+# this folder holds agents.py, which would shadow the `agents` package for scripts run from here
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+RUNS = Path(__file__).resolve().parent.parent / "runs" / "evaluate"  # where `promptgym evaluate` caches runs
 DISCRETE, SUBSPACE, TOKENWISE = "PromptSST2-v0", "PromptSST2-Subspace-v0", "PromptSST2-Tokenwise-v0"
 #: (label, env id, agent name) in table order
 METHODS: list[tuple[str, str, str]] = [
@@ -53,7 +58,7 @@ TIER_NAMES = {1000: "lite", 8000: "standard"}
 
 def cache_path(env_id: str, agent: str, seed: int, budget: int) -> Path:
     tier = TIER_NAMES.get(budget, f"budget{budget}")
-    return Path("runs") / "evaluate" / f"{env_id}-{agent}-{tier}" / f"seed-{seed}.json"
+    return RUNS / f"{env_id}-{agent}-{tier}" / f"seed-{seed}.json"
 
 
 def get_run(env_id: str, agent: str, seed: int, budget: int, report_only: bool) -> dict | None:

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+
+# this folder holds agents.py, which would shadow the `agents` package for scripts run from here
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 
 
 def main() -> None:
