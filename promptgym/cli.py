@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("demo", help="a ~3-minute real run on SST-2 with the default model")
+    p = sub.add_parser("demo", help="a short real run on SST-2 with the default model (~5 min on an idle 2-core CPU)")
     p.add_argument("--agent", default="bdpl", choices=list(AGENTS))
     p.add_argument("--budget", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
