@@ -54,7 +54,11 @@ def config_dict(config: Any) -> dict:
 
 
 class DevSelector:
-    """Keeps the prompt with the best dev metric among those it was asked to consider."""
+    """Keeps the prompt with the best dev metric among those it was asked to consider.
+
+    A prompt already scored on dev is not scored (nor charged) again: the dev split is fixed, so
+    the answer would be the same (agents often re-propose an unchanged argmax prompt).
+    """
 
     def __init__(self, env: Any) -> None:
         self.env = env.unwrapped
@@ -62,12 +66,18 @@ class DevSelector:
         self.best_metric = -np.inf
         self.best_reward = -np.inf
         self.curve: list[tuple[int, float]] = []
+        self._seen: dict[tuple | None, float] = {}
 
     def consider(self, action: Any, train_reward: float = float("nan")) -> float | None:
         """Evaluate ``action`` on dev (one call) if the budget allows; return its dev metric."""
+        arr = np.asarray(action)
+        key = (arr.dtype.str, arr.shape, arr.tobytes()) if action is not None else None
+        if key in self._seen:
+            return self._seen[key]
         if self.env.budget.remaining < 1:
             return None
         out = self.env.evaluate_dev(action)
+        self._seen[key] = out.metric
         # ties go to the higher dev reward (a smoother signal than 32-example accuracy)
         if (out.metric, out.reward) > (self.best_metric, self.best_reward):
             self.best_action, self.best_metric, self.best_reward = action, out.metric, out.reward

@@ -19,7 +19,8 @@ Methods and envs (the default weak template "<s> It was" -> terrible/great, prom
     PROMPTGYM_DATA_DIR=../shared/data python benchmarks/agents.py            # runs what is missing, ~2.5 h
     PROMPTGYM_DATA_DIR=../shared/data python benchmarks/agents.py --report   # table from cached runs only
 
-Appends a markdown table (mean +- std over seeds, per-seed values, calls, wall time) and the floor
+Appends a markdown table (mean +- std over seeds, per-seed values, calls, wall time; configurations
+tried and replaced, e.g. BDPL at the paper's lr, as extra rows cached under runs/ablations/) and the floor
 checks of the agents issue to ``benchmarks/RESULTS.md``.
 """
 
@@ -41,6 +42,12 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 RUNS = Path(__file__).resolve().parent.parent / "runs" / "evaluate"  # where `promptgym evaluate` caches runs
+ABLATIONS = RUNS.parent / "ablations"  # non-default configs: (label, env, agent, folder tag, agent config)
+#: configurations tried and replaced, tabulated for the record below the main table
+ABLATION_METHODS: list[tuple[str, str, str, str, dict]] = [
+    ("BDPL, paper lr 0.3, dev checks of the argmax only", "PromptSST2-v0", "bdpl", "lr0.3",
+     {"lr": 0.3, "dev_best_sample": False}),
+]
 DISCRETE, SUBSPACE, TOKENWISE = "PromptSST2-v0", "PromptSST2-Subspace-v0", "PromptSST2-Tokenwise-v0"
 #: (label, env id, agent name) in table order
 METHODS: list[tuple[str, str, str]] = [
@@ -56,21 +63,24 @@ METHODS: list[tuple[str, str, str]] = [
 TIER_NAMES = {1000: "lite", 8000: "standard"}
 
 
-def cache_path(env_id: str, agent: str, seed: int, budget: int) -> Path:
+def cache_path(env_id: str, agent: str, seed: int, budget: int, tag: str = "") -> Path:
     tier = TIER_NAMES.get(budget, f"budget{budget}")
+    if tag:
+        return ABLATIONS / f"{env_id}-{agent}-{tag}-{tier}" / f"seed-{seed}.json"
     return RUNS / f"{env_id}-{agent}-{tier}" / f"seed-{seed}.json"
 
 
-def get_run(env_id: str, agent: str, seed: int, budget: int, report_only: bool) -> dict | None:
-    path = cache_path(env_id, agent, seed, budget)
+def get_run(env_id: str, agent: str, seed: int, budget: int, report_only: bool, tag: str = "",
+            agent_kwargs: dict | None = None) -> dict | None:
+    path = cache_path(env_id, agent, seed, budget, tag)
     if path.is_file():
         return json.loads(path.read_text())
     if report_only:
         return None
     from promptgym.bench.evaluate import run_seed
 
-    print(f"running {agent} on {env_id}, seed {seed}, budget {budget} ...", flush=True)
-    run = run_seed(env_id, agent, seed, budget, allow_white_box=True)
+    print(f"running {agent} {tag} on {env_id}, seed {seed}, budget {budget} ...", flush=True)
+    run = run_seed(env_id, agent, seed, budget, allow_white_box=True, agent_kwargs=agent_kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(run))
     return run
@@ -89,15 +99,17 @@ def table(seeds: list[int], budget: int, report_only: bool) -> tuple[list[str], 
              "dev acc. (mean) | calls used (mean) | wall s / run (mean) |",
              "|---|---|---:|---|---:|---:|---:|"]
     scores: dict[str, np.ndarray] = {}
-    for label, env_id, agent in METHODS:
-        runs = [get_run(env_id, agent, s, budget, report_only) for s in seeds]
+    rows = [(label, env_id, agent, "", None) for label, env_id, agent in METHODS] + ABLATION_METHODS
+    for label, env_id, agent, tag, kwargs in rows:
+        runs = [get_run(env_id, agent, s, budget, report_only, tag, kwargs) for s in seeds]
         if any(r is None for r in runs):
             lines.append(f"| {label} | {env_id} | not run | | | | |")
             continue
         acc = np.array([r["test"]["metric"] for r in runs]) * 100
         dev = [r["extra"]["dev_metric"] for r in runs if r["extra"].get("dev_metric") is not None]
         wall = np.mean([r["wall_seconds"] + r["extra"].get("test_wall_seconds", 0) for r in runs])
-        scores["random_subspace" if (env_id, agent) == (SUBSPACE, "random") else agent] = acc
+        if not tag:
+            scores["random_subspace" if (env_id, agent) == (SUBSPACE, "random") else agent] = acc
         dev_text = f"{np.mean(dev) * 100:.1f}" if dev else "–"
         per_seed = " / ".join(f"{a:.1f}" for a in acc)
         lines.append(f"| {label} | {env_id} | {acc.mean():.1f} ± {acc.std(ddof=1):.1f} | {per_seed} | {dev_text} | "
