@@ -15,13 +15,14 @@ of each distribution; it is checked on the dev split every ``dev_every`` iterati
 best sampled prompt of every iteration (``dev_best_sample``, one call), and the best dev prompt is
 returned.
 
-Defaults tuned for this suite (benchmarks/RESULTS.md): the paper's ``lr`` 0.3 was measured with a
-few dozen candidates and 8,000 calls. With K = 200 candidates every sampled candidate whose reward
-is below its batch's mean drops to the floor after ONE step whenever ``lr * |g_ij| > 1/K``, so at
-lr 0.3 each row collapsed onto a noisy pick within ~20 iterations and BDPL lost to random search
-(53.6 vs 55.2 on SST-2 at 1,000 calls). ``lr`` 0.005 keeps the distributions broad for the lite
-budget, so their argmax is the candidate with the largest accumulated advantage per position (a
-marginal-effect estimate), while the per-iteration best samples keep random search's chances.
+Defaults tuned for this suite (benchmarks/RESULTS.md). With K = 200 candidates a sampled candidate
+whose reward is below its batch's mean drops to the floor after ONE step whenever
+``lr * |g_ij| > 1/K``. At lr 0.3 (the setting of the agents issue's pre-project measurement) each row
+collapses onto a few noisy picks within ~20 iterations (a numpy simulation of additive per-token
+effects plus noise), and on SST-2 at 1,000 calls BDPL lost to random search (53.6 vs 55.2). The
+same simulation put lr 0.002-0.005 best at this budget: the distributions stay broad, so their
+argmax is the candidate with the largest accumulated advantage per position (a marginal-effect
+estimate), while the per-iteration best samples keep random search's chances.
 
 On tokenwise envs BDPL searches whole prompts of the same candidates
 (``score_actions`` takes full prompts there), which makes it directly comparable with PPO stepping
