@@ -172,6 +172,25 @@ def test_markdown_without_labels_falls_back_to_ci_overlap() -> None:
     assert by_agent["bbt"][10].startswith("≈") and by_agent["bbt"][10].endswith("†")
 
 
+def test_prompt_free_baselines_of_the_discrete_env_serve_the_other_env_kinds() -> None:
+    """manual / calibrated use no learned prompt, so a subspace table is compared with them; random
+    search in another space is not borrowed, and another task's baselines never are."""
+    bbt = make_submission("bbt", predictions=make_predictions(TEST_LABELS, [0, 1, 0, 1, 0]),
+                          env_id="PromptSST2-Subspace-v0")
+    manual = make_submission("manual", predictions=make_predictions(TEST_LABELS, [12, 11, 13, 12, 12]))
+    rand = make_submission("random", predictions=make_predictions(TEST_LABELS, [1, 1, 1, 1, 1]))
+    rte_bbt = make_submission("bbt", env_id="PromptRTE-Subspace-v0")
+    labels = {e: TEST_LABELS for e in ("PromptSST2-v0", "PromptSST2-Subspace-v0", "PromptRTE-Subspace-v0")}
+    md = render_markdown([bbt, manual, rand, rte_bbt], labels)
+    sections = {s.split("\n", 1)[0]: s for s in md.split("\n## ")[1:]}
+    subspace = next(v for k, v in sections.items() if k.startswith("PromptSST2-Subspace-v0"))
+    (row,) = _table_rows(subspace)
+    assert row[1] == "bbt" and row[10].startswith("+") and "[" in row[10]  # vs manual, not vs random (better)
+    assert "Best baseline: manual on PromptSST2-v0" in subspace
+    rte = next(v for k, v in sections.items() if k.startswith("PromptRTE-Subspace-v0"))
+    assert _table_rows(rte)[0][10] == "—" and "No baseline has been submitted" in rte
+
+
 def test_markdown_protocol_marker_and_empty_board() -> None:
     md = render_markdown([], None, protocol="## Protocol\n\nFull text.")
     assert PROTOCOL_MARKER in md

@@ -40,12 +40,16 @@ from promptgym.bench.stats import (
     seed_summary,
 )
 from promptgym.bench.store import LEADERBOARD_DIR, load_entries, submission_filename, write_text_atomic
+from promptgym.envs.registration import KINDS
 from promptgym.errors import InvalidSubmissionError
 
 __all__ = ["BASELINES", "PROTOCOL_MARKER", "render_html", "render_markdown", "write_leaderboard"]
 
 #: Agent names that count as baselines: every entry is compared with the best of them.
 BASELINES: frozenset[str] = frozenset({"manual", "calibrated", "random", "icl"})
+#: Baselines that use no learned prompt: their runs are the same on every env kind of a task, so a
+#: subspace or tokenwise table is also compared with the ones submitted on the task's discrete env.
+PROMPT_FREE: frozenset[str] = frozenset({"manual", "calibrated", "icl"})
 PROTOCOL_MARKER = "<!-- protocol -->"
 PROTOCOL_END = "<!-- /protocol -->"
 PROTOCOL_FILE = "PROTOCOL.md"
@@ -127,10 +131,21 @@ def _tables(entries: Sequence[Mapping[str, Any]], labels_by_env: Mapping[str, np
         rows.sort(key=lambda r: (-r.mean, created_date(r.sub), r.key))
         for i, row in enumerate(rows, start=1):
             row.rank = i
-        table = _Table(env_id, tier, metrics[0], rows, labels)
-        _compare_with_baselines(table)
-        tables.append(table)
+        tables.append(_Table(env_id, tier, metrics[0], rows, labels))
+    for table in tables:
+        shared = [row for other in tables if other is not table and other.tier == table.tier
+                  and other.metric == table.metric and _task_id(other.env_id) == _task_id(table.env_id)
+                  for row in other.rows if row.sub["agent"]["name"] in PROMPT_FREE]
+        _compare_with_baselines(table, shared)
     return tables
+
+
+def _task_id(env_id: str) -> str:
+    """The discrete env id of an env id's task ("PromptSST2-Subspace-v0" -> "PromptSST2-v0")."""
+    for suffix, _, _ in KINDS.values():
+        if suffix and env_id.endswith(f"{suffix}-v0"):
+            return env_id[: -len(f"{suffix}-v0")] + "-v0"
+    return env_id
 
 
 def _row(sub: dict[str, Any], metric: str, labels: np.ndarray | None) -> _Row:
@@ -162,13 +177,16 @@ def _row(sub: dict[str, Any], metric: str, labels: np.ndarray | None) -> _Row:
                 auc=float(np.mean([curve_auc(r["curve"], budget) for r in runs])), preds=preds)
 
 
-def _compare_with_baselines(table: _Table) -> None:
+def _compare_with_baselines(table: _Table, shared: Sequence[_Row] = ()) -> None:
     """Fill ``row.versus`` against the best baseline on the same model: another model is another
-    problem, so its baseline says nothing about this entry."""
+    problem, so its baseline says nothing about this entry. ``shared``: prompt-free baseline rows of
+    the same task on other env kinds, which count as baselines here too."""
     best: dict[str, _Row] = {}
-    for row in table.rows:  # sorted best first: the first baseline seen per model is the best
-        if row.is_baseline:
-            best.setdefault(row.sub["model"]["name"], row)
+    candidates = [r for r in table.rows if r.is_baseline] + list(shared)
+    for row in sorted(candidates, key=lambda r: -r.mean):  # best first: the first seen per model wins
+        best.setdefault(row.sub["model"]["name"], row)
+    borrowed = sorted({f"{b.sub['agent']['name']} on {b.sub['env_id']}" for b in best.values()
+                       if b not in table.rows})
     missing = False
     for row in table.rows:
         base = best.get(row.sub["model"]["name"])
@@ -189,6 +207,9 @@ def _compare_with_baselines(table: _Table) -> None:
             "† Test labels were not available when this table was generated: the 95% CI resamples seeds only "
             "(test-row noise is not counted) and entries are compared with the best baseline by whether these "
             "CIs overlap, a cruder test than the paired bootstrap.")
+    if borrowed:
+        table.notes.append(f"Best baseline: {', '.join(borrowed)} (it uses no learned prompt, so its runs are the "
+                           "same on every env kind of the task).")
     if missing:
         table.notes.append("— No baseline has been submitted for this entry's model in this tier.")
 
