@@ -45,7 +45,7 @@ RUNS = Path(__file__).resolve().parent.parent / "runs" / "evaluate"  # where `pr
 ABLATIONS = RUNS.parent / "ablations"  # non-default configs: (label, env, agent, folder tag, agent config)
 #: configurations tried and replaced, tabulated for the record below the main table
 ABLATION_METHODS: list[tuple[str, str, str, str, dict]] = [
-    ("BDPL, paper lr 0.3, dev checks of the argmax only", "PromptSST2-v0", "bdpl", "lr0.3",
+    ("BDPL, lr 0.3 (pre-project setting), dev checks of the argmax only", "PromptSST2-v0", "bdpl", "lr0.3",
      {"lr": 0.3, "dev_best_sample": False}),
 ]
 DISCRETE, SUBSPACE, TOKENWISE = "PromptSST2-v0", "PromptSST2-Subspace-v0", "PromptSST2-Tokenwise-v0"
