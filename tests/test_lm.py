@@ -153,6 +153,35 @@ def test_padding_invariance_across_chunk_sizes(lm, monkeypatch, chunk_size):
         _assert_same(a, b)
 
 
+def test_plan_chunks_is_optimal_and_respects_max_rows():
+    import itertools
+
+    from promptgym.lm.local import plan_chunks
+
+    def cost(lengths, chunks, overhead):
+        return sum((e - s) * lengths[e - 1] + overhead for s, e in chunks)
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        lengths = sorted(rng.integers(1, 80, size=int(rng.integers(1, 9))).tolist())
+        max_rows, overhead = int(rng.integers(1, 5)), int(rng.integers(0, 200))
+        chunks = plan_chunks(lengths, max_rows, overhead)
+        assert chunks[0][0] == 0 and chunks[-1][1] == len(lengths)
+        assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+        assert all(0 < e - s <= max_rows for s, e in chunks)
+        brute = min(  # every way of cutting len(lengths) rows into chunks of <= max_rows
+            cost(lengths, list(zip((0, *cuts), (*cuts, len(lengths)))), overhead)
+            for k in range(len(lengths))
+            for cuts in itertools.combinations(range(1, len(lengths)), k)
+            if all(0 < e - s <= max_rows for s, e in zip((0, *cuts), (*cuts, len(lengths)))))
+        assert cost(lengths, chunks, overhead) == brute
+    # a short and a long group: cut between them; a huge overhead: fixed chunks of max_rows
+    assert plan_chunks([10] * 4 + [60] * 4, 64, 16) == [(0, 4), (4, 8)]
+    assert len(plan_chunks([10] * 4 + [60] * 4, 3, 10**9)) == 3
+    with pytest.raises(ValueError, match="sorted"):
+        plan_chunks([5, 3], 4)
+
+
 @pytest.mark.parametrize("position", ["before", "after"])
 def test_soft_prompt_of_token_embeddings_equals_the_token_prompt(lm, position):
     segs = _segments(lm, position)
