@@ -161,23 +161,30 @@ def test_plan_chunks_is_optimal_and_respects_max_rows():
     def cost(lengths, chunks, overhead):
         return sum((e - s) * lengths[e - 1] + overhead for s, e in chunks)
 
+    def splits_a_short_run(lengths, chunks, max_rows):  # rows of one length cut apart needlessly
+        return any(s > 0 and lengths[s - 1] == lengths[s] and lengths.count(lengths[s]) <= max_rows
+                   for s, _ in chunks)
+
     rng = np.random.default_rng(0)
-    for _ in range(30):
-        lengths = sorted(rng.integers(1, 80, size=int(rng.integers(1, 9))).tolist())
+    for _ in range(40):
+        lengths = sorted(rng.integers(1, 30, size=int(rng.integers(1, 9))).tolist())
         max_rows, overhead = int(rng.integers(1, 5)), int(rng.integers(0, 200))
         chunks = plan_chunks(lengths, max_rows, overhead)
         assert chunks[0][0] == 0 and chunks[-1][1] == len(lengths)
         assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
         assert all(0 < e - s <= max_rows for s, e in chunks)
-        brute = min(  # every way of cutting len(lengths) rows into chunks of <= max_rows
-            cost(lengths, list(zip((0, *cuts), (*cuts, len(lengths)))), overhead)
+        assert not splits_a_short_run(lengths, chunks, max_rows)
+        feasible = [  # every way of cutting the rows into chunks of <= max_rows, runs kept whole
+            list(zip((0, *cuts), (*cuts, len(lengths))))
             for k in range(len(lengths))
-            for cuts in itertools.combinations(range(1, len(lengths)), k)
-            if all(0 < e - s <= max_rows for s, e in zip((0, *cuts), (*cuts, len(lengths)))))
-        assert cost(lengths, chunks, overhead) == brute
-    # a short and a long group: cut between them; a huge overhead: fixed chunks of max_rows
+            for cuts in itertools.combinations(range(1, len(lengths)), k)]
+        feasible = [c for c in feasible if all(0 < e - s <= max_rows for s, e in c)
+                    and not splits_a_short_run(lengths, c, max_rows)]
+        assert cost(lengths, chunks, overhead) == min(cost(lengths, c, overhead) for c in feasible)
+    # a short and a long group: cut between them; a huge overhead: as few chunks as max_rows allows
     assert plan_chunks([10] * 4 + [60] * 4, 64, 16) == [(0, 4), (4, 8)]
     assert len(plan_chunks([10] * 4 + [60] * 4, 3, 10**9)) == 3
+    assert len(plan_chunks([7] * 5, 2, 0)) == 3  # a run longer than max_rows must be cut
     with pytest.raises(ValueError, match="sorted"):
         plan_chunks([5, 3], 4)
 
@@ -245,7 +252,7 @@ def test_multi_token_label_word_uses_its_first_token(lm):
     segs = _segments(lm)
     long_word, first_token = lm.score([ScoreRequest(TokenPrompt(()), segs, ("Athlete", "great")),
                                        ScoreRequest(TokenPrompt(()), segs, ("Ath", "great"))])
-    _assert_same(long_word, first_token, atol=0)
+    _assert_same(long_word, first_token)  # float noise only: the rows may sit in different chunks
     ref = np.stack([_reference(lm, TokenPrompt(()), seg, ("Ath", "great")) for seg in segs])
     np.testing.assert_allclose(long_word.logprobs, ref, atol=ATOL, rtol=0)
 
@@ -277,7 +284,7 @@ def test_batch_calls_count_score_calls_not_chunks(lm, monkeypatch):
     calls, passes = lm.batch_calls, lm.forward_passes
     lm.score(requests)
     assert lm.batch_calls == calls + 1
-    assert lm.forward_passes == passes + -(-rows // 2)
+    assert lm.forward_passes >= passes + -(-rows // 2)  # chunks of <= 2 rows: at least this many
     lm.score(requests[:1])
     assert lm.batch_calls == calls + 2
 

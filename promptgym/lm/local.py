@@ -16,7 +16,9 @@ How a request becomes tensors (one row per example)::
   measured 3.5x slower than chunks of 64-128 on our CPUs). Where the chunks are cut is planned
   (:func:`plan_chunks`) to minimise padded tokens plus a per-forward overhead: a call with ONE
   prompt (every ``env.step``, SB3 agents, dev checks) has 32 rows of 22-72 tokens, and one chunk of
-  them was 43% padding and measured 1.8 s against 1.0 s per prompt inside a 20-prompt call.
+  them was 43% padding: on an idle 2-core machine a one-prompt SST-2 call took 1.66 s with one
+  fixed chunk and 1.11 s with planned cuts (overhead 128), while a prompt inside a 20-prompt call
+  took 1.03 s either way (benchmarks/RESULTS.md, "chunk planning").
 * Label words longer than one token are scored by their **first token** (the usual choice of
   BBT/LM-BFF-style verbalizers); two label words with the same first token are rejected. All
   default verbalizers of the catalog are single tokens for SmolLM2, except DBPedia's "Athlete" and
@@ -45,7 +47,8 @@ def plan_chunks(lengths: Sequence[int], max_rows: int, overhead: int = CHUNK_OVE
     """Cut rows sorted by length into ``[start, end)`` chunks of at most ``max_rows`` rows.
 
     Minimises ``sum(rows * width + overhead)`` over the chunks (width = the chunk's longest row,
-    i.e. its last) by dynamic programming over the cut points. ``overhead`` is what one more
+    i.e. its last) by dynamic programming over the cut points, cutting only between rows of
+    different lengths unless a run of equal lengths exceeds ``max_rows``. ``overhead`` is what one more
     forward pass costs in padded tokens: 0 would cut at every length step (many tiny, inefficient
     forwards), a huge value gives fixed ``max_rows`` chunks (the old behaviour).
     """
@@ -57,10 +60,21 @@ def plan_chunks(lengths: Sequence[int], max_rows: int, overhead: int = CHUNK_OVE
     widths = np.asarray(lengths, dtype=np.int64)
     if np.any(np.diff(widths) < 0):
         raise ValueError("plan_chunks needs lengths sorted in ascending order")
-    best = np.zeros(n + 1, dtype=np.int64)
+    # cut only where the length changes (rows of one length share a chunk, so a row's padding does
+    # not depend on where it sorts among equals), except inside a run of equals longer than max_rows
+    allowed = np.zeros(n + 1, dtype=bool)
+    allowed[[0, n]] = True
+    allowed[1:n] = widths[1:] != widths[:-1]
+    edges = np.flatnonzero(allowed)
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        if b - a > max_rows:
+            allowed[a:b] = True
+    best = np.full(n + 1, np.iinfo(np.int64).max // 2, dtype=np.int64)
+    best[0] = 0
     cut = np.zeros(n + 1, dtype=np.int64)
-    for end in range(1, n + 1):
+    for end in np.flatnonzero(allowed)[1:]:
         starts = np.arange(max(0, end - max_rows), end)
+        starts = starts[allowed[starts]]
         costs = best[starts] + (end - starts) * widths[end - 1] + overhead
         k = int(np.argmin(costs))
         best[end], cut[end] = costs[k], starts[k]
