@@ -42,11 +42,15 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 RUNS = Path(__file__).resolve().parent.parent / "runs" / "evaluate"  # where `promptgym evaluate` caches runs
-ABLATIONS = RUNS.parent / "ablations"  # non-default configs: (label, env, agent, folder tag, agent config)
-#: configurations tried and replaced, tabulated for the record below the main table
-ABLATION_METHODS: list[tuple[str, str, str, str, dict]] = [
+ABLATIONS = RUNS.parent / "ablations"
+#: configurations tried beside the defaults, tabulated for the record below the main table:
+#: (label, env, agent, folder tag, agent config, env kwargs)
+ABLATION_METHODS: list[tuple[str, str, str, str, dict, dict]] = [
     ("BDPL, lr 0.3 (pre-project setting), dev checks of the argmax only", "PromptSST2-v0", "bdpl", "lr0.3",
-     {"lr": 0.3, "dev_best_sample": False}),
+     {"lr": 0.3, "dev_best_sample": False}, {}),
+    ("BBT, hinge reward (env `reward=\"hinge\"`)", "PromptSST2-Subspace-v0", "bbt", "hinge", {}, {"reward": "hinge"}),
+    ("BDPL, prompt after the input (env `prompt_position=\"after\"`)", "PromptSST2-v0", "bdpl", "after", {},
+     {"prompt_position": "after"}),
 ]
 DISCRETE, SUBSPACE, TOKENWISE = "PromptSST2-v0", "PromptSST2-Subspace-v0", "PromptSST2-Tokenwise-v0"
 #: (label, env id, agent name) in table order
@@ -71,7 +75,7 @@ def cache_path(env_id: str, agent: str, seed: int, budget: int, tag: str = "") -
 
 
 def get_run(env_id: str, agent: str, seed: int, budget: int, report_only: bool, tag: str = "",
-            agent_kwargs: dict | None = None) -> dict | None:
+            agent_kwargs: dict | None = None, env_kwargs: dict | None = None) -> dict | None:
     path = cache_path(env_id, agent, seed, budget, tag)
     if path.is_file():
         return json.loads(path.read_text())
@@ -80,7 +84,8 @@ def get_run(env_id: str, agent: str, seed: int, budget: int, report_only: bool, 
     from promptgym.bench.evaluate import run_seed
 
     print(f"running {agent} {tag} on {env_id}, seed {seed}, budget {budget} ...", flush=True)
-    run = run_seed(env_id, agent, seed, budget, allow_white_box=True, agent_kwargs=agent_kwargs)
+    run = run_seed(env_id, agent, seed, budget, allow_white_box=True, agent_kwargs=agent_kwargs,
+                   env_kwargs=env_kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(run))
     return run
@@ -99,9 +104,9 @@ def table(seeds: list[int], budget: int, report_only: bool) -> tuple[list[str], 
              "dev acc. (mean) | calls used (mean) | wall s / run (mean) |",
              "|---|---|---:|---|---:|---:|---:|"]
     scores: dict[str, np.ndarray] = {}
-    rows = [(label, env_id, agent, "", None) for label, env_id, agent in METHODS] + ABLATION_METHODS
-    for label, env_id, agent, tag, kwargs in rows:
-        got = [get_run(env_id, agent, s, budget, report_only, tag, kwargs) for s in seeds]
+    rows = [(label, env_id, agent, "", None, None) for label, env_id, agent in METHODS] + ABLATION_METHODS
+    for label, env_id, agent, tag, kwargs, env_kwargs in rows:
+        got = [get_run(env_id, agent, s, budget, report_only, tag, kwargs, env_kwargs) for s in seeds]
         runs = [r for r in got if r is not None]
         if not runs:
             lines.append(f"| {label} | {env_id} | not run | | | | |")
