@@ -3,8 +3,9 @@
 CMA-ES (the ``cma`` package) searches ``z`` in the env's random subspace: population ``popsize``
 (20, as BBT), ``sigma0`` 1 (BBT's default with its normal projection), bounds from the env's Box.
 Each generation's population is scored in ONE batched call (popsize API calls) and CMA-ES is told
-the negated rewards. Every ``dev_every`` generations the distribution mean and the best train
-solution of the generation are checked on dev; the best dev prompt is returned.
+the negated rewards of exactly the points it asked for (the env scores float32 copies of them).
+Every ``dev_every`` generations the distribution mean and the best train solution of the generation
+are checked on dev; the best dev prompt is returned.
 """
 
 from __future__ import annotations
@@ -44,11 +45,14 @@ class BBTAgent:
         dev, train = DevSelector(env), TrainCurve()
         gen = 0
         while base.budget.remaining >= cfg.popsize + 2:
-            sols = [np.clip(np.asarray(s, dtype=np.float32), space.low, space.high) for s in es.ask()]
+            asked = es.ask()
+            sols = [np.clip(np.asarray(s, dtype=np.float32), space.low, space.high) for s in asked]
             outs = base.score_actions(sols)
             rewards = [o.reward for o in outs]
             train.update(base.budget.calls, sols, rewards)
-            es.tell(sols, [-r for r in rewards])
+            # tell the exact float64 points asked for: float32 copies break the mirrored pair that
+            # pycma's TPA step-size rule (its default from d = 300) relies on
+            es.tell(asked, [-r for r in rewards])
             gen += 1
             if gen % cfg.dev_every == 0:
                 dev.consider(np.clip(es.mean, space.low, space.high).astype(np.float32))

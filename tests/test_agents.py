@@ -133,10 +133,12 @@ def gold_table(task: str = "sst2", split_seed: int = 13) -> dict[tuple[str, str]
     return table
 
 
-def fake_env(kind: str, budget: int, target_seed: int = 0) -> gym.Env:
-    """An SST-2 env on FakeLM with a hidden target: 20 candidates x 5 positions, or a 20-dim subspace."""
+def fake_env(kind: str, budget: int, target_seed: int = 0, dim: int = 20) -> gym.Env:
+    """An SST-2 env on FakeLM with a hidden target: 20 candidates x 5 positions, or a ``dim``-dim subspace."""
     lm = FakeLM(dict(gold_table()))
-    kw = {"intrinsic_dim": 20, "prompt_length": 5} if kind == "subspace" else {"num_candidates": 20, "prompt_length": 5}
+    kw = {"num_candidates": 20, "prompt_length": 5}
+    if kind == "subspace":
+        kw = {"intrinsic_dim": dim, "prompt_length": 5}
     env = gym.make(env_id("sst2", kind), model=lm, budget=budget, **kw)
     base = env.unwrapped
     rng = np.random.default_rng(1000 + target_seed)
@@ -408,6 +410,20 @@ def test_learning_agents_beat_random_search_on_a_known_optimum(name, kind):
     learned, random = _mean_best_train(name, kind), _mean_best_train("random", kind)
     assert learned > random + 0.3, (learned, random)
     assert learned > -0.5
+
+
+def test_bbt_tells_cma_es_the_points_it_asked_for():
+    """From d = 300 pycma adapts sigma by TPA, which checks that its two mirrored samples moved the mean
+    as expected. Telling float32 copies of the asked points broke that check every generation
+    (a UserWarning each time; sigma adapted from inconsistent samples); telling the asked points must not."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = make_agent("bbt", seed=0).learn(fake_env("subspace", 200, dim=300))
+    assert result.extra["generations"] >= 6  # TPA's check starts after the 3rd generation
+    tpa = [str(w.message) for w in caught if "TPA" in str(w.message)]
+    assert not tpa, tpa[:1]
 
 
 # ---------------------------------------------------------------------------------------------- real model
