@@ -51,6 +51,8 @@ ABLATION_METHODS: list[tuple[str, str, str, str, dict, dict]] = [
     ("BBT, hinge reward (env `reward=\"hinge\"`)", "PromptSST2-Subspace-v0", "bbt", "hinge", {}, {"reward": "hinge"}),
     ("BDPL, prompt after the input (env `prompt_position=\"after\"`)", "PromptSST2-v0", "bdpl", "after", {},
      {"prompt_position": "after"}),
+    # the BBT row above was run before BBT told CMA-ES the exact points it asked for (2026-11-25)
+    ("BBT, re-run after the exact-tell fix", "PromptSST2-Subspace-v0", "bbt", "exacttell", {}, {}),
 ]
 DISCRETE, SUBSPACE, TOKENWISE = "PromptSST2-v0", "PromptSST2-Subspace-v0", "PromptSST2-Tokenwise-v0"
 #: (label, env id, agent name) in table order
