@@ -11,7 +11,7 @@ ifeq ($(PROMPTGYM_DATA_DIR),)
   endif
 endif
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test test-fast lint bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -25,11 +25,15 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/promptgym demo
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q
 
+# quick loop: unit tests only (tiny random models), no real-model integration tests
+test-fast: setup
+	$(PY) -m pytest -q -m "not integration"
+
 lint: setup
-	$(VENV)/bin/ruff check promptgym agents tests benchmarks
+	$(VENV)/bin/ruff check promptgym agents tests benchmarks docs
 
 bench: setup
 	$(PY) benchmarks/scoring.py

@@ -12,31 +12,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 
-from agents.base import DevSelector, Result, TrainCurve, config_dict
+from promptgym.agent import AgentConfig, ConfiguredAgent, DevSelector, Result, TrainCurve, require
 
 
 @dataclass
-class BBTConfig:
-    popsize: int = 20
-    sigma0: float = 1.0
-    dev_every: int = 5
-    seed: int = 0
+class BBTConfig(AgentConfig):
+    popsize: int = 20      # CMA-ES population: prompts per generation, scored in one batched call
+    sigma0: float = 1.0    # CMA-ES initial step size in z (BBT's default)
+    dev_every: int = 5     # generations between dev checks of the mean and the generation's best
+    seed: int = 0          # seeds the env reset and CMA-ES (with seed + 1)
+
+    def validate(self) -> None:
+        require(self.popsize >= 2, f"BBTConfig.popsize must be >= 2 (CMA-ES ranks a population), got {self.popsize}")
+        require(self.sigma0 > 0, f"BBTConfig.sigma0 must be > 0, got {self.sigma0}")
+        require(self.dev_every >= 1, f"BBTConfig.dev_every must be >= 1, got {self.dev_every}")
+        require(self.seed >= 0, f"BBTConfig.seed must be >= 0, got {self.seed}")
 
 
-class BBTAgent:
+class BBTAgent(ConfiguredAgent):
+    """CMA-ES over the subspace vector z, one generation per batched call (see the module docstring)."""
+
     name = "bbt"
+    config_class = BBTConfig
 
-    def __init__(self, config: BBTConfig | None = None) -> None:
-        self.config = config or BBTConfig()
-
-    def learn(self, env) -> Result:
+    def learn(self, env: gym.Env) -> Result:
         import cma
 
         cfg = self.config
-        base = env.unwrapped
-        env.reset(seed=cfg.seed)
+        base = self.start(env)
         space = base.action_space
         d = space.shape[0]
         opts = {"popsize": cfg.popsize, "seed": cfg.seed + 1, "verbose": -9,
@@ -59,7 +65,4 @@ class BBTAgent:
                 dev.consider(sols[int(np.argmax(rewards))], max(rewards))
         mean = np.clip(es.mean, space.low, space.high).astype(np.float32)
         dev.consider(mean)
-        action = dev.best_action if dev.best_action is not None else mean
-        return Result(self.name, np.asarray(action), base.prompt_text(action), train.best,
-                      None if dev.best_action is None else float(dev.best_metric), base.budget.calls,
-                      dev.curve, train.points, config=config_dict(cfg), extra={"generations": gen})
+        return dev.result(self.name, mean, train, cfg, {"generations": gen})

@@ -33,21 +33,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 
-from agents.base import DevSelector, Result, TrainCurve, config_dict
 from agents.random_search import full_prompt_space
+from promptgym.agent import AgentConfig, ConfiguredAgent, DevSelector, Result, TrainCurve, require
 
 
 @dataclass
-class BDPLConfig:
-    samples: int = 20        # I, prompts per iteration (one batched LM call)
+class BDPLConfig(AgentConfig):
+    samples: int = 20        # I, prompts per iteration (one batched LM call); the baseline needs I >= 2
     lr: float = 0.005        # the paper: 0.3 (see the module docstring for why not here)
-    grad_clip: float = 3.0
-    min_prob: float = 1e-4
+    grad_clip: float = 3.0   # the policy gradient is rescaled to at most this norm
+    min_prob: float = 1e-4   # floor of every probability after the projection; needs min_prob * K < 1
     dev_every: int = 5       # iterations between dev checks of the argmax prompt
     dev_best_sample: bool = True  # also check each iteration's best sampled prompt on dev (1 call)
-    seed: int = 0
+    seed: int = 0            # seeds the env reset and the sampling
+
+    def validate(self) -> None:
+        require(self.samples >= 2, "BDPLConfig.samples must be >= 2 (the leave-one-out baseline needs two "
+                                   f"samples), got {self.samples}")
+        require(self.lr > 0, f"BDPLConfig.lr must be > 0, got {self.lr}")
+        require(self.grad_clip > 0, f"BDPLConfig.grad_clip must be > 0, got {self.grad_clip}")
+        require(0 <= self.min_prob < 1, f"BDPLConfig.min_prob must be in [0, 1), got {self.min_prob}")
+        require(self.dev_every >= 1, f"BDPLConfig.dev_every must be >= 1, got {self.dev_every}")
+        require(self.seed >= 0, f"BDPLConfig.seed must be >= 0, got {self.seed}")
 
 
 def policy_gradient(probs: np.ndarray, samples: np.ndarray, rewards: np.ndarray) -> np.ndarray:
@@ -79,19 +89,20 @@ def project_simplex(v: np.ndarray, floor: float = 0.0) -> np.ndarray:
     return np.maximum(w - theta[:, None], 0.0) + floor
 
 
-class BDPLAgent:
+class BDPLAgent(ConfiguredAgent):
+    """Policy gradient over one categorical distribution per prompt position (see the module docstring)."""
+
     name = "bdpl"
+    config_class = BDPLConfig
 
-    def __init__(self, config: BDPLConfig | None = None) -> None:
-        self.config = config or BDPLConfig()
-
-    def learn(self, env) -> Result:
+    def learn(self, env: gym.Env) -> Result:
         cfg = self.config
-        base = env.unwrapped
-        env.reset(seed=cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
-        nvec = full_prompt_space(base).nvec  # tokenwise envs: search whole prompts, scored via score_actions
+        nvec = full_prompt_space(env.unwrapped).nvec  # tokenwise envs: search whole prompts, scored via score_actions
         length, k = len(nvec), int(nvec[0])
+        require(cfg.min_prob * k < 1, f"BDPLConfig.min_prob must be < 1/K = {1 / k:.3g} for this env's {k} "
+                                      f"candidates, got {cfg.min_prob}")
+        base = self.start(env)
+        rng = np.random.default_rng(cfg.seed)
         probs = np.full((length, k), 1.0 / k)
         dev, train = DevSelector(env), TrainCurve()
         it = 0
@@ -115,8 +126,5 @@ class BDPLAgent:
             if it % cfg.dev_every == 0:
                 dev.consider(probs.argmax(axis=1), float(rewards.max()))
         dev.consider(probs.argmax(axis=1))
-        action = dev.best_action if dev.best_action is not None else probs.argmax(axis=1)
-        return Result(self.name, np.asarray(action), base.prompt_text(action), train.best,
-                      None if dev.best_action is None else float(dev.best_metric), base.budget.calls,
-                      dev.curve, train.points, config=config_dict(cfg),
-                      extra={"iterations": it, "entropy": float(-(probs * np.log(probs)).sum(axis=1).mean())})
+        entropy = float(-(probs * np.log(probs)).sum(axis=1).mean())
+        return dev.result(self.name, probs.argmax(axis=1), train, cfg, {"iterations": it, "entropy": entropy})

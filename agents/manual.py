@@ -8,10 +8,11 @@ Every learned prompt must beat these at its budget, or it has not earned its cal
   log-probabilities, fitted on the train examples from ONE call (contextual calibration in spirit,
   Zhao et al. 2021, but fitted on labelled rows rather than a content-free input). Zero-shot
   templates are often lopsided (SmolLM2 says "great" for 99% of SST-2 rows after "It was"); a bias
-  undoes that without touching the prompt. The bias is in ``Result.label_bias``.
+  undoes that without touching the prompt. The bias is in ``Result.label_bias``; the env re-reads
+  scores with it (``env.unwrapped.with_label_bias``, no call), as the test harness will.
 * :class:`ICLAgent`: k demonstrations per label from the train split, rendered with the template
   and the gold verbalizer word, prepended as a text prefix. The prefix is a prompt the black-box
-  API accepts (the LM's tokens, ``TokenPrompt(lm.encode(text))``) but it is *outside* the env's
+  API accepts (its tokens, ``env.unwrapped.text_prompt(text)``) but it is *outside* the env's
   action space: ``Result.action`` is None and ``Result.demonstrations`` holds the text.
 
 These score prompts that are not actions through ``env.unwrapped.score_prompts`` (charged like
@@ -22,49 +23,65 @@ call reports the dev metric, so that they appear on the same dev curve as search
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
-from agents.base import Result, config_dict
-from promptgym.envs.reward import compute_reward
-from promptgym.lm.base import ScoreResult, TokenPrompt
-from promptgym.tasks.metrics import compute_metric
+from promptgym.agent import AgentConfig, ConfiguredAgent, Result, config_dict, require
+from promptgym.errors import IncompatibleAgentError
+from promptgym.lm.base import TokenPrompt
 
 EMPTY = TokenPrompt(())
 CALIBRATION_METHODS = ("ce", "uniform")
 
 
+def dev_check(base: Any, prompt: TokenPrompt, enabled: bool,
+              label_bias: np.ndarray | None = None) -> tuple[float | None, list[tuple[int, float]]]:
+    """The dev metric of a prompt outside the action space (one call, if ``enabled`` and affordable)
+    and its one-point dev curve; ``(None, [])`` otherwise. ``label_bias`` is applied first."""
+    if not enabled or base.budget.remaining < 1:
+        return None, []
+    out = base.score_prompts([prompt], "dev")[0]
+    if label_bias is not None:
+        out = base.with_label_bias(out, label_bias)
+    return float(out.metric), [(base.budget.calls, float(out.metric))]
+
+
 @dataclass
-class ManualConfig:
+class ManualConfig(AgentConfig):
     check_dev: bool = False   # spend one call to report the template's dev metric
-    seed: int = 0
+    seed: int = 0             # seeds the env reset (nothing else is random)
+
+    def validate(self) -> None:
+        require(self.seed >= 0, f"ManualConfig.seed must be >= 0, got {self.seed}")
 
 
-class ManualAgent:
+class ManualAgent(ConfiguredAgent):
     """The template with no learned prompt: the zero-shot baseline."""
 
     name = "manual"
+    config_class = ManualConfig
 
-    def __init__(self, config: ManualConfig | None = None) -> None:
-        self.config = config or ManualConfig()
-
-    def learn(self, env) -> Result:
-        base = env.unwrapped
-        env.reset(seed=self.config.seed)
-        dev_metric, curve = None, []
-        if self.config.check_dev and base.budget.remaining >= 1:
-            dev_metric = float(base.score_prompts([EMPTY], "dev")[0].metric)
-            curve = [(base.budget.calls, dev_metric)]
+    def learn(self, env: gym.Env) -> Result:
+        base = self.start(env)
+        dev_metric, curve = dev_check(base, EMPTY, self.config.check_dev)
         return Result(self.name, None, "", float("nan"), dev_metric, base.budget.calls, curve,
                       config=config_dict(self.config))
 
 
 @dataclass
-class CalibrationConfig:
+class CalibrationConfig(AgentConfig):
     method: str = "ce"        # "ce": maximise train log-likelihood; "uniform": equalise mean predictions
     l2: float = 1e-3          # keeps the bias finite when a bias alone separates the train rows
     check_dev: bool = True    # one more call to report the calibrated dev metric
-    seed: int = 0
+    seed: int = 0             # seeds the env reset (nothing else is random)
+
+    def validate(self) -> None:
+        require(self.method in CALIBRATION_METHODS,
+                f"CalibrationConfig.method must be one of {CALIBRATION_METHODS}, got {self.method!r}")
+        require(self.l2 >= 0, f"CalibrationConfig.l2 must be >= 0, got {self.l2}")
+        require(self.seed >= 0, f"CalibrationConfig.seed must be >= 0, got {self.seed}")
 
 
 def fit_label_bias(label_logprobs: np.ndarray, labels: np.ndarray, method: str = "ce", l2: float = 1e-3,
@@ -119,56 +136,43 @@ def fit_label_bias(label_logprobs: np.ndarray, labels: np.ndarray, method: str =
     return b - b.mean()
 
 
-def biased_result(label_logprobs: np.ndarray, bias: np.ndarray) -> ScoreResult:
-    """A ScoreResult whose scores carry the bias (for the env's reward functions and metrics)."""
-    z = np.asarray(label_logprobs, dtype=np.float64) + bias
-    top = z.max(axis=1, keepdims=True)
-    norm = z - top - np.log(np.exp(z - top).sum(axis=1, keepdims=True))
-    return ScoreResult(predictions=np.argmax(z, axis=1), logprobs=z, label_logprobs=norm)
-
-
-class CalibratedAgent:
+class CalibratedAgent(ConfiguredAgent):
     """The template plus a per-label bias fitted on the train rows of ONE call (see module docstring)."""
 
     name = "calibrated"
+    config_class = CalibrationConfig
 
-    def __init__(self, config: CalibrationConfig | None = None) -> None:
-        self.config = config or CalibrationConfig()
-
-    def learn(self, env) -> Result:
+    def learn(self, env: gym.Env) -> Result:
         cfg = self.config
-        base = env.unwrapped
-        env.reset(seed=cfg.seed)
-        if base.reward_kind == "label_only":
-            raise ValueError("calibration needs label log-probabilities; this env uses reward='label_only'")
+        if env.unwrapped.reward_kind == "label_only":
+            raise IncompatibleAgentError("calibration needs label log-probabilities; this env uses "
+                                         "reward='label_only'")
+        base = self.start(env)
         out = base.score_prompts([EMPTY], "train")[0]
-        labels = np.asarray(base.train.labels)[out.rows]
-        bias = fit_label_bias(out.label_logprobs, labels, cfg.method, cfg.l2)
-        res = biased_result(out.label_logprobs, bias)
-        train_reward = compute_reward(base.reward_kind, res, labels, base.spec_task.metric)
+        bias = fit_label_bias(out.label_logprobs, out.labels, cfg.method, cfg.l2)
+        train_reward = base.with_label_bias(out, bias).reward  # re-scored without another call
         train_curve = [(base.budget.calls, float(train_reward))]
-        dev_metric, curve = None, []
-        if cfg.check_dev and base.budget.remaining >= 1:
-            dev = base.score_prompts([EMPTY], "dev")[0]
-            preds = biased_result(dev.label_logprobs, bias).predictions
-            dev_metric = float(compute_metric(base.spec_task.metric, np.asarray(base.dev.labels)[dev.rows], preds))
-            curve = [(base.budget.calls, dev_metric)]
+        dev_metric, curve = dev_check(base, EMPTY, cfg.check_dev, bias)
         bias_text = ", ".join(f"{w}{b:+.3f}" for w, b in zip(base.template.verbalizers, bias))
         return Result(self.name, None, f"<template only; label bias {bias_text}>", float(train_reward), dev_metric,
-                      base.budget.calls, curve, train_curve, label_bias=bias.astype(np.float32),
-                      config=config_dict(cfg),
+                      base.budget.calls, curve, train_curve,
+                      label_bias=bias.astype(np.float32), config=config_dict(cfg),
                       extra={"uncalibrated_train_reward": float(out.reward), "uncalibrated_train_metric": out.metric})
 
 
 @dataclass
-class ICLConfig:
-    shots_per_label: int = 1
+class ICLConfig(AgentConfig):
+    shots_per_label: int = 1  # demonstrations per label drawn from the train split
     separator: str = "\n"     # between demonstrations, and between the last one and the input
-    check_dev: bool = True
-    seed: int = 0
+    check_dev: bool = True    # one more call to report the dev metric
+    seed: int = 0             # seeds the env reset and the choice and order of the demonstrations
+
+    def validate(self) -> None:
+        require(self.shots_per_label >= 1, f"ICLConfig.shots_per_label must be >= 1, got {self.shots_per_label}")
+        require(self.seed >= 0, f"ICLConfig.seed must be >= 0, got {self.seed}")
 
 
-def render_demonstrations(base, shots_per_label: int = 1, seed: int = 0, separator: str = "\n") -> str:
+def render_demonstrations(base: Any, shots_per_label: int = 1, seed: int = 0, separator: str = "\n") -> str:
     """k train rows per label, seeded and shuffled, each rendered with its gold verbalizer word.
 
     Causal templates: ``body + cue + " " + word``. Masked templates: the mask slot filled with the
@@ -199,28 +203,23 @@ def render_demonstrations(base, shots_per_label: int = 1, seed: int = 0, separat
     return separator.join(demos) + separator
 
 
-class ICLAgent:
+class ICLAgent(ConfiguredAgent):
     """In-context learning: demonstrations from the train split as a text prefix (see module docstring)."""
 
     name = "icl"
+    config_class = ICLConfig
 
-    def __init__(self, config: ICLConfig | None = None) -> None:
-        self.config = config or ICLConfig()
-
-    def learn(self, env) -> Result:
+    def learn(self, env: gym.Env) -> Result:
         cfg = self.config
-        base = env.unwrapped
-        env.reset(seed=cfg.seed)
-        if base.prompt_position != "before":
-            raise ValueError("in-context demonstrations go before the input: use prompt_position='before'")
+        if env.unwrapped.prompt_position != "before":
+            raise IncompatibleAgentError("in-context demonstrations go before the input: make the env with "
+                                         "prompt_position='before'")
+        base = self.start(env)
         text = render_demonstrations(base, cfg.shots_per_label, cfg.seed, cfg.separator)
-        prompt = TokenPrompt(tuple(base.lm.encode(text)))
+        prompt = base.text_prompt(text)
         out = base.score_prompts([prompt], "train")[0]
         train_curve = [(base.budget.calls, float(out.reward))]
-        dev_metric, curve = None, []
-        if cfg.check_dev and base.budget.remaining >= 1:
-            dev_metric = float(base.score_prompts([prompt], "dev")[0].metric)
-            curve = [(base.budget.calls, dev_metric)]
+        dev_metric, curve = dev_check(base, prompt, cfg.check_dev)
         return Result(self.name, None, text, float(out.reward), dev_metric, base.budget.calls, curve, train_curve,
                       demonstrations=text, config=config_dict(cfg),
                       extra={"prompt_tokens": len(prompt),

@@ -2,10 +2,10 @@
 
 **Not a black-box agent.** It is the gradient-based reference that black-box methods are measured
 against (BBT reports it at 68.2 on SST-2 with 16 shots): how far could the same prompt go with the
-gradients an API never gives? It is the only agent allowed to reach into the local backend
-(``env.unwrapped.lm._model``), because back-propagation needs the weights; it therefore only runs
-on in-process transformers models (:class:`promptgym.lm.local.LocalLM`), never through an API.
-``Result.extra["white_box"]`` is True so that tables and leaderboards can set it apart.
+gradients an API never gives? It is the only agent that uses the backend's white-box entry
+(``LocalLM.white_box()``: the weights and a differentiable forward), so it only runs on in-process
+transformers models, never through an API; the registry marks it ``white_box`` so that tables and
+leaderboards set it apart.
 
 What it does: ``prompt_length`` vectors (the subspace env's length, else the discrete env's number
 of positions, else 10) start from the env's own starting point (a subspace env's ``p0``; for
@@ -17,10 +17,11 @@ for small steps). After every epoch the prompt is scored on dev; the best dev pr
 (ties: lower dev cross-entropy); ``Result.train_reward`` is minus the mean train cross-entropy over
 that epoch's minibatches.
 
-Costs are its own, not API calls: the env budget is untouched and ``Result.extra`` counts forward
-and backward passes (one pass = one chunk of rows) and examples. The learned prompt is in
-``Result.extra["soft_prompt"]`` (a ``(length, embedding_dim)`` float32 array); ``Result.action`` is
-None because the prompt is not a point of any subspace.
+Costs are its own, not API calls: the env budget is untouched, ``Result.curve_unit`` is "passes"
+(its curves count forward + backward passes, one pass = one chunk of rows), and ``Result.extra``
+counts forward and backward passes and examples. The learned prompt is ``Result.soft_prompt`` (a
+``(length, embedding_dim)`` float32 array); ``Result.action`` is None because the prompt is not a
+point of any subspace.
 
 Learning rate: SmolLM2's word embeddings have entry std ~0.14 (vector norm ~3.2), far smaller than
 T5's, so Lester et al.'s 0.3 would move every entry by two standard deviations per step. A quick check
@@ -34,42 +35,52 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
-from agents.base import Result, config_dict
+from promptgym.agent import AgentConfig, ConfiguredAgent, Result, config_dict, require
+from promptgym.errors import IncompatibleAgentError
 from promptgym.tasks.metrics import compute_metric
 
 DEFAULT_LENGTH = 10
 
 
 @dataclass
-class PromptTuningConfig:
+class PromptTuningConfig(AgentConfig):
     prompt_length: int | None = None   # None: the env's prompt_length (10 if it has none)
     lr: float = 0.01                   # Adam; see the module docstring
-    epochs: int = 10
+    epochs: int = 10                   # passes over the train rows; dev is checked after each
     batch_size: int = 8                # train rows per step
-    seed: int = 0
+    seed: int = 0                      # seeds the env reset, torch and the minibatch order
+
+    def validate(self) -> None:
+        require(self.prompt_length is None or self.prompt_length >= 1,
+                f"PromptTuningConfig.prompt_length must be >= 1 or None, got {self.prompt_length}")
+        require(self.lr > 0, f"PromptTuningConfig.lr must be > 0, got {self.lr}")
+        require(self.epochs >= 1, f"PromptTuningConfig.epochs must be >= 1, got {self.epochs}")
+        require(self.batch_size >= 1, f"PromptTuningConfig.batch_size must be >= 1, got {self.batch_size}")
+        require(self.seed >= 0, f"PromptTuningConfig.seed must be >= 0, got {self.seed}")
 
 
-def _local_lm(base: Any):
-    """The env's in-process LM in fp32 (the same weights; loaded once more if the env runs bf16)."""
+def fp32_white_box(base: Any) -> Any:
+    """The white-box entry of the env's model in fp32 (the same weights, loaded once more if the
+    env runs bf16: bf16 gradients are too coarse for small steps)."""
     import torch
 
     from promptgym.lm import get_lm
-    from promptgym.lm.local import LocalLM
 
-    if not isinstance(base.lm, LocalLM):
-        raise ValueError("prompt tuning back-propagates through the model: it needs an in-process transformers "
-                         f"model (LocalLM), not {type(base.lm).__name__}")
-    return base.lm if base.lm.dtype == torch.float32 else get_lm(base.lm.name, "float32")
+    lm = base.lm
+    if not callable(getattr(lm, "white_box", None)):
+        raise IncompatibleAgentError("prompt tuning back-propagates through the model: it needs an in-process "
+                                     f"transformers model, not {type(lm).__name__}")
+    return (lm if lm.dtype == torch.float32 else get_lm(lm.name, "float32")).white_box()
 
 
 def initial_prompt(base: Any, length: int) -> tuple[np.ndarray, str]:
     """The env's own starting point: ``p0`` of a subspace env, else embeddings of its first candidates."""
     lm = base.lm
-    p0 = getattr(base, "p0", None)
-    if p0 is not None and len(p0) == length:
-        return np.asarray(p0, dtype=np.float32), getattr(base, "p0_text", "")
+    if base.kind == "subspace" and len(base.p0) == length:
+        return np.asarray(base.p0, dtype=np.float32), base.p0_text
     cands = getattr(base, "candidates", None)
     if cands is not None:
         ids = [cands.token_ids[i % len(cands)][0] for i in range(length)]
@@ -78,75 +89,23 @@ def initial_prompt(base: Any, length: int) -> tuple[np.ndarray, str]:
     return lm.embed_tokens(ids).astype(np.float32), lm.decode(ids)
 
 
-class SoftPromptForward:
-    """A differentiable forward of the LM on soft-prompted rows, laid out as ``LocalLM`` lays them out.
-
-    Rows come from ``LocalLM._build_rows`` (so tokenisation, truncation and the answer position are
-    the backend's own); causal rows are left-padded with ``position_ids = cumsum(mask) - 1``, masked
-    rows right-padded, exactly as ``LocalLM._forward``. Returns label-word logits (n, C).
-    """
-
-    def __init__(self, lm: Any, segments: tuple[tuple[str, str], ...], label_words: tuple[str, ...],
-                 length: int) -> None:
-        from promptgym.lm.base import ScoreRequest, SoftPrompt
-
-        placeholder = SoftPrompt(np.zeros((length, lm.embedding_dim), dtype=np.float32))
-        rows, _, label_ids = lm._build_rows([ScoreRequest(placeholder, segments, label_words)])
-        self.lm, self.rows, self.label_ids = lm, rows, list(label_ids[0])
-        self.passes = 0
-
-    def __call__(self, prompt, idx: np.ndarray):
-        import torch
-
-        lm = self.lm
-        rows = [self.rows[i] for i in idx]
-        width = max(len(r[0]) for r in rows)
-        n = len(rows)
-        ids = torch.full((n, width), lm.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        starts, answers = [], []
-        for b, (row_ids, start, _, answer) in enumerate(rows):
-            off = 0 if lm.is_masked else width - len(row_ids)
-            ids[b, off:off + len(row_ids)] = torch.tensor(row_ids, dtype=torch.long)
-            mask[b, off:off + len(row_ids)] = 1
-            starts.append(off + start)
-            answers.append(off + answer)
-        emb = lm._embed(ids).detach().clone()
-        length = prompt.shape[0]
-        # rows hold pad ids at the prompt positions; scatter the trainable vectors there
-        pos = torch.tensor(starts)[:, None] + torch.arange(length)[None, :]
-        emb = emb.index_put((torch.arange(n)[:, None].expand(n, length), pos), prompt.expand(n, -1, -1))
-        self.passes += 1
-        model = lm._model
-        if lm.is_masked:
-            logits = model(inputs_embeds=emb, attention_mask=mask).logits[torch.arange(n), torch.tensor(answers)]
-        else:
-            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = model(inputs_embeds=emb, attention_mask=mask, position_ids=position_ids,
-                           logits_to_keep=1).logits[:, -1, :]
-        return logits.float()[:, self.label_ids]
-
-
-class PromptTuningAgent:
+class PromptTuningAgent(ConfiguredAgent):
     """White-box soft prompt tuning (see the module docstring: NOT black-box)."""
 
     name = "prompt_tuning"
+    config_class = PromptTuningConfig
 
-    def __init__(self, config: PromptTuningConfig | None = None) -> None:
-        self.config = config or PromptTuningConfig()
-
-    def learn(self, env) -> Result:
+    def learn(self, env: gym.Env) -> Result:
         import torch
 
         cfg = self.config
-        base = env.unwrapped
-        env.reset(seed=cfg.seed)
-        lm = _local_lm(base)
+        wb = fp32_white_box(env.unwrapped)
+        base = self.start(env)
         length = int(cfg.prompt_length or getattr(base, "prompt_length", DEFAULT_LENGTH))
         init, init_text = initial_prompt(base, length)
         words = base.template.verbalizers
-        train = SoftPromptForward(lm, base._segments["train"], words, length)
-        dev = SoftPromptForward(lm, base._segments["dev"], words, length)
+        train_rows = wb.rows(base.segments("train"), words, length)
+        dev_rows = wb.rows(base.segments("dev"), words, length)
         y_train = torch.as_tensor(np.asarray(base.train.labels))
         y_dev = np.asarray(base.dev.labels)
         metric = base.spec_task.metric
@@ -154,7 +113,7 @@ class PromptTuningAgent:
         rng = np.random.default_rng(cfg.seed)
         prompt = torch.nn.Parameter(torch.as_tensor(init, dtype=torch.float32).clone())
         opt = torch.optim.Adam([prompt], lr=cfg.lr)
-        backward = examples = 0
+        forward = backward = examples = 0
         best = (-np.inf, -np.inf)   # (dev metric, -dev CE)
         best_prompt, best_train = init.copy(), float("nan")
         curve: list[tuple[int, float]] = []
@@ -166,22 +125,23 @@ class PromptTuningAgent:
             order = rng.permutation(n)
             for s in range(0, n, cfg.batch_size):
                 idx = order[s:s + cfg.batch_size]
-                logits = train(prompt, idx)
+                logits = wb.label_logits(train_rows, prompt, idx)
                 loss = torch.nn.functional.cross_entropy(logits, y_train[idx])
                 opt.zero_grad()
                 loss.backward(inputs=[prompt])
                 opt.step()
+                forward += 1
                 backward += 1
                 examples += len(idx)
                 losses.append(loss.item() * len(idx))
             with torch.no_grad():
-                dev_logits = dev(prompt, np.arange(len(y_dev)))
-                dev_lp = torch.log_softmax(dev_logits, dim=-1).numpy()
+                dev_lp = torch.log_softmax(wb.label_logits(dev_rows, prompt), dim=-1).numpy()
+            forward += 1
             examples += len(y_dev)
             dev_metric = compute_metric(metric, y_dev, dev_lp.argmax(axis=1))
             dev_ce = float(-dev_lp[np.arange(len(y_dev)), y_dev].mean())
             train_reward = -float(np.sum(losses) / n)
-            passes = train.passes + dev.passes + backward
+            passes = forward + backward
             if (dev_metric, -dev_ce) > best:
                 best = (dev_metric, -dev_ce)
                 best_prompt, best_train = prompt.detach().numpy().copy(), train_reward
@@ -191,10 +151,8 @@ class PromptTuningAgent:
                             "dev_ce": dev_ce})
         return Result(
             self.name, None, f"<soft prompt: {length} vectors, white-box prompt tuning from {init_text!r}>",
-            best_train, float(best[0]) if history else None, base.budget.calls, [], [],
-            config=config_dict(cfg),
-            extra={"white_box": True, "soft_prompt": best_prompt.astype(np.float32),
-                   "forward_passes": train.passes + dev.passes, "backward_passes": backward,
-                   "examples": examples, "curve": curve, "train_curve": train_curve,
-                   "curve_unit": "forward+backward passes", "history": history, "init_text": init_text},
+            best_train, float(best[0]), base.budget.calls, curve, train_curve, config=config_dict(cfg),
+            soft_prompt=best_prompt.astype(np.float32), curve_unit="passes",
+            extra={"forward_passes": forward, "backward_passes": backward, "examples": examples,
+                   "history": history, "init_text": init_text},
         )

@@ -8,37 +8,41 @@ the best dev prompt. For tokenwise envs it samples full prompts over the same ca
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
-from agents.base import DevSelector, Result, TrainCurve, config_dict
+from promptgym.agent import AgentConfig, ConfiguredAgent, DevSelector, Result, TrainCurve, require
 
 
 @dataclass
-class RandomSearchConfig:
-    batch: int = 20
-    seed: int = 0
+class RandomSearchConfig(AgentConfig):
+    batch: int = 20   # prompts per batched LM call (each batch's best is checked on dev)
+    seed: int = 0     # seeds the env reset and the sampled prompts
+
+    def validate(self) -> None:
+        require(self.batch >= 1, f"RandomSearchConfig.batch must be >= 1, got {self.batch}")
+        require(self.seed >= 0, f"RandomSearchConfig.seed must be >= 0, got {self.seed}")
 
 
-def full_prompt_space(base):
-    """The action space of a *whole* prompt (tokenwise envs step one candidate at a time)."""
-    import gymnasium as gym
-
-    if hasattr(base, "num_candidates") and isinstance(base.action_space, gym.spaces.Discrete):
+def full_prompt_space(base: Any) -> gym.Space:
+    """The action space of a *whole* prompt: tokenwise envs step one candidate at a time, but
+    ``score_actions`` takes all ``prompt_length`` indices, as on the discrete env."""
+    if base.kind == "tokenwise":
         return gym.spaces.MultiDiscrete([base.num_candidates] * base.prompt_length)
     return base.action_space
 
 
-class RandomSearchAgent:
+class RandomSearchAgent(ConfiguredAgent):
+    """Uniform samples of whole prompts, each batch's best checked on dev."""
+
     name = "random"
+    config_class = RandomSearchConfig
 
-    def __init__(self, config: RandomSearchConfig | None = None) -> None:
-        self.config = config or RandomSearchConfig()
-
-    def learn(self, env) -> Result:
+    def learn(self, env: gym.Env) -> Result:
         cfg = self.config
-        base = env.unwrapped
-        env.reset(seed=cfg.seed)
+        base = self.start(env)
         space = full_prompt_space(base)
         space.seed(cfg.seed)
         dev, train = DevSelector(env), TrainCurve()
@@ -49,8 +53,4 @@ class RandomSearchAgent:
             rewards = [o.reward for o in outs]
             train.update(base.budget.calls, acts, rewards)
             dev.consider(acts[int(np.argmax(rewards))], max(rewards))
-        action = dev.best_action if dev.best_action is not None else train.best_action
-        return Result(self.name, None if action is None else np.asarray(action),
-                      "" if action is None else base.prompt_text(action), train.best,
-                      None if dev.best_action is None else float(dev.best_metric), base.budget.calls,
-                      dev.curve, train.points, config=config_dict(cfg))
+        return dev.result(self.name, train.best_action, train, cfg)

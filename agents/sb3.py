@@ -1,9 +1,11 @@
 """Stable-Baselines3 algorithms as prompt-tuning agents, under the same budget as every agent.
 
-``SB3Agent("ppo")`` trains any SB3 algorithm whose action space fits the env: PPO and A2C on every
-kind (MultiDiscrete discrete prompts, Discrete tokenwise steps, Box subspace vectors), SAC / TD3 /
-DDPG on subspace envs (Box only), DQN on tokenwise envs (Discrete only). A mismatch raises a
-``ValueError`` that names a fitting env kind or algorithm, before any call is spent.
+One class per algorithm (:class:`PPOAgent`, :class:`A2CAgent`, :class:`SACAgent`, :class:`TD3Agent`,
+:class:`DDPGAgent`, :class:`DQNAgent`; all :class:`SB3Agent` with one :class:`SB3Config`) trains
+that SB3 algorithm where its action space fits the env: PPO and A2C on every kind (MultiDiscrete
+discrete prompts, Discrete tokenwise steps, Box subspace vectors), SAC / TD3 / DDPG on subspace envs
+(Box only), DQN on tokenwise envs (Discrete only). A mismatch raises an ``IncompatibleAgentError``
+that names a fitting env kind or algorithm, before any call is spent.
 
 The budget. SB3 counts *timesteps*; the benchmark counts *API calls*. One env step costs at most
 one call (one-shot envs: every step; tokenwise envs: the last step of each episode), so a callback
@@ -17,7 +19,7 @@ reward. At the end, the policy's deterministic prompt (``model.predict(obs, dete
 at the reset observation; for tokenwise envs a deterministic rollout of L steps, with the
 observation built as the env documents it, so that no train call is spent) and the best-train
 prompt are checked on dev, as is the deterministic prompt every ``dev_every`` calls during
-training; the best on dev is returned (:class:`agents.base.DevSelector`).
+training; the best on dev is returned (:class:`promptgym.agent.DevSelector`).
 
 Defaults for tiny budgets (SB3's own defaults assume millions of cheap steps):
 
@@ -44,12 +46,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
-from agents.base import DevSelector, Result, config_dict
+from promptgym.agent import AgentConfig, ConfiguredAgent, DevSelector, Result, TrainCurve, config_dict, require
+from promptgym.errors import ConfigError, IncompatibleAgentError
 
 #: algorithm name -> (module attribute of stable_baselines3, action spaces it supports)
 ALGORITHMS: dict[str, tuple[str, tuple[type, ...]]] = {
@@ -65,24 +68,37 @@ ROLLOUT_PROMPTS = {"ppo": 32, "a2c": 8}  # scored prompts per on-policy rollout
 
 
 @dataclass
-class SB3Config:
+class SB3Config(AgentConfig):
     """Hyper-parameters of an SB3 agent; None picks the tiny-budget default of the module docstring."""
 
     total_timesteps: int | None = None   # None: as many steps as the remaining budget can pay for
     n_steps: int | None = None           # on-policy rollout length in env steps
     batch_size: int | None = None        # PPO / off-policy minibatch
     n_epochs: int | None = None          # PPO epochs per rollout
-    learning_rate: float | None = None
-    gamma: float = 1.0
+    learning_rate: float | None = None   # None: 3e-3 on-policy, 1e-3 off-policy, SB3's for DQN
+    gamma: float = 1.0                   # discount; 1: a prompt is only as good as its final score
     learning_starts: int | None = None   # off-policy algorithms
-    policy: str = "MlpPolicy"
-    policy_kwargs: dict | None = None
+    policy: str = "MlpPolicy"            # SB3 policy name
+    policy_kwargs: dict | None = None    # passed to the policy (e.g. net_arch)
     algo_kwargs: dict = field(default_factory=dict)  # any other argument of the SB3 class
     dev_every: int = 100                 # train calls between dev checks of the deterministic prompt (0: end only)
     reserve: int = 2                     # calls kept for the final dev checks
-    torch_threads: int | None = 1       # threads for SB3's own networks (None: leave torch's setting)
-    seed: int = 0
-    verbose: int = 0
+    torch_threads: int | None = 1        # threads for SB3's own networks (None: leave torch's setting)
+    seed: int = 0                        # seeds the env reset and SB3 (networks, exploration)
+    verbose: int = 0                     # SB3's verbosity (0, 1 or 2)
+
+    def validate(self) -> None:
+        minima = {"total_timesteps": 0, "n_steps": 1, "batch_size": 1, "n_epochs": 1, "learning_starts": 0,
+                  "dev_every": 0, "torch_threads": 1, "seed": 0, "verbose": 0}
+        for name, minimum in minima.items():
+            value = getattr(self, name)
+            require(value is None or value >= minimum, f"SB3Config.{name} must be >= {minimum}, got {value}")
+        require(self.reserve >= 1, f"SB3Config.reserve must be >= 1 (the final prompt is chosen on dev), "
+                                   f"got {self.reserve}")
+        require(self.learning_rate is None or self.learning_rate > 0,
+                f"SB3Config.learning_rate must be > 0 or None, got {self.learning_rate}")
+        require(0 <= self.gamma <= 1, f"SB3Config.gamma must be in [0, 1], got {self.gamma}")
+        require(bool(self.policy), "SB3Config.policy must name an SB3 policy, got ''")
 
 
 @contextmanager
@@ -108,9 +124,9 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def check_algorithm(algo: str, action_space: gym.Space) -> None:
-    """Raise ``ValueError`` unless SB3's ``algo`` supports ``action_space``; say what would fit."""
+    """Raise ``IncompatibleAgentError`` unless SB3's ``algo`` supports ``action_space``; say what would fit."""
     if algo not in ALGORITHMS:
-        raise ValueError(f"unknown SB3 algorithm {algo!r}; known: {', '.join(ALGORITHMS)}")
+        raise ConfigError(f"unknown SB3 algorithm {algo!r}; known: {', '.join(ALGORITHMS)}")
     supported = ALGORITHMS[algo][1]
     if isinstance(action_space, supported):
         return
@@ -119,15 +135,9 @@ def check_algorithm(algo: str, action_space: gym.Space) -> None:
              gym.spaces.Discrete: "tokenwise envs (Prompt<Task>-Tokenwise-v0)",
              gym.spaces.MultiDiscrete: "discrete envs (Prompt<Task>-v0)"}
     where = " or ".join(kinds[s] for s in supported if s in kinds)
-    raise ValueError(
+    raise IncompatibleAgentError(
         f"{algo.upper()} needs a {'/'.join(s.__name__ for s in supported)} action space but this env has "
         f"{action_space}: use {algo} on {where}, or on this env one of: {', '.join(fits)}")
-
-
-def is_tokenwise(base: Any) -> bool:
-    from promptgym.envs.tokenwise import TokenwisePromptEnv
-
-    return isinstance(base, TokenwisePromptEnv)
 
 
 class PromptRecorder(gym.Wrapper):
@@ -140,11 +150,9 @@ class PromptRecorder(gym.Wrapper):
     def __init__(self, env: gym.Env, lm_threads: int | None = None) -> None:
         super().__init__(env)
         self.lm_threads = lm_threads  # torch threads for the LM call of a step (see ``torch_threads``)
-        self._tokenwise = is_tokenwise(env.unwrapped)
+        self._tokenwise = env.unwrapped.kind == "tokenwise"
         self._tokens: list[int] = []
-        self.best_reward = -np.inf
-        self.best_action: np.ndarray | None = None
-        self.points: list[tuple[int, float]] = []   # (calls used, best-so-far train reward)
+        self.train = TrainCurve()   # best-so-far train reward (and its prompt) vs. calls used
         self.episodes = 0
 
     def reset(self, **kwargs: Any):
@@ -158,9 +166,7 @@ class PromptRecorder(gym.Wrapper):
             self._tokens.append(int(np.asarray(action).reshape(-1)[0]))
         if "accuracy" in info:
             full = np.asarray(self._tokens if self._tokenwise else action).copy()
-            if reward > self.best_reward:
-                self.best_reward, self.best_action = float(reward), full
-            self.points.append((self.env.unwrapped.budget.calls, self.best_reward))
+            self.train.update(self.env.unwrapped.budget.calls, [full], [float(reward)])
         if terminated or truncated:
             self.episodes += 1
         return obs, reward, terminated, truncated, info
@@ -172,7 +178,7 @@ def deterministic_prompt(model: Any, base: Any, reset_obs: np.ndarray) -> np.nda
     One-shot envs: the action at the reset observation. Tokenwise envs: a rollout in which the
     observation is the prompt so far with K marking unchosen positions (the env's documented layout).
     """
-    if not is_tokenwise(base):
+    if base.kind != "tokenwise":
         action, _ = model.predict(reset_obs, deterministic=True)
         return np.asarray(action)
     obs = np.full(base.prompt_length, base.num_candidates, dtype=np.int64)
@@ -182,10 +188,8 @@ def deterministic_prompt(model: Any, base: Any, reset_obs: np.ndarray) -> np.nda
     return obs.copy()
 
 
-def _budget_callback(agent: SB3Agent, base: Any, dev: DevSelector, reset_obs: np.ndarray, lm_threads: int):
+def _budget_callback(cfg: SB3Config, base: Any, dev: DevSelector, reset_obs: np.ndarray, lm_threads: int):
     from stable_baselines3.common.callbacks import BaseCallback
-
-    cfg = agent.config
 
     class BudgetCallback(BaseCallback):
         """Returns False (SB3 stops) once the next step would eat into the calls reserved for the end.
@@ -213,28 +217,30 @@ def _budget_callback(agent: SB3Agent, base: Any, dev: DevSelector, reset_obs: np
     return BudgetCallback()
 
 
-class SB3Agent:
+class SB3Agent(ConfiguredAgent):
     """Train a Stable-Baselines3 algorithm on a prompt env under its query budget.
 
-    ``algo`` is a name of :data:`ALGORITHMS`; ``callbacks`` are SB3 callbacks run alongside the
-    budget callback. After ``learn`` the trained SB3 model is ``agent.model`` (save it, inspect its
-    logger, keep training it on a new env with a fresh budget).
+    Use a subclass (``PPOAgent(SB3Config(n_steps=16))``); its ``algo`` names the algorithm in
+    :data:`ALGORITHMS`. ``callbacks`` are SB3 callbacks run alongside the budget callback. After
+    ``learn`` the trained SB3 model is ``agent.model`` (save it, inspect its logger, keep training
+    it on a new env with a fresh budget).
     """
 
-    def __init__(self, algo: str = "ppo", config: SB3Config | None = None,
-                 callbacks: Sequence[Any] | None = None) -> None:
-        if algo not in ALGORITHMS:
-            raise ValueError(f"unknown SB3 algorithm {algo!r}; known: {', '.join(ALGORITHMS)}")
-        self.algo = algo
-        self.name = algo
-        self.config = config or SB3Config()
+    algo: ClassVar[str] = ""
+    config_class = SB3Config
+
+    def __init__(self, config: SB3Config | None = None, callbacks: Sequence[Any] | None = None) -> None:
+        if self.algo not in ALGORITHMS:
+            raise ConfigError(f"{type(self).__name__} names no SB3 algorithm: use one of the subclasses "
+                              "PPOAgent, A2CAgent, SACAgent, TD3Agent, DDPGAgent, DQNAgent")
+        super().__init__(config)
         self.callbacks = list(callbacks or [])
         self.model: Any = None
 
     def algo_kwargs(self, base: Any) -> dict[str, Any]:
         """Constructor arguments of the SB3 class: tiny-budget defaults, then the config's choices."""
         cfg = self.config
-        steps_per_prompt = base.prompt_length if is_tokenwise(base) else 1
+        steps_per_prompt = base.prompt_length if base.kind == "tokenwise" else 1
         kw: dict[str, Any] = {"gamma": cfg.gamma}
         if self.algo == "ppo":
             n = cfg.n_steps or ROLLOUT_PROMPTS["ppo"] * steps_per_prompt
@@ -267,12 +273,11 @@ class SB3Agent:
         cfg = self.config
         base = env.unwrapped
         check_algorithm(self.algo, base.action_space)
-        if cfg.reserve < 1:
-            raise ValueError("reserve must be >= 1: the final prompt is chosen on dev")
         lm_threads = torch.get_num_threads()
         recorder = PromptRecorder(env, lm_threads if cfg.torch_threads is not None else None)
+        # not self.start(env): the policy needs the reset observation, and the recorder its reset
         reset_obs, _ = recorder.reset(seed=cfg.seed)
-        steps_per_prompt = base.prompt_length if is_tokenwise(base) else 1
+        steps_per_prompt = base.prompt_length if base.kind == "tokenwise" else 1
         affordable = max(0, base.budget.remaining - cfg.reserve) * steps_per_prompt
         total = cfg.total_timesteps if cfg.total_timesteps is not None else affordable
         cls = getattr(stable_baselines3, ALGORITHMS[self.algo][0])
@@ -281,22 +286,40 @@ class SB3Agent:
                              **self.algo_kwargs(base))
             dev = DevSelector(env)
             if total > 0 and base.budget.remaining > cfg.reserve:
-                callback = CallbackList([_budget_callback(self, base, dev, reset_obs, lm_threads), *self.callbacks])
-                self.model.learn(total_timesteps=int(total), callback=callback)
+                budget_stop = _budget_callback(cfg, base, dev, reset_obs, lm_threads)
+                self.model.learn(total_timesteps=int(total), callback=CallbackList([budget_stop, *self.callbacks]))
             final = deterministic_prompt(self.model, base, reset_obs)
         dev.consider(final)
-        best_train = recorder.best_action
+        best_train = recorder.train.best_action
         if best_train is not None and not np.array_equal(best_train, final):
-            dev.consider(best_train, recorder.best_reward)
-        action = dev.best_action if dev.best_action is not None else final
-        action = np.asarray(action)
-        return Result(
-            self.name, action, base.prompt_text(action), float(recorder.best_reward),
-            None if dev.best_action is None else float(dev.best_metric), base.budget.calls,
-            dev.curve, recorder.points, config={"algo": self.algo, **config_dict(cfg)},
-            extra={"timesteps": int(self.model.num_timesteps), "episodes": recorder.episodes,
-                   "deterministic_prompt": final.tolist(), "sb3_kwargs": _jsonable(self.algo_kwargs(base))},
-        )
+            dev.consider(best_train, recorder.train.best)
+        return dev.result(self.name, final, recorder.train, {"algo": self.algo, **config_dict(cfg)},
+                          {"timesteps": int(self.model.num_timesteps), "episodes": recorder.episodes,
+                           "deterministic_prompt": final.tolist(), "sb3_kwargs": _jsonable(self.algo_kwargs(base))})
+
+
+class PPOAgent(SB3Agent):
+    name = algo = "ppo"
+
+
+class A2CAgent(SB3Agent):
+    name = algo = "a2c"
+
+
+class SACAgent(SB3Agent):
+    name = algo = "sac"
+
+
+class TD3Agent(SB3Agent):
+    name = algo = "td3"
+
+
+class DDPGAgent(SB3Agent):
+    name = algo = "ddpg"
+
+
+class DQNAgent(SB3Agent):
+    name = algo = "dqn"
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-# this folder holds agents.py, which would shadow the `agents` package for scripts run from here
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
+from promptgym.runs import evaluate_workdir, seed_file
 
 
 def main() -> None:
@@ -36,9 +32,9 @@ def main() -> None:
 
     for item in args.plan.split(","):
         agent, seed = item.split(":")
-        work = Path("runs") / "evaluate" / f"{args.env}-{agent}-{args.tier}"
+        work = evaluate_workdir(args.env, agent, args.tier)
         work.mkdir(parents=True, exist_ok=True)
-        path = work / f"seed-{seed}.json"
+        path = seed_file(work, int(seed))
         if path.is_file():
             continue
         t = time.time()

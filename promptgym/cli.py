@@ -1,16 +1,77 @@
-"""The ``promptgym`` command: list, demo, train, evaluate, submit, leaderboard.
+"""The promptgym command: list, zeroshot, train, demo, evaluate, submit, leaderboard.
 
-Heavy imports (torch, transformers) happen inside the subcommands, so ``promptgym list`` is quick.
+Every command answers bad input (an unknown env id or agent, a config value of the wrong type,
+a missing file) with ONE line on stderr and exit code 2, before anything is loaded, charged or
+written. Heavy imports (torch, transformers) happen inside the commands, so ``promptgym list``
+is quick.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from promptgym.errors import ConfigError, InvalidSubmissionError, PromptGymError
+
+DEFAULT_MODEL = "smollm2-135m"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), as every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"promptgym: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+def parse_kv(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["lr=0.5", "reward=hinge", 'policy_kwargs={"net_arch": [32]}']`` -> dict; values as JSON if they parse."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = {"none": None, "true": True, "false": False}.get(value.lower(), value)
+    return out
+
+
+def parse_agent_kwargs(agent: str, items: Sequence[str] | None) -> dict[str, Any]:
+    """``--agent-kwarg KEY=VALUE`` items typed by the agent config's fields (``lr=abc`` names ``lr`` and float)."""
+    from promptgym.agent import agent_spec, parse_field
+
+    config_class = agent_spec(agent).config_class
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"expected KEY=VALUE, got {item!r}")
+        out[key.strip()] = parse_field(config_class, key.strip(), value)
+    return out
+
+
+def parse_seeds(text: str | None) -> tuple[int, ...]:
+    from promptgym.bench.schema import BENCH_SEEDS
+
+    if not text:
+        return BENCH_SEEDS
+    try:
+        return tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated protocol seeds {BENCH_SEEDS}, got {text!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------- commands
 def _cmd_list(args: argparse.Namespace) -> int:
+    from promptgym.agent import AGENT_REGISTRY
     from promptgym.envs.registration import KINDS, env_id
     from promptgym.lm.presets import PRESETS
     from promptgym.tasks import TASKS
@@ -22,6 +83,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         if len(pairs) > 58:
             pairs = pairs[:55] + "..."
         print(f"{name:8} {spec.metric:21} {pairs:60} {'  '.join(env_id(name, k) for k in KINDS)}")
+    print("\nagents (promptgym train --agent NAME):")
+    for name, agent in AGENT_REGISTRY.items():
+        print(f"  {name:14} {'/'.join(agent.kinds):29} {agent.description}")
     print("\nmodel presets:")
     for name, what in PRESETS.items():
         print(f"  {name:20} {what}")
@@ -29,125 +93,243 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_zeroshot(args: argparse.Namespace) -> int:
-    """Zero-shot test metric of the task's manual template(s) with the default model."""
-    from promptgym.lm import ScoreRequest, TokenPrompt, get_lm
-    from promptgym.tasks import compute_metric, get_task, load_split
+    """Zero-shot test metric of the task's manual template(s)."""
+    from promptgym.envs.scoring import Scorer
+    from promptgym.lm import TokenPrompt, get_lm
+    from promptgym.tasks import get_task, load_split
 
     spec = get_task(args.task)
     lm = get_lm(args.model, args.dtype)
     test = load_split(spec, "test")
     for name in ["causal", *spec.extra_templates]:
         tmpl = spec.template(name)
-        segs = tuple(tmpl.render(t, p) for t, p in zip(test.texts, test.text_pairs))
-        res = lm.score([ScoreRequest(TokenPrompt(()), segs, tmpl.verbalizers)])[0]
-        value = compute_metric(spec.metric, test.labels, res.predictions)
+        value = Scorer(lm, spec, tmpl, "before", "ce").score([TokenPrompt(())], test)[0].metric
         print(f"{spec.name} test ({len(test)} rows), template {name!r} "
               f"[{tmpl.body + tmpl.cue!r} -> {'/'.join(tmpl.verbalizers)}]: {spec.metric} = {value:.4f}")
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    """Train an agent on an env under a budget; write a run folder (see ``promptgym.train``)."""
-    from promptgym.train import parse_kv, run_training
+def _train_run(args: argparse.Namespace, env_id: str, env_kwargs: dict[str, Any], agent_kwargs: dict[str, Any]):
+    from promptgym.runner import run_agent
+    from promptgym.runs import new_run_dir, run_config, write_run
 
-    try:
-        run = run_training(args.env, args.agent, args.budget, seed=args.seed, split_seed=args.split_seed,
-                           model=args.model, dtype=args.dtype, out=args.out, env_kwargs=parse_kv(args.env_kwarg),
-                           agent_kwargs=parse_kv(args.agent_kwarg), progress=not args.quiet)
-    except (ValueError, TypeError) as exc:  # bad kwargs, agent/env mismatch: say so, no traceback
-        print(f"promptgym: error: {exc}", file=sys.stderr)
-        return 2
+    run = run_agent(env_id, args.agent, args.budget, seed=args.seed, split_seed=args.split_seed, model=args.model,
+                    dtype=args.dtype, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs, progress=not args.no_progress)
+    run_dir = new_run_dir(args.out, env_id, args.agent, args.seed, args.split_seed)
+    config = run_config(env_id, run.env, args.agent, run.agent, args.budget, args.seed, args.split_seed, args.model,
+                        args.dtype, env_kwargs, run.seconds)
+    write_run(run_dir, run.env, run.result, config)
+    return run, run_dir
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Train an agent on an env under a budget; write a run folder (see ``promptgym.runs``)."""
+    agent_kwargs = parse_agent_kwargs(args.agent, args.agent_kwarg)
+    run, run_dir = _train_run(args, args.env, parse_kv(args.env_kwarg), agent_kwargs)
     res = run.result
     metric = run.env.unwrapped.spec_task.metric
     dev = "-" if res.dev_metric is None else f"{res.dev_metric:.4f}"
     print(f"prompt: {res.prompt_text!r}")
     print(f"dev {metric}: {dev} | calls used: {res.calls_used}/{args.budget} | {run.seconds:.1f} s")
-    print(f"run folder: {run.run_dir}")
+    print(f"run folder: {run_dir}")
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     """A short real run on SST-2: learn a prompt, then compare it with the manual template on test."""
-    from agents import ManualAgent
-    from promptgym.train import run_training, test_metric
+    from promptgym.agent import make_agent
+    from promptgym.runner import score_test
 
+    parse_agent_kwargs(args.agent, [])  # an unknown agent is refused before the model loads
     print(f"promptgym demo: {args.agent} on PromptSST2-v0 with {args.model}, budget {args.budget} API calls "
           f"(16-shot split {args.split_seed}; search in bf16, test accuracy re-checked in fp32)")
-    run = run_training("PromptSST2-v0", args.agent, args.budget, seed=args.seed, split_seed=args.split_seed,
-                       model=args.model, dtype="bfloat16", out=args.out, progress=not args.quiet)
+    args.dtype = "bfloat16"
+    run, run_dir = _train_run(args, "PromptSST2-v0", {}, {})
     res = run.result
     dev = "-" if res.dev_metric is None else f"{res.dev_metric:.4f}"
     print(f"\nlearned prompt: {res.prompt_text!r}")
     print(f"dev accuracy (32 rows): {dev} | calls used {res.calls_used} | {run.seconds:.0f} s")
-    print(f"run folder: {run.run_dir}")
+    print(f"run folder: {run_dir}")
     if args.skip_test:
         return 0
     print("scoring the test split (872 rows) in fp32 ...", flush=True)
-    manual = ManualAgent().learn(run.env)
-    zero_shot = test_metric(run.env, manual)
-    learned = test_metric(run.env, res)
+    zero_shot = score_test(run.env, make_agent("manual").learn(run.env)).metric
+    learned = score_test(run.env, res).metric
     print(f"test accuracy: manual template {zero_shot:.4f} | learned prompt {learned:.4f} "
           f"({learned - zero_shot:+.4f})")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="promptgym", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("list", help="list tasks, env ids and model presets")
-    p.set_defaults(func=_cmd_list)
-    p = sub.add_parser("zeroshot", help="zero-shot test metric of the manual templates")
-    p.add_argument("--task", default="sst2")
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    p.set_defaults(func=_cmd_zeroshot)
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from promptgym.bench.evaluate import check_request, evaluate
+    from promptgym.bench.schema import BENCH_SEEDS
+    from promptgym.bench.store import dumps_submission, write_text_atomic
+    from promptgym.runs import evaluate_workdir
 
-    from agents import AGENTS
+    seeds = parse_seeds(args.seeds)
+    env_kwargs = parse_kv(args.env_kwarg) or None
+    agent_kwargs = parse_agent_kwargs(args.agent, args.agent_kwarg) or None
+    check_request(args.env, args.agent, args.tier, seeds, env_kwargs, agent_kwargs)  # before any folder or model
+    work = Path(args.workdir) if args.workdir else evaluate_workdir(args.env, args.agent, args.tier)
+    argv = getattr(args, "argv", None) or sys.argv[1:]
+    command = "promptgym " + shlex.join(argv) if argv[:1] == ["evaluate"] else ""
+
+    def report(run: dict) -> None:
+        print(f"seed {run['seed']}: test {run['test']['metric']:.4f}  ECE {run['test']['ece']:.3f}  "
+              f"calls {run['calls_used']}", flush=True)
+
+    sub = evaluate(args.env, args.agent, args.tier, args.model, seeds, env_kwargs, agent_kwargs, work,
+                   args.submitter, command, progress=not args.no_progress, on_seed=report)
+    if sub is None:
+        missing = [s for s in BENCH_SEEDS if s not in seeds]
+        print(f"seed runs saved in {work}; a submission needs every seed: run the same command with "
+              f"--seeds {','.join(map(str, BENCH_SEEDS))} (or without --seeds) to add {missing} and write it")
+        return 0
+    out = Path(args.out) if args.out else work / "submission.json"
+    write_text_atomic(out, dumps_submission(sub))
+    print(f"submission written to {out}")
+    return 0
+
+
+def _leaderboard_root(args: argparse.Namespace) -> Path:
+    root = Path(args.root) if args.root else Path.cwd()
+    if not (root / "leaderboards").is_dir():
+        raise ConfigError(f"no leaderboards/ folder in {root}: run inside a promptgym checkout or pass --root")
+    return root
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from promptgym.bench.evaluate import test_labels_by_env, verify
+    from promptgym.bench.render import write_leaderboard
+    from promptgym.bench.schema import parse_submission
+    from promptgym.bench.store import add_submission, load_entries
+
+    path = Path(args.file)
+    if path.is_dir():
+        raise InvalidSubmissionError(f"{path} is a directory; pass the submission file "
+                                     f"(promptgym evaluate writes {path / 'submission.json'})")
+    if not path.is_file():
+        raise InvalidSubmissionError(f"{path}: no such file")
+    root = _leaderboard_root(args)
+    sub = parse_submission(path.read_bytes())
+    print(f"verifying {sub['env_id']} / {sub['agent']['name']} / {sub['tier']} with model {sub['model']['name']} ...")
+    verify(sub)
+    try:
+        dest = add_submission(root, sub)
+    except FileExistsError as exc:
+        raise InvalidSubmissionError(str(exc)) from exc
+    print(f"accepted: {dest}")
+    if not args.no_render:
+        entries = load_entries(root)
+        write_leaderboard(root, test_labels_by_env(entries))
+        print(f"leaderboard updated: {root / 'leaderboards' / 'README.md'}, {root / 'leaderboards' / 'index.html'}")
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from promptgym.bench.evaluate import test_labels_by_env
+    from promptgym.bench.render import write_leaderboard
+    from promptgym.bench.store import load_entries
+
+    root = _leaderboard_root(args)
+    entries = load_entries(root)
+    readme, html = write_leaderboard(root, test_labels_by_env(entries))
+    print(f"{len(entries)} entries -> {readme}, {html}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- the parser
+def _add_run_options(p: argparse.ArgumentParser, budget: int | None) -> None:
+    if budget is not None:
+        p.add_argument("--budget", type=int, default=budget, help="API calls for the whole run (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="the agent's seed (default: %(default)s)")
+    p.add_argument("--split-seed", type=int, default=13,
+                   help="16-shot split: 13, 21, 42, 87 or 100 (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model preset or Hugging Face id (default: %(default)s)")
+    p.add_argument("--out", default="runs", help="parent folder of the run folder (default: %(default)s)")
+    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import promptgym
+
+    parser = _Parser(prog="promptgym", description="Gymnasium environments and a benchmark for black-box prompt "
+                     "tuning. Commands: list, zeroshot, train, demo, evaluate, submit, leaderboard.")
+    parser.add_argument("--version", action="version", version=f"promptgym {promptgym.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("list", help="list tasks, env ids, agents and model presets")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("zeroshot", help="zero-shot test metric of a task's manual templates")
+    p.add_argument("--task", default="sst2", help="task name (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model preset or Hugging Face id (default: %(default)s)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="(default: %(default)s)")
+    p.set_defaults(func=_cmd_zeroshot)
 
     p = sub.add_parser("train", help="train an agent on an env under a query budget; write a run folder")
     p.add_argument("--env", required=True, help="env id, e.g. PromptSST2-v0 (see `promptgym list`)")
-    p.add_argument("--agent", required=True, choices=list(AGENTS))
-    p.add_argument("--budget", type=int, default=8000, help="API calls (default 8000, as BBT/BDPL)")
-    p.add_argument("--seed", type=int, default=0, help="the agent's seed")
-    p.add_argument("--split-seed", type=int, default=13, help="16-shot split: 13, 21, 42, 87 or 100")
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    p.add_argument("--out", default="runs", help="parent folder of the run folder")
-    p.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE", help="env argument (repeatable)")
-    p.add_argument("--agent-kwarg", action="append", metavar="KEY=VALUE", help="agent config field (repeatable)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--agent", required=True, help="registered agent, e.g. bdpl or bbt (see `promptgym list`)")
+    _add_run_options(p, budget=8000)
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                   help="search precision (default: %(default)s)")
+    p.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE", help="env argument (repeatable)")
+    p.add_argument("--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                   help="agent config field, typed by the config (repeatable)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("demo", help="a short real run on SST-2 with the default model (~5 min on an idle 2-core CPU)")
-    p.add_argument("--agent", default="bdpl", choices=list(AGENTS))
-    p.add_argument("--budget", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split-seed", type=int, default=13)
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--out", default="runs")
+    p.add_argument("--agent", default="bdpl", help="registered agent (default: %(default)s)")
+    _add_run_options(p, budget=300)
     p.add_argument("--skip-test", action="store_true", help="do not score the test split")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
 
-    from promptgym.bench.commands import add_parsers
+    from promptgym.bench.schema import TIERS
 
-    add_parsers(sub)  # evaluate, submit, leaderboard
+    p = sub.add_parser("evaluate", help="run an agent on the 5 protocol seeds under a budget tier; write a submission")
+    p.add_argument("--env", required=True, help="env id (see `promptgym list`)")
+    p.add_argument("--agent", required=True, help="registered black-box agent (see `promptgym list`)")
+    tiers = ", ".join(f"{k} = {v:,} calls" for k, v in TIERS.items())
+    p.add_argument("--tier", default="lite", choices=sorted(TIERS), help=f"budget tier: {tiers} (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model preset or Hugging Face id (default: %(default)s)")
+    p.add_argument("--seeds", default=None, help="comma-separated subset of the protocol seeds, run and cached now "
+                                                 "(default: all five; a submission needs all)")
+    p.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE", help="env argument (repeatable)")
+    p.add_argument("--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                   help="agent config field, typed by the config (repeatable)")
+    p.add_argument("--workdir", default=None, help="per-seed cache (default: runs/evaluate/<env>-<agent>-<tier>)")
+    p.add_argument("--submitter", default="", help="your name or team, stored in the submission")
+    p.add_argument("--out", default=None, help="submission file (default: <workdir>/submission.json)")
+    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("submit", help="verify a submission (re-scores every prompt) and add it to the leaderboard")
+    p.add_argument("file", help="the submission JSON written by promptgym evaluate")
+    p.add_argument("--root", default=None, help="folder holding leaderboards/ (default: the working directory)")
+    p.add_argument("--no-render", action="store_true", help="do not regenerate the tables")
+    p.set_defaults(func=_cmd_submit)
+
+    p = sub.add_parser("leaderboard", help="regenerate leaderboards/README.md and index.html from the entries")
+    p.add_argument("--root", default=None, help="folder holding leaderboards/ (default: the working directory)")
+    p.set_defaults(func=_cmd_leaderboard)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) and usage errors (2, already reported in one line)
+        return int(exc.code or 0)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in submissions as their command
     try:
         return int(args.func(args) or 0)
-    except Exception as exc:
-        from promptgym.errors import PromptGymError
-
-        if isinstance(exc, PromptGymError):
-            print(f"promptgym: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    except PromptGymError as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the message held
+        print(f"promptgym: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("promptgym: interrupted (finished seed runs stay cached)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

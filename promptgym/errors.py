@@ -67,3 +67,29 @@ class InvalidSubmissionError(PromptGymError, ValueError):
     Submissions arrive as files from strangers, so nothing in them is trusted: the message always
     names the offending field path (e.g. ``runs[2].test.ece``) so the submitter knows what to fix.
     """
+
+
+class ConfigError(PromptGymError, ValueError):
+    """A configuration value that cannot work: an agent config field, an env argument, a CLI flag.
+
+    Raised when the config is built, before the model loads and before any call is charged, with a
+    message that names the field, what it got and what it accepts.
+    """
+
+
+class UnknownEnvError(ConfigError, KeyError):
+    """An env id that is not registered."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownAgentError(ConfigError, KeyError):
+    """An agent name that is not in the agent registry."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class IncompatibleAgentError(ConfigError):
+    """An agent that cannot run on the env it was given (wrong env kind, reward or backend)."""

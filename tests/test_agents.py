@@ -17,13 +17,26 @@ import numpy as np
 import pytest
 
 import promptgym  # noqa: F401  (registers the env ids)
-from agents import AGENTS, SB3Agent, SB3Config, check_compatible, make_agent
-from agents.base import DevSelector, Result
-from agents.bdpl import policy_gradient, project_simplex
-from agents.manual import ICLAgent, ManualAgent, biased_result, fit_label_bias, render_demonstrations
+from agents.bbt import BBTConfig
+from agents.bdpl import BDPLConfig, policy_gradient, project_simplex
+from agents.manual import (
+    CalibrationConfig,
+    ICLAgent,
+    ICLConfig,
+    ManualAgent,
+    ManualConfig,
+    fit_label_bias,
+    render_demonstrations,
+)
+from agents.prompt_tuning import PromptTuningConfig
+from agents.random_search import RandomSearchConfig
+from agents.sb3 import PPOAgent, SACAgent, SB3Agent, SB3Config
+from promptgym.agent import AGENT_REGISTRY, DevSelector, Result, check_compatible, make_agent
 from promptgym.envs.registration import env_id
-from promptgym.errors import InvalidActionError
+from promptgym.envs.scoring import with_label_bias
+from promptgym.errors import ConfigError, IncompatibleAgentError, InvalidActionError, UnknownAgentError
 from promptgym.lm.base import ScoreResult, TokenPrompt
+from promptgym.runner import score_test
 from promptgym.tasks import get_task, load_split
 
 TINY = {"model": "tiny-random-causal", "dtype": "float32"}
@@ -146,12 +159,17 @@ def fake_env(kind: str, budget: int, target_seed: int = 0, dim: int = 20) -> gym
         lm.target_embeds = base.soft_prompt(rng.normal(size=base.intrinsic_dim).astype(np.float32))
     else:
         lm.target_action = rng.integers(0, base.num_candidates, size=base.prompt_length)
-        lm.target_ids = base._prompt_of(lm.target_action).ids
+        lm.target_ids = base.prompt_of(lm.target_action).ids
     return env
 
 
+def metric_on_test(env: gym.Env, result: Result) -> float:
+    """The test metric of ``result``'s prompt (fp32, uncharged), as run folders and leaderboards report it."""
+    return score_test(env, result).metric
+
+
 # ---------------------------------------------------------------------------------------------- end to end
-CASES = [(name, kind) for name, spec in AGENTS.items() for kind in spec.kinds]
+CASES = [(name, kind) for name, spec in AGENT_REGISTRY.items() for kind in spec.kinds]
 
 
 def _check_run(name: str, env: gym.Env, result: Result, budget: int) -> None:
@@ -159,7 +177,7 @@ def _check_run(name: str, env: gym.Env, result: Result, budget: int) -> None:
     assert isinstance(result, Result) and result.agent == name
     assert result.calls_used == base.budget.calls <= budget
     if result.action is not None:  # a full prompt the env accepts (tokenwise: all L indices)
-        base._validate_prompt(result.action)
+        base.validate_action(result.action)
         assert isinstance(result.prompt_text, str) and result.prompt_text
     if result.dev_metric is not None:
         assert 0.0 <= result.dev_metric <= 1.0
@@ -174,7 +192,7 @@ def _check_run(name: str, env: gym.Env, result: Result, budget: int) -> None:
         assert result.calls_used == 2 and result.action is None
 
 
-@pytest.mark.parametrize(("name", "kind"), [c for c in CASES if not AGENTS[c[0]].white_box])
+@pytest.mark.parametrize(("name", "kind"), [c for c in CASES if not AGENT_REGISTRY[c[0]].white_box])
 def test_agent_runs_on_every_supported_kind_within_budget(name, kind):
     """On FakeLM (instant scoring), so that the whole agent x kind matrix stays cheap."""
     env = fake_env(kind, BUDGET)
@@ -199,9 +217,11 @@ def test_white_box_prompt_tuning_on_the_tiny_model(kind):
     check_compatible("prompt_tuning", env)
     result = make_agent("prompt_tuning", epochs=1, batch_size=32).learn(env)
     assert result.calls_used == 0 == base.budget.calls and result.action is None
-    assert result.extra["white_box"] is True
-    assert result.extra["soft_prompt"].shape == (4, base.lm.embedding_dim)
+    assert result.prompt_kind == "soft_prompt" and result.curve_unit == "passes"
+    assert result.soft_prompt.shape == (4, base.lm.embedding_dim) and result.soft_prompt.dtype == np.float32
     assert result.extra["forward_passes"] == 2 and result.extra["backward_passes"] == 1
+    assert result.curve == [(3, result.dev_metric)] and len(result.train_curve) == 1
+    assert not {"soft_prompt", "white_box", "curve", "train_curve"} & set(result.extra)
     assert 0.0 <= result.dev_metric <= 1.0
 
 
@@ -222,25 +242,82 @@ def test_same_seed_same_prompt_on_the_tiny_model():
 
 def test_incompatible_agents_and_bad_configs_raise_clear_errors():
     discrete, subspace = tiny_env("discrete"), tiny_env("subspace")
-    with pytest.raises(ValueError, match="subspace envs"):
+    with pytest.raises(IncompatibleAgentError, match="subspace envs"):
         check_compatible("bbt", discrete)
-    with pytest.raises(ValueError, match="Box action space"):
-        SB3Agent("sac").learn(discrete)
-    with pytest.raises(ValueError, match="subspace"):
+    with pytest.raises(IncompatibleAgentError, match="Box action space"):
+        SACAgent().learn(discrete)
+    with pytest.raises(IncompatibleAgentError, match="subspace"):
         check_compatible("sac", tiny_env("tokenwise"))
-    with pytest.raises(ValueError, match="registered agents: bdpl, bbt"):
+    with pytest.raises(UnknownAgentError, match="registered agents: bdpl, bbt"):
         make_agent("nope")
-    with pytest.raises(ValueError, match="samples"):
+    with pytest.raises(ConfigError, match="samples"):
         make_agent("bdpl", sample=3)
-    with pytest.raises(ValueError, match="unknown SB3 algorithm"):
-        SB3Agent("trpo")
-    with pytest.raises(ValueError, match="in-process"):
+    with pytest.raises(ConfigError, match="names no SB3 algorithm"):
+        SB3Agent()
+    with pytest.raises(IncompatibleAgentError, match="in-process"):
         check_compatible("prompt_tuning", fake_env("subspace", 10))
-    with pytest.raises(ValueError, match="label log-probabilities"):
+    with pytest.raises(IncompatibleAgentError, match="in-process"):
+        make_agent("prompt_tuning").learn(fake_env("subspace", 10))
+    with pytest.raises(IncompatibleAgentError, match="label log-probabilities"):
         check_compatible("calibrated", tiny_env("discrete", reward="label_only"))
-    with pytest.raises(ValueError, match="prompt_position='before'"):
+    with pytest.raises(IncompatibleAgentError, match="prompt_position='before'"):
         ICLAgent().learn(tiny_env("discrete", prompt_position="after"))
     assert discrete.unwrapped.budget.calls == 0 and subspace.unwrapped.budget.calls == 0
+
+
+BAD_CONFIGS = [
+    (BDPLConfig, {"samples": 1}, "samples"), (BDPLConfig, {"lr": -1}, "lr"), (BDPLConfig, {"lr": "fast"}, "lr"),
+    (BDPLConfig, {"grad_clip": 0}, "grad_clip"), (BDPLConfig, {"min_prob": 1.0}, "min_prob"),
+    (BDPLConfig, {"dev_every": 0}, "dev_every"), (BDPLConfig, {"dev_best_sample": 1}, "dev_best_sample"),
+    (BBTConfig, {"popsize": 1}, "popsize"), (BBTConfig, {"sigma0": 0.0}, "sigma0"),
+    (BBTConfig, {"sigma0": "1"}, "sigma0"), (BBTConfig, {"dev_every": 0}, "dev_every"),
+    (BBTConfig, {"seed": -1}, "seed"), (BBTConfig, {"popsize": 20.0}, "popsize"),
+    (RandomSearchConfig, {"batch": 0}, "batch"),
+    (ManualConfig, {"check_dev": "yes"}, "check_dev"), (CalibrationConfig, {"method": "platt"}, "method"),
+    (CalibrationConfig, {"l2": -1.0}, "l2"), (ICLConfig, {"shots_per_label": 0}, "shots_per_label"),
+    (ICLConfig, {"separator": 3}, "separator"), (SB3Config, {"reserve": 0}, "reserve"),
+    (SB3Config, {"learning_rate": -1}, "learning_rate"), (SB3Config, {"dev_every": -1}, "dev_every"),
+    (SB3Config, {"gamma": 1.5}, "gamma"), (SB3Config, {"n_steps": 0}, "n_steps"),
+    (SB3Config, {"policy_kwargs": [64]}, "policy_kwargs"),
+    (SB3Config, {"learning_rate": float("nan")}, "learning_rate"),
+    (PromptTuningConfig, {"lr": -1}, "lr"), (PromptTuningConfig, {"epochs": 0}, "epochs"),
+    (PromptTuningConfig, {"batch_size": 0}, "batch_size"), (PromptTuningConfig, {"prompt_length": 0}, "prompt_length"),
+]
+
+
+@pytest.mark.parametrize(("config_class", "bad", "field"), BAD_CONFIGS,
+                         ids=[f"{c.__name__}-{f}-{v[f]!r}" for c, v, f in BAD_CONFIGS])
+def test_configs_reject_bad_values_at_construction(config_class, bad, field):
+    with pytest.raises(ConfigError, match=rf"{config_class.__name__}\.{field}\b"):
+        config_class(**bad)
+
+
+def test_a_bad_config_charges_nothing():
+    """``samples=1`` used to be accepted, charge a call, then fail in the gradient; now it fails first."""
+    env = fake_env("discrete", 20)
+    with pytest.raises(ConfigError, match="samples"):
+        make_agent("bdpl", samples=1).learn(env)
+    with pytest.raises(ConfigError, match="lr"):
+        make_agent("bdpl", lr="fast")
+    with pytest.raises(ValueError, match="reserve"):  # a ConfigError is a ValueError too
+        make_agent("ppo", reserve=0)
+    # min_prob < 1/K needs the env's K (here 20): checked when learning starts, before any call
+    with pytest.raises(ConfigError, match=r"min_prob must be < 1/K"):
+        make_agent("bdpl", min_prob=0.06).learn(env)
+    assert env.unwrapped.budget.calls == 0
+    assert make_agent("bdpl", lr=1, grad_clip=2).config.lr == 1.0  # ints are accepted as floats
+
+
+def test_sb3_agents_are_registered_classes_and_agent_modules_load_lazily():
+    import subprocess
+    import sys
+
+    ppo = make_agent("ppo", n_steps=8, callbacks=[])
+    assert isinstance(ppo, PPOAgent) and ppo.algo == ppo.name == "ppo" and ppo.config.n_steps == 8
+    assert PPOAgent(SB3Config(seed=3)).config.seed == 3
+    code = ("import sys, agents, agents.bbt, agents.bdpl; "
+            "assert not {'agents.sb3', 'agents.prompt_tuning', 'stable_baselines3'} & set(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # ---------------------------------------------------------------------------------------------- BDPL math
@@ -294,10 +371,10 @@ def test_fit_label_bias_undoes_a_lopsided_template():
     assert np.mean(lp.argmax(axis=1) == labels) < 0.6
     bias = fit_label_bias(lp, labels)
     assert abs(bias.sum()) < 1e-9 and bias[0] > bias[1]
-    calibrated = biased_result(lp, bias)
+    calibrated = with_label_bias(ScoreResult(lp.argmax(axis=1), lp, lp), bias)
     assert np.mean(calibrated.predictions == labels) > 0.8
     assert np.mean(calibrated.label_logprobs[np.arange(100), labels]) > np.mean(lp[np.arange(100), labels])
-    uniform = biased_result(lp, fit_label_bias(lp, labels, method="uniform"))
+    uniform = with_label_bias(ScoreResult(lp.argmax(axis=1), lp, lp), fit_label_bias(lp, labels, method="uniform"))
     assert abs(np.exp(uniform.label_logprobs).mean(axis=0)[0] - 0.5) < 0.1
     with pytest.raises(ValueError):
         fit_label_bias(lp, labels, method="nope")
@@ -312,34 +389,31 @@ def test_icl_demonstrations_are_rendered_with_gold_words():
     assert render_demonstrations(masked, seed=1).count(" It was great.\n") == 1
 
 
-def test_test_metric_handles_every_kind_of_result():
+def test_score_test_handles_every_kind_of_result():
     """On FakeLM the answer is known: the empty prompt (quality 0) gets every row wrong, the target
     prompt (quality 1) every row right."""
-    from promptgym.train import test_metric
-
     env = fake_env("discrete", budget=10)
     base, lm = env.unwrapped, env.unwrapped.lm
     labels = np.asarray(load_split("sst2", "test").labels)
-    assert test_metric(env, ManualAgent().learn(env)) == 0.0
-    assert test_metric(env, Result("x", lm.target_action, "", 0.0, None, 0)) == 1.0
+    assert metric_on_test(env, ManualAgent().learn(env)) == 0.0
+    assert metric_on_test(env, Result("x", lm.target_action, "", 0.0, None, 0)) == 1.0
     forced = Result("calibrated", None, "", 0.0, None, 0, label_bias=np.array([100.0, -100.0], dtype=np.float32))
-    assert test_metric(env, forced) == pytest.approx(np.mean(labels == 0))
+    assert metric_on_test(env, forced) == pytest.approx(np.mean(labels == 0))
     icl = ICLAgent().learn(env)
-    assert icl.demonstrations and icl.action is None and test_metric(env, icl) == 0.0
+    assert icl.demonstrations and icl.action is None and metric_on_test(env, icl) == 0.0
     sub = fake_env("subspace", budget=10)
-    soft = Result("prompt_tuning", None, "", 0.0, None, 0, extra={"soft_prompt": sub.unwrapped.lm.target_embeds})
-    assert test_metric(sub, soft) == 1.0
+    soft = Result("prompt_tuning", None, "", 0.0, None, 0, soft_prompt=sub.unwrapped.lm.target_embeds)
+    assert metric_on_test(sub, soft) == 1.0
     assert base.budget.calls == 2  # the ICL agent's; test scoring is never charged
 
 
-def test_test_metric_rescores_a_bf16_search_in_fp32():
+def test_score_test_rescores_a_bf16_search_in_fp32():
     from promptgym.lm import get_lm
-    from promptgym.train import test_metric
 
     env = tiny_env("discrete", budget=5, dtype="bfloat16")
     fp32 = get_lm("tiny-random-causal", "float32")
     before, before_bf16 = fp32.batch_calls, env.unwrapped.lm.batch_calls
-    assert 0.0 <= test_metric(env, ManualAgent().learn(env)) <= 1.0
+    assert 0.0 <= metric_on_test(env, ManualAgent().learn(env)) <= 1.0
     assert fp32.batch_calls == before + 1 and env.unwrapped.lm.batch_calls == before_bf16
 
 
@@ -375,7 +449,7 @@ def test_sb3_stops_cleanly_at_the_budget_and_runs_user_callbacks():
     assert env.unwrapped.budget.calls >= 46  # trained until only the reserve was left, then checked dev
     assert count.steps == result.extra["timesteps"] >= 45
     assert agent.model.logger is not None and agent.model.num_timesteps == count.steps
-    with pytest.raises(ValueError, match="only for the Stable-Baselines3"):
+    with pytest.raises(ConfigError, match="only for agents that run callbacks"):
         make_agent("bdpl", callbacks=[count])
 
 
@@ -383,7 +457,7 @@ def test_sb3_tokenwise_final_prompt_is_a_deterministic_rollout():
     from agents.sb3 import deterministic_prompt
 
     env = fake_env("tokenwise", budget=30)
-    agent = SB3Agent("ppo", SB3Config(n_steps=20, dev_every=0))
+    agent = PPOAgent(SB3Config(n_steps=20, dev_every=0))
     result = agent.learn(env)
     base = env.unwrapped
     rollout = deterministic_prompt(agent.model, base, None)
@@ -431,13 +505,11 @@ def test_bbt_tells_cma_es_the_points_it_asked_for():
 def test_calibration_lifts_the_weak_sst2_template_on_the_real_model():
     """SmolLM2, SST-2 split 42, test accuracy in fp32. Measured: manual template 0.516, calibrated 0.689
     (bias terrible +1.25 / great -1.25; "uniform" calibration 0.692). One fp32 pass over the 872 test
-    rows serves both (test_metric caches the template's scores)."""
-    from promptgym.train import test_metric
-
+    rows serves both (score_test caches the template's scores)."""
     env = gym.make("PromptSST2-v0", split_seed=42, budget=10)
     manual = ManualAgent().learn(env)
     calibrated = make_agent("calibrated").learn(env)
     assert calibrated.calls_used == 2
-    manual_acc, calibrated_acc = test_metric(env, manual), test_metric(env, calibrated)
+    manual_acc, calibrated_acc = metric_on_test(env, manual), metric_on_test(env, calibrated)
     assert manual_acc < 0.55
     assert calibrated_acc > 0.65, (manual_acc, calibrated_acc)

@@ -53,6 +53,7 @@ def board(submission, tmp_path) -> Path:
     """A leaderboard root holding the accepted submission."""
     path = tmp_path / "sub.json"
     path.write_text(json.dumps(submission))
+    (tmp_path / "leaderboards").mkdir()
     assert main(["submit", str(path), "--root", str(tmp_path)]) == 0
     return tmp_path
 

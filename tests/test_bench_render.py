@@ -21,7 +21,8 @@ from test_bench_schema import TEST_LABELS, make_predictions, make_submission
 
 from promptgym.bench import render as render_module
 from promptgym.bench import store as store_module
-from promptgym.bench.render import BASELINES, PROTOCOL_MARKER, render_html, render_markdown, write_leaderboard
+from promptgym.bench.ranking import baseline_agents
+from promptgym.bench.render import PROTOCOL_MARKER, render_html, render_markdown, write_leaderboard
 from promptgym.bench.store import add_submission, dumps_submission, load_entries, submission_filename
 from promptgym.errors import InvalidSubmissionError
 
@@ -162,7 +163,7 @@ def test_markdown_has_a_sorted_row_per_entry_and_marks_baseline_ties() -> None:
     assert by_agent["bdpl"][4] == "99.0 ± 1.4"
     assert len(by_agent["bdpl"][6].split(" / ")) == 5
     assert "Test labels were not available" not in md
-    assert "manual" in BASELINES
+    assert "manual" in baseline_agents()
 
 
 def test_markdown_without_labels_falls_back_to_ci_overlap() -> None:

@@ -305,7 +305,8 @@ def test_bad_hashes_and_predictions() -> None:
     _rejects(_mutated(lambda s: s["runs"][2]["test"].__setitem__("predictions", "0" * 39)),
              "runs[2].test.predictions: must have one character per test row (n=40), got 39")
     _rejects(_mutated(lambda s: s.__setitem__("submitter", "line\nbreak")), "submitter: must be a single line")
-    _rejects(_mutated(lambda s: s["env_kwargs"].__setitem__("bad-key", 1)), "env_kwargs: key 'bad-key'")
+    _rejects(_mutated(lambda s: s["env_kwargs"].__setitem__("bad-key", 1)),
+             "env_kwargs['bad-key']: must be an identifier")
 
 
 def test_runs_must_share_the_test_split() -> None:
@@ -366,3 +367,101 @@ def test_budget_tiers() -> None:
     with pytest.raises(InvalidSubmissionError, match="budget_calls: the 'lite' tier has a budget of exactly 1000"):
         check_budget(wrong)  # ... but not rankable
     assert not budget_ok(wrong)
+
+
+# ----------------------------------------------------------------- pydantic edge cases (new)
+def test_errors_never_leak_pydantic_and_always_start_with_a_path() -> None:
+    """Every wrong value at every field gives one line starting with the field's path, never a pydantic error."""
+    def leaves(x: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if isinstance(x, dict):
+            return [path] + [p for k, v in x.items() for p in leaves(v, (*path, k))]
+        if isinstance(x, list) and x and path[-1:] != ("predictions",):
+            return [path] + [p for i, v in enumerate(x[:2]) for p in leaves(v, (*path, i))]
+        return [path]
+
+    base = make_submission()
+    for path in leaves(base)[1:]:
+        for bad in ({"x": [1]}, [[{}]], float("nan"), "\ud800", np.bool_(True), 10**400, object()):
+            sub = copy.deepcopy(base)
+            parent = sub
+            for key in path[:-1]:
+                parent = parent[key]
+            parent[path[-1]] = bad
+            try:
+                validate_submission(sub)
+            except InvalidSubmissionError as exc:
+                message = str(exc)
+            else:
+                continue  # e.g. a string where any string is fine
+            first = path[0]
+            assert message.startswith(first) and "\n" not in message, (path, bad, message)
+            assert "Input should" not in message and "validation error" not in message, (path, bad, message)
+
+
+def test_huge_integers_where_floats_belong_are_rejected_cleanly() -> None:
+    # float(10**400) raises OverflowError; the file must be refused with the field path instead
+    _rejects(_mutated(lambda s: s["runs"][0].__setitem__("wall_seconds", 10**400)),
+             "runs[0].wall_seconds: must be a finite float ≥ 0, got non-finite number integer")
+    raw = json.dumps(make_submission()).replace('"ece": 0.05', '"ece": 1' + "0" * 400, 1)
+    _rejects(raw, "runs[0].test.ece: must be a finite float in [0, 1], got non-finite number")
+    _rejects(_mutated(lambda s: s["runs"][1]["prompt"].__setitem__("action", [0.5, 10**400])),
+             "runs[1].prompt.action[1]: must be a finite float")
+    assert validate_submission(_mutated(lambda s: s["env_kwargs"].__setitem__("big", 10**400)))["env_kwargs"]["big"] \
+        == 10**400  # an int where any number is fine stays an exact int
+
+
+def test_numpy_values_are_normalised_but_numpy_bools_are_not_numbers() -> None:
+    sub = _mutated(lambda s: s["env_kwargs"].update(n=np.int64(3), x=np.float32(0.5)))
+    out = validate_submission(sub)["env_kwargs"]
+    assert (type(out["n"]), type(out["x"])) == (int, float)
+    _rejects(_mutated(lambda s: s["runs"][0]["test"].__setitem__("ece", np.bool_(True))),
+             "runs[0].test.ece: must be a finite float in [0, 1], got bool")
+    _rejects(_mutated(lambda s: s["env_kwargs"].__setitem__("flag", np.bool_(True))), "env_kwargs.flag: must be")
+
+
+def test_tuples_become_lists_and_the_input_is_not_modified() -> None:
+    sub = make_submission()
+    sub["runs"][0]["curve"] = [(0, 0.5), (10, 0.6)]
+    sub["runs"][1]["prompt"]["action"] = [1, 0.5]
+    sub["agent"]["config"]["layers"] = (1, 2)
+    before = copy.deepcopy(sub)
+    out = validate_submission(sub)
+    assert out["runs"][0]["curve"] == [[0, 0.5], [10, 0.6]] and type(out["runs"][0]["curve"][0]) is list
+    assert out["runs"][1]["prompt"]["action"] == [1.0, 0.5] and out["agent"]["config"]["layers"] == [1, 2]
+    assert sub == before and sub["runs"][1]["prompt"]["action"][0] == 1
+
+
+def test_unions_report_the_member_that_got_furthest() -> None:
+    _rejects(_mutated(lambda s: s["agent"]["config"].__setitem__("layers", [1, float("nan")])),
+             "agent.config.layers[1]: must be a finite float, got nan")
+    _rejects(_mutated(lambda s: s["agent"]["config"].__setitem__("layers", ["x" * 1001])),
+             "agent.config.layers[0]: at most 1,000 characters, got 1,001")
+    _rejects(_mutated(lambda s: s["agent"]["config"].__setitem__("tag", "x" * 1001)),
+             "agent.config.tag: at most 1,000 characters")
+    _rejects(_mutated(lambda s: s["agent"]["config"].__setitem__("tag", {})),
+             "agent.config.tag: must be a string, number, boolean, null or a short list of those, got object")
+
+
+def test_optional_demonstrations_key() -> None:
+    sub = make_submission()
+    sub["runs"][0]["prompt"]["demonstrations"] = "great movie -> positive\n"
+    out = validate_submission(sub)
+    assert list(out["runs"][0]["prompt"]) == ["action", "label_bias", "text", "demonstrations"]
+    assert "demonstrations" not in out["runs"][1]["prompt"]
+    sub["runs"][0]["prompt"]["demonstrations"] = None
+    _rejects(sub, "runs[0].prompt.demonstrations: must be a string, got null None")
+
+
+def test_key_errors_name_the_key() -> None:
+    raw = json.dumps(make_submission())
+    _rejects(raw.replace('"env_kwargs": {', '"env_kwargs": {"\\ud800": 1, ', 1),
+             "env_kwargs['\\ud800']: contains a lone surrogate")
+    _rejects(raw.replace('"tier":', '"\\ud800": 1, "tier":', 1), "submission: contains a lone surrogate")
+    _rejects(_mutated(lambda s: s["agent"].__setitem__(5, 1)), "agent: keys must be strings, got integer")
+    _rejects(_mutated(lambda s: s["env_kwargs"].__setitem__(5, 1)), "env_kwargs[5]: must be a string, got integer")
+    _rejects(_mutated(lambda s: s["data_sha256"].__setitem__("sst2/./x.jsonl", SHA)),
+             "data_sha256['sst2/./x.jsonl']: must be a relative path inside the data directory")
+    # a misspelt key is reported as unknown (with the allowed ones), not as the missing correct one
+    _rejects(_mutated(lambda s: s["runs"][0].__setitem__("tset", s["runs"][0].pop("test"))),
+             "runs[0]: unknown key(s) ['tset']; allowed: ['seed', 'calls_used', 'wall_seconds', 'prompt', 'curve', "
+             "'test']")

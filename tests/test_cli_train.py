@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import promptgym  # noqa: F401  (registers the env ids)
-from promptgym.cli import main
-from promptgym.train import load_result, parse_kv
+from promptgym.cli import main, parse_kv
+from promptgym.errors import ConfigError
+from promptgym.runs import load_result
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_ARGS = ["--model", "tiny-random-causal", "--dtype", "float32"]
@@ -36,7 +37,7 @@ def test_train_discrete_writes_a_complete_run_folder(tmp_path, capsys):
     run_dir = _train(tmp_path, "--env", "PromptSST2-v0", "--agent", "bdpl", "--budget", "30", "--seed", "3",
                      "--env-kwarg", "num_candidates=30", "--env-kwarg", "prompt_length=4",
                      "--env-kwarg", "batch_size=8", "--agent-kwarg", "samples=8", "--agent-kwarg", "dev_every=1")
-    assert run_dir.name.startswith("PromptSST2-v0-bdpl-3-")
+    assert run_dir.name.startswith("PromptSST2-v0-bdpl-s13-3-")
     assert "run folder" in capsys.readouterr().out
     config = json.loads((run_dir / "config.json").read_text())
     assert config["env_id"] == "PromptSST2-v0" and config["env_kind"] == "discrete"
@@ -90,17 +91,20 @@ def test_train_rejects_bad_arguments_with_clear_messages(tmp_path, capsys):
                  "--out", str(tmp_path), "--quiet"]) == 2
     assert "subspace envs" in capsys.readouterr().err
     assert main(["train", "--env", "PromptSST2-v0", "--agent", "bdpl", "--budget", "5", *TINY_ARGS,
-                 "--out", str(tmp_path), "--agent-kwarg", "lr=fast", "--agent-kwarg", "nope=1"]) == 2
-    assert "no config field(s) ['nope']" in capsys.readouterr().err
+                 "--out", str(tmp_path), "--agent-kwarg", "nope=1"]) == 2
+    assert "has no field 'nope'" in capsys.readouterr().err
+    assert main(["train", "--env", "PromptSST2-v0", "--agent", "bdpl", "--budget", "5", *TINY_ARGS,
+                 "--out", str(tmp_path), "--agent-kwarg", "lr=fast"]) == 2
+    assert "BDPLConfig.lr must be float, got 'fast'" in capsys.readouterr().err
+    assert main(["train", "--env", "PromptSST2-v0", "--agent", "unknown"]) == 2
+    assert "unknown agent 'unknown'" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
-    with pytest.raises(SystemExit):
-        main(["train", "--env", "PromptSST2-v0", "--agent", "unknown"])
 
 
 def test_parse_kv():
     assert parse_kv(["a=1", "b=0.5", "c=hinge", "d=true", "e=none", "f=[1, 2]", 'g={"x": 1}', "h=x=y"]) == {
         "a": 1, "b": 0.5, "c": "hinge", "d": True, "e": None, "f": [1, 2], "g": {"x": 1}, "h": "x=y"}
-    with pytest.raises(ValueError, match="key=value"):
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_kv(["novalue"])
 
 
@@ -112,7 +116,7 @@ def test_custom_agent_example_runs():
                    prompt_length=4, batch_size=8)
     result = module.CoordinateAgent(batch=5).learn(env)
     assert result.agent == "coordinate" and result.calls_used == env.unwrapped.budget.calls == 16
-    env.unwrapped._validate_prompt(result.action)
+    env.unwrapped.validate_action(result.action)
     assert 0.0 <= result.dev_metric <= 1.0 and len(result.train_curve) == 3
 
 

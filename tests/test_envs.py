@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -233,7 +234,7 @@ def test_reward_kinds(reward):
     elif reward == "hinge":
         assert out.reward <= 0
     else:
-        assert out.reward == pytest.approx(np.mean(out.label_logprobs[np.arange(32), base._labels["train"]]))
+        assert out.reward == pytest.approx(np.mean(out.label_logprobs[np.arange(32), np.asarray(base.train.labels)]))
 
 
 def test_bad_constructor_arguments_have_clear_errors():
@@ -251,12 +252,33 @@ def test_bad_constructor_arguments_have_clear_errors():
         make(model="tiny-random-nonexistent")
 
 
+@pytest.mark.parametrize(("env_id", "kwargs", "message"), [
+    ("PromptSST2-v0", {"budget": 2.5}, "budget must be a whole number of API calls, got 2.5"),
+    ("PromptSST2-v0", {"budget": -3}, "budget must be at least 1 API call"),
+    ("PromptSST2-v0", {"reward": "nope"}, "unknown reward 'nope'"),
+    ("PromptSST2-v0", {"prompt_position": "middle"}, "prompt_position must be one of"),
+    ("PromptSST2-v0", {"split_seed": 7}, "split_seed must be one of the published"),
+    ("PromptSST2-v0", {"batch_size": 1.5}, "batch_size must be a positive whole number"),
+    ("PromptSST2-v0", {"prompt_length": 0}, "prompt_length must be >= 1"),
+    ("PromptSST2-v0", {"vocab_method": "magic"}, "vocab_method must be one of"),
+    ("PromptSST2-v0", {"template": "fancy"}, "no template 'fancy'"),
+    ("PromptSST2-Subspace-v0", {"projection": "sparse"}, "projection must be one of"),
+    ("PromptSST2-Subspace-v0", {"intrinsic_dim": 2.0}, "intrinsic_dim must be a whole number"),
+    ("PromptSST2-Subspace-v0", {"bound": float("nan")}, "bound must be a finite number"),
+])
+def test_env_arguments_are_checked_before_the_model_loads(env_id, kwargs, message):
+    """A model name that does not exist: had the env loaded it first, this would be UnknownModelError."""
+    with pytest.raises(promptgym.errors.PromptGymError, match=re.escape(message)) as info:
+        gym.make(env_id, model="no-such-model-anywhere", **kwargs)
+    assert isinstance(info.value, ValueError) and not isinstance(info.value, promptgym.errors.UnknownModelError)
+
+
 def test_prompt_after_input_and_masked_model():
     env = make(prompt_position="after").unwrapped
-    left, right = env._segments["train"][0]
+    left, right = env.segments("train")[0]
     assert left == env.train.texts[0] and right == env.template.cue
     m = make("PromptSST2-Subspace-v0", model="tiny-random-masked").unwrapped
-    assert m.template is m.spec_task.masked and "<mask>" in m._segments["train"][0][1]
+    assert m.template is m.spec_task.masked and "<mask>" in m.segments("train")[0][1]
     assert np.isfinite(m.score_actions([np.zeros(500, dtype=np.float32)])[0].reward)
 
 

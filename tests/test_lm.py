@@ -388,3 +388,27 @@ def test_a_bad_request_stops_the_whole_call_before_any_forward(lm):
     with pytest.raises(InvalidPromptError):
         lm.score([*good, bad])
     assert (lm.batch_calls, lm.forward_passes) == (calls, passes)
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_white_box_label_logits_match_the_scores(lm, position):
+    """The white-box forward (what prompt tuning back-propagates through) lays rows out as scoring
+    does: its label logits are the scored label log-probs plus one constant per row (the log of the
+    softmax's normaliser over the vocabulary), whatever the padding, and gradients reach the prompt."""
+    wb = lm.white_box()
+    segments = _segments(lm, position)
+    soft = _soft_prompt(lm, 3, 0)
+    scored = lm.score([ScoreRequest(soft, segments, SST2_WORDS)])[0].logprobs
+    rows = wb.rows(segments, SST2_WORDS, 3)
+    with torch.no_grad():
+        logits = wb.label_logits(rows, torch.as_tensor(soft.embeds)).numpy()
+    assert logits.shape == (len(segments), 2) and logits.dtype == np.float32
+    shift = logits - scored
+    np.testing.assert_allclose(shift, shift[:, :1].repeat(2, axis=1), atol=ATOL, rtol=0)
+    with torch.no_grad():  # a subset of rows is laid out (and padded) on its own
+        subset = wb.label_logits(rows, torch.as_tensor(soft.embeds), [4, 0]).numpy()
+    np.testing.assert_allclose(subset - subset[:, :1], logits[[4, 0]] - logits[[4, 0], :1], atol=ATOL, rtol=0)
+    prompt = torch.nn.Parameter(torch.as_tensor(soft.embeds).clone())
+    wb.label_logits(rows, prompt, [1, 2])[:, 0].sum().backward(inputs=[prompt])
+    assert prompt.grad is not None and prompt.grad.shape == prompt.shape and prompt.grad.abs().sum() > 0
+    assert wb.model is lm._model and wb.embed is lm._model.get_input_embeddings()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from promptgym.errors import SplitUnavailableError, UnknownTaskError
+from promptgym.errors import ConfigError, SplitUnavailableError, UnknownTaskError
 from promptgym.tasks import SEEDS, TASK_NAMES, TASKS, TaskSpec, get_task, load_split
 from promptgym.tasks.spec import PROMPT_POSITIONS
 
@@ -93,7 +93,7 @@ def test_render_errors():
         spec.causal.render("good", position="middle")
     with pytest.raises(ValueError, match="mask_token"):
         spec.masked.render("good")
-    with pytest.raises(KeyError, match="no template 'fancy'"):
+    with pytest.raises(ConfigError, match="no template 'fancy'"):
         spec.template("fancy")
 
 

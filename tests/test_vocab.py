@@ -155,10 +155,12 @@ def test_prompt_ids_concatenates(sst2_pmi):
     assert c.prompt_ids(np.array([199, 3], dtype=np.int64)) == c.token_ids[199] + c.token_ids[3]
     assert c.prompt_ids(np.int64(5)) == c.token_ids[5]
     assert c.prompt_ids([]) == ()
+    # one rule for every discrete action (the env's): floats holding whole numbers are indices
+    assert c.prompt_ids([1.0, 2.0]) == c.token_ids[1] + c.token_ids[2]
     assert c.prompt_text([0, 1]) == c.texts[0] + c.texts[1]
 
 
-@pytest.mark.parametrize("action", [[200], [0, -1], [10**9], np.array([1, 250]), [1.0, 2.0], [[0, 1]], ["a"],
+@pytest.mark.parametrize("action", [[200], [0, -1], [10**9], np.array([1, 250]), [1.5, 2.0], [[0, 1]], ["a"],
                                     np.array([0.5]), [[0], [1, 2]], None, [True, False]])
 def test_prompt_ids_rejects_bad_actions(sst2_pmi, action):
     with pytest.raises(InvalidActionError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,54 +26,24 @@ from typing import Any
 import numpy as np
 
 import promptgym
+from promptgym.agent import Result, agent_spec, check_kind, config_dict, is_white_box, make_config
 from promptgym.bench.schema import BENCH_SEEDS, SCHEMA_VERSION, TIERS, check_budget, validate_submission
-from promptgym.bench.stats import decode_predictions, encode_predictions, expected_calibration_error
-from promptgym.errors import InvalidActionError, InvalidSubmissionError, PromptGymError
-from promptgym.lm import DEFAULT_MODEL
-from promptgym.tasks import compute_metric, data_fingerprint, load_split
+from promptgym.bench.stats import decode_predictions, encode_predictions
+from promptgym.envs.registration import check_env_id, env_kind, env_task
+from promptgym.errors import ConfigError, InvalidActionError, InvalidSubmissionError, PromptGymError, UnknownEnvError
+from promptgym.lm import DEFAULT_MODEL, get_lm
+from promptgym.runner import check_env_kwargs, make_env, run_agent, score_test
+from promptgym.runs import evaluate_workdir, seed_file
+from promptgym.tasks import compute_metric, data_fingerprint, get_task, load_split
 
 #: Re-scoring tolerance: fp32 scores are reproducible on one machine; across CPUs a few near-ties
 #: may flip. A submission passes when its metric is within METRIC_TOL and >= AGREEMENT of its
 #: test predictions are reproduced.
 METRIC_TOL = 0.005
 AGREEMENT = 0.99
-WHITE_BOX_AGENTS = ("prompt_tuning",)
 
 
-@dataclass
-class TestScore:
-    """A prompt's predictions on the test split and what leaderboards report of them."""
-
-    metric: float
-    predictions: np.ndarray
-    ece: float
-    n: int
-
-
-def score_test(env: Any, result: Any, dtype: str = "float32") -> TestScore:
-    """Score ``result``'s prompt (action / label bias / demonstrations) on the test split."""
-    from promptgym.lm.base import ScoreRequest
-    from promptgym.train import _scoring_lm, result_prompt
-
-    base = env.unwrapped
-    lm = _scoring_lm(base, dtype)
-    test = load_split(base.spec_task, "test", None, base.data_dir)
-    mask = getattr(lm, "mask_token", None)
-    segments = tuple(base.template.render(t, p, position=base.prompt_position, mask_token=mask)
-                     for t, p in zip(test.texts, test.text_pairs))
-    res = lm.score([ScoreRequest(result_prompt(base, result, lm), segments, base.template.verbalizers)])[0]
-    scores = np.asarray(res.label_logprobs, dtype=np.float64)
-    if result.label_bias is not None:
-        scores = scores + np.asarray(result.label_bias, dtype=np.float64)
-    scores = scores - scores.max(axis=1, keepdims=True)
-    probs = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
-    preds = probs.argmax(axis=1)
-    labels = np.asarray(test.labels)
-    return TestScore(compute_metric(base.spec_task.metric, labels, preds), preds,
-                     expected_calibration_error(probs, labels), len(labels))
-
-
-def _prompt_record(result: Any) -> dict[str, Any]:
+def _prompt_record(result: Result) -> dict[str, Any]:
     action = result.action
     if action is not None:
         arr = np.asarray(action)
@@ -88,6 +58,14 @@ def _prompt_record(result: Any) -> dict[str, Any]:
     return rec
 
 
+def check_protocol_agent(agent: str, allow_white_box: bool = False) -> None:
+    """A registered agent that may enter the protocol (white-box agents only for benchmarks)."""
+    agent_spec(agent)
+    if is_white_box(agent) and not allow_white_box:
+        raise ConfigError(f"agent {agent!r} is white-box (it back-propagates through the model); "
+                          "leaderboards rank black-box agents only")
+
+
 def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAULT_MODEL,
              env_kwargs: dict | None = None, agent_kwargs: dict | None = None, progress: bool = False,
              allow_white_box: bool = False) -> dict:
@@ -96,67 +74,79 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
     ``allow_white_box`` lets the agents benchmark run the back-propagation reference through the
     same harness; its runs can never become submissions (``verify`` rejects white-box agents).
     """
-    from agents import check_compatible, make_agent
-    from promptgym.train import LiveMonitor, make_env
-
-    if agent in WHITE_BOX_AGENTS and not allow_white_box:
-        raise InvalidSubmissionError(f"agent {agent!r} is white-box (it back-propagates through the model); "
-                                     "leaderboards rank black-box agents only")
-    learner = make_agent(agent, **{"seed": int(seed), **(agent_kwargs or {})})
-    env = make_env(env_id, budget, int(seed), model, "bfloat16", env_kwargs)
-    check_compatible(agent, env)
-    base = env.unwrapped
+    check_protocol_agent(agent, allow_white_box)
+    kwargs = {"seed": int(seed), **(agent_kwargs or {})}
+    run = run_agent(env_id, agent, budget, int(seed), int(seed), model, "bfloat16", env_kwargs, kwargs,
+                    progress=progress, label=f"{agent} seed {seed}")
+    result, base = run.result, run.env.unwrapped
     started = time.time()
-    with LiveMonitor(base, f"{agent} seed {seed}", enabled=progress):
-        result = learner.learn(env)
-    wall = time.time() - started
-    if base.budget.calls > budget:  # cannot happen through the env; checked anyway
-        raise PromptGymError(f"agent used {base.budget.calls} calls, over the budget of {budget}")
-    test = score_test(env, result, "float32")
+    test = score_test(run.env, result, "float32")
     return {
-        "seed": int(seed), "calls_used": int(base.budget.calls), "wall_seconds": round(wall, 3),
+        "seed": int(seed), "calls_used": int(base.budget.calls), "wall_seconds": round(run.seconds, 3),
         "prompt": _prompt_record(result),
-        "curve": [[int(c), float(v)] for c, v in result.curve if np.isfinite(v)],
+        # the protocol's curve counts API calls; a white-box reference's curve counts passes (kept out)
+        "curve": [[int(c), float(v)] for c, v in result.curve if np.isfinite(v)] if result.curve_unit == "calls"
+        else [],
         "test": {"metric": float(test.metric), "ece": float(test.ece), "n": int(test.n),
                  "predictions": encode_predictions(test.predictions)},
         "extra": {"train_reward": float(result.train_reward), "dev_metric": result.dev_metric,
                   "passes": {k: result.extra[k] for k in ("forward_passes", "backward_passes") if k in result.extra},
-                  "test_wall_seconds": round(time.time() - started - wall, 3)},
+                  "test_wall_seconds": round(time.time() - started, 3)},
     }
+
+
+def check_request(env_id: str, agent: str, tier: str, seeds: Sequence[int], env_kwargs: dict | None,
+                  agent_kwargs: dict | None) -> None:
+    """Everything about a protocol request that can be refused before any folder, model or call."""
+    check_env_id(env_id)
+    if tier not in TIERS:
+        raise ConfigError(f"unknown tier {tier!r}; tiers: {', '.join(f'{k} ({v} calls)' for k, v in TIERS.items())}")
+    check_protocol_agent(agent)
+    check_kind(agent, env_kind(env_id))
+    bad = [s for s in seeds if s not in BENCH_SEEDS]
+    if bad or not seeds:
+        raise ConfigError(f"seeds must be a non-empty subset of the protocol seeds {BENCH_SEEDS}, got {list(seeds)}")
+    check_env_kwargs(env_kwargs)
+    make_config(agent, **{"seed": int(seeds[0]), **(agent_kwargs or {})})
 
 
 def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_MODEL,
              seeds: Sequence[int] = BENCH_SEEDS, env_kwargs: dict | None = None,
              agent_kwargs: dict | None = None, workdir: str | Path | None = None,
-             submitter: str = "", command: str = "", progress: bool = False) -> dict:
-    """Run the protocol and return a validated submission (runs cached per seed in ``workdir``)."""
-    if tier not in TIERS:
-        raise ValueError(f"unknown tier {tier!r}; tiers: {', '.join(f'{k} ({v} calls)' for k, v in TIERS.items())}")
+             submitter: str = "", command: str = "", progress: bool = False,
+             on_seed: Callable[[dict], None] | None = None) -> dict | None:
+    """Run the protocol (runs cached per seed in ``workdir``); return a validated submission.
+
+    Returns None when ``seeds`` is a strict subset of the protocol's: the runs are cached and a
+    later call with every seed assembles the submission. ``on_seed`` sees each run as it is ready.
+    """
+    check_request(env_id, agent, tier, seeds, env_kwargs, agent_kwargs)
     budget = TIERS[tier]
-    work = Path(workdir) if workdir else Path("runs") / "evaluate" / f"{env_id}-{agent}-{tier}"
-    work.mkdir(parents=True, exist_ok=True)
+    work = Path(workdir) if workdir else evaluate_workdir(env_id, agent, tier)
     runs = []
     for seed in seeds:
-        path = work / f"seed-{seed}.json"
+        path = seed_file(work, seed)
         if path.is_file():
             run = json.loads(path.read_text())
         else:
             run = run_seed(env_id, agent, seed, budget, model, env_kwargs, agent_kwargs, progress)
-            path.write_text(json.dumps(run))
+            work.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(run))
+            tmp.replace(path)
+        if on_seed is not None:
+            on_seed(run)
         runs.append(run)
+    if sorted(seeds) != sorted(BENCH_SEEDS):
+        return None
     return assemble(env_id, agent, tier, model, runs, env_kwargs, agent_kwargs, submitter, command)
 
 
 def assemble(env_id: str, agent: str, tier: str, model: str, runs: list[dict], env_kwargs: dict | None,
              agent_kwargs: dict | None, submitter: str = "", command: str = "") -> dict:
-    from agents import AGENTS, config_dict
-    from promptgym.lm import get_lm
-    from promptgym.train import make_env
-
     env = make_env(env_id, 1, runs[0]["seed"], model, "bfloat16", env_kwargs)
     base = env.unwrapped
-    spec = AGENTS[agent]
-    config = config_dict(spec.config_cls(**(agent_kwargs or {})))
+    config = config_dict(make_config(agent, **(agent_kwargs or {})))
     config.pop("seed", None)  # the protocol sets it to the split seed
     sub = {
         "schema_version": SCHEMA_VERSION, "env_id": env_id, "env_kwargs": dict(env_kwargs or {}),
@@ -183,8 +173,7 @@ class _Replay:
     action: Any
     label_bias: Any
     demonstrations: str | None
-    prompt_text: str = ""
-    extra: dict | None = None
+    soft_prompt: Any = None
 
 
 def verify(sub: dict, log=print) -> list[dict]:
@@ -192,19 +181,14 @@ def verify(sub: dict, log=print) -> list[dict]:
 
     Returns one dict per run with the claimed and re-scored metric.
     """
-    from promptgym.lm import get_lm
-    from promptgym.tasks import get_task
-    from promptgym.train import make_env
-
     sub = validate_submission(sub)
     check_budget(sub)
-    if sub["agent"]["name"] in WHITE_BOX_AGENTS:
+    if is_white_box(sub["agent"]["name"]):
         raise InvalidSubmissionError("agent.name: white-box agents are not ranked")
-    import gymnasium as gym
-
-    if sub["env_id"] not in gym.registry:
-        raise InvalidSubmissionError(f"env_id: unknown environment {sub['env_id']!r}")
-    task = get_task(gym.registry[sub["env_id"]].kwargs["task"])
+    try:
+        task = get_task(env_task(sub["env_id"]))
+    except UnknownEnvError as exc:
+        raise InvalidSubmissionError(f"env_id: {exc}") from None
     if sub["metric"] != task.metric:
         raise InvalidSubmissionError(f"metric: {task.name} is scored by {task.metric}, not {sub['metric']}")
     local = data_fingerprint(task)
@@ -222,10 +206,10 @@ def verify(sub: dict, log=print) -> list[dict]:
     for i, run in enumerate(sub["runs"]):
         env = make_env(sub["env_id"], 1, run["seed"], model, "bfloat16", sub["env_kwargs"])
         p = run["prompt"]
-        replay = _Replay(p["action"], p["label_bias"], p.get("demonstrations"), extra={})
+        replay = _Replay(p["action"], p["label_bias"], p.get("demonstrations"))
         if replay.action is not None:
             try:
-                env.unwrapped._validate_prompt(replay.action)
+                env.unwrapped.validate_action(replay.action)
             except InvalidActionError as exc:
                 raise InvalidSubmissionError(f"runs[{i}].prompt.action: not a valid action of the env: {exc}") from exc
         if replay.label_bias is not None and len(replay.label_bias) != task.num_labels:
@@ -252,13 +236,16 @@ def verify(sub: dict, log=print) -> list[dict]:
 
 def test_labels_by_env(entries: Sequence[dict]) -> dict[str, np.ndarray]:
     """Gold test labels for every env id in ``entries`` (for the leaderboard's bootstrap)."""
-    import gymnasium as gym
-
     out = {}
     for e in entries:
         env_id = e["env_id"]
-        if env_id not in out and env_id in gym.registry:
-            out[env_id] = np.asarray(load_split(gym.registry[env_id].kwargs["task"], "test").labels)
+        if env_id in out:
+            continue
+        try:
+            task = env_task(env_id)
+        except UnknownEnvError:
+            continue
+        out[env_id] = np.asarray(load_split(task, "test").labels)
     return out
 
 

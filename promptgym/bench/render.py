@@ -5,14 +5,9 @@ Both pages are generated from the committed submissions and nothing else, determ
 bootstrap seeds, no generation timestamp), so regenerating without a new entry changes no byte and
 a pull request's diff of the pages shows exactly what a new entry changes.
 
-One table per environment id and budget tier, sorted by mean test score. Comparisons that matter
-to a reader are made statistically rather than by rank alone:
-
-* the 95% CI of each score is a bootstrap over seeds *and* test rows when the test labels are
-  given (``labels_by_env``), otherwise over seeds only (and the page says so);
-* the last column compares every entry with the best baseline (agents named in ``BASELINES``)
-  run on the same model: with labels, a paired bootstrap CI of the difference; without, whether
-  the seed-only CIs overlap. "≈" marks entries not distinguishable from that baseline.
+What the tables hold (scores, CIs, ranks, the comparison with the best baseline) is decided by
+:func:`promptgym.bench.ranking.rank`; this module only words it as Markdown, HTML and SVG, so a
+change of statistics and a change of layout are separate diffs.
 """
 
 from __future__ import annotations
@@ -21,46 +16,31 @@ import html
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from promptgym.bench.ranking import Row, Table, baseline_agents, rank
 from promptgym.bench.schema import BENCH_SEEDS, TIERS, created_date
-from promptgym.bench.stats import (
-    bootstrap_ci,
-    curve_auc,
-    curve_on_grid,
-    decode_predictions,
-    distinguishable,
-    paired_difference_ci,
-    score_predictions,
-    seed_bootstrap_ci,
-    seed_summary,
-)
-from promptgym.bench.store import LEADERBOARD_DIR, load_entries, submission_filename, write_text_atomic
-from promptgym.envs.registration import KINDS
-from promptgym.errors import InvalidSubmissionError
+from promptgym.bench.stats import curve_on_grid
+from promptgym.bench.store import LEADERBOARD_DIR, load_entries, write_text_atomic
 
-__all__ = ["BASELINES", "PROTOCOL_MARKER", "render_html", "render_markdown", "write_leaderboard"]
+__all__ = ["PROTOCOL_MARKER", "html_page", "markdown_page", "render_html", "render_markdown", "summary",
+           "write_leaderboard"]
 
-#: Agent names that count as baselines: every entry is compared with the best of them.
-BASELINES: frozenset[str] = frozenset({"manual", "calibrated", "random", "icl"})
-#: Baselines that use no learned prompt: their runs are the same on every env kind of a task, so a
-#: subspace or tokenwise table is also compared with the ones submitted on the task's discrete env.
-PROMPT_FREE: frozenset[str] = frozenset({"manual", "calibrated", "icl"})
 PROTOCOL_MARKER = "<!-- protocol -->"
 PROTOCOL_END = "<!-- /protocol -->"
 PROTOCOL_FILE = "PROTOCOL.md"
-TIER_ORDER: tuple[str, ...] = ("standard", "lite")
-N_BOOT = 1000
 GRID_POINTS = 201  # learning-curve resolution: budget / 200 calls (5 calls in the lite tier)
-CLAIM_TOLERANCE = 1e-6  # a submitted per-seed metric must match its predictions to this precision
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
 
-SUMMARY = f"""\
+
+def summary() -> str:
+    """The paragraph above the tables. Built when a page is rendered, not at import, so the list of
+    baselines is the agent registry's as it stands then (a baseline registered later is named)."""
+    return f"""\
 Each entry tunes a prompt for a frozen LM through the black-box interface only, once per data seed
 ({", ".join(map(str, BENCH_SEEDS))}: the published 16-shot train/dev splits), under a fixed budget of
 LM calls per run (tiers: {", ".join(f"{t} = {b:,}" for t, b in TIERS.items())}; every call counts, dev
@@ -69,153 +49,50 @@ mean ± standard deviation over the five seeds of the task metric. **95% CI**: p
 resampling seeds and test rows. **ECE**: expected calibration error on the test split (10 bins).
 **AUC**: area under the best-so-far dev curve divided by the budget (sample efficiency). All values
 are ×100. **vs best baseline**: difference to the best baseline
-({", ".join(sorted(BASELINES))}) on the same model with the 95% CI of a paired bootstrap;
+({", ".join(sorted(baseline_agents()))}) on the same model with the 95% CI of a paired bootstrap;
 ≈ marks entries *not* distinguishable from it (the CI contains 0)."""
 
 
-@dataclass
-class _Row:
-    sub: dict[str, Any]
-    key: str  # submission file name: unique, breaks ties deterministically
-    scores: list[float]  # per seed, in BENCH_SEEDS order
-    mean: float
-    std: float
-    ci: tuple[float, float]
-    calls: float
-    ece: float
-    auc: float
-    preds: list[np.ndarray] | None = None  # per seed, when the test labels are known
-    rank: int = 0
-    versus: str = ""
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.sub["agent"]["name"] in BASELINES
+def _anchor(table: Table) -> str:
+    return f"{table.env_id}-{table.tier}".lower()
 
 
-@dataclass
-class _Table:
-    env_id: str
-    tier: str
-    metric: str
-    rows: list[_Row]
-    labels: np.ndarray | None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def anchor(self) -> str:
-        return f"{self.env_id}-{self.tier}".lower()
-
-    @property
-    def title(self) -> str:
-        return f"{self.env_id} · {self.tier} tier ({TIERS[self.tier]:,} calls) · {self.metric}"
-
-
-# ---------------------------------------------------------------------------------------- tables
-def _tables(entries: Sequence[Mapping[str, Any]], labels_by_env: Mapping[str, np.ndarray] | None) -> list[_Table]:
-    """Group entries by (env id, tier), score them and compare each with its best baseline."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for sub in entries:
-        groups.setdefault((sub["env_id"], sub["tier"]), []).append(dict(sub))
-    tier_rank = {t: i for i, t in enumerate(TIER_ORDER)}
-    tables = []
-    for env_id, tier in sorted(groups, key=lambda g: (g[0], tier_rank.get(g[1], len(TIER_ORDER)), g[1])):
-        subs = groups[(env_id, tier)]
-        metrics = sorted({s["metric"] for s in subs})
-        if len(metrics) != 1:
-            raise InvalidSubmissionError(
-                f"{env_id} ({tier}): entries disagree on the metric {metrics}; an environment has one metric")
-        raw = None if labels_by_env is None else labels_by_env.get(env_id)
-        labels = None if raw is None else np.asarray(raw)
-        rows = [_row(sub, metrics[0], labels) for sub in subs]
-        rows.sort(key=lambda r: (-r.mean, created_date(r.sub), r.key))
-        for i, row in enumerate(rows, start=1):
-            row.rank = i
-        tables.append(_Table(env_id, tier, metrics[0], rows, labels))
-    for table in tables:
-        shared = [row for other in tables if other is not table and other.tier == table.tier
-                  and other.metric == table.metric and _task_id(other.env_id) == _task_id(table.env_id)
-                  for row in other.rows if row.sub["agent"]["name"] in PROMPT_FREE]
-        _compare_with_baselines(table, shared)
-    return tables
-
-
-def _task_id(env_id: str) -> str:
-    """The discrete env id of an env id's task ("PromptSST2-Subspace-v0" -> "PromptSST2-v0")."""
-    for suffix, _, _ in KINDS.values():
-        if suffix and env_id.endswith(f"{suffix}-v0"):
-            return env_id[: -len(f"{suffix}-v0")] + "-v0"
-    return env_id
-
-
-def _row(sub: dict[str, Any], metric: str, labels: np.ndarray | None) -> _Row:
-    runs = sorted(sub["runs"], key=lambda r: r["seed"])
-    scores = [float(r["test"]["metric"]) for r in runs]
-    mean, std = seed_summary(scores)
-    key = submission_filename(sub)
-    preds = None
-    if labels is not None:
-        preds = []
-        for run in runs:
-            p = decode_predictions(run["test"]["predictions"])
-            if p.size != labels.size:
-                raise InvalidSubmissionError(f"{key}: seed {run['seed']} has {p.size} test predictions but the "
-                                             f"test split has {labels.size} rows")
-            preds.append(p)
-        # The table shows the submitted numbers; with labels at hand, make sure they are the true ones.
-        for run, claimed, actual in zip(runs, scores, score_predictions(preds, labels, metric)):
-            if abs(claimed - actual) > CLAIM_TOLERANCE:
-                raise InvalidSubmissionError(f"{key}: seed {run['seed']} claims test.metric {claimed:.6f} but its "
-                                             f"predictions score {actual:.6f} against the test labels")
-        ci = bootstrap_ci(preds, labels, metric, n_boot=N_BOOT)
-    else:
-        ci = seed_bootstrap_ci(scores, n_boot=N_BOOT)
-    budget = int(sub["budget_calls"])
-    return _Row(sub=sub, key=key, scores=scores, mean=mean, std=std, ci=ci,
-                calls=float(np.mean([r["calls_used"] for r in runs])),
-                ece=float(np.mean([r["test"]["ece"] for r in runs])),
-                auc=float(np.mean([curve_auc(r["curve"], budget) for r in runs])), preds=preds)
-
-
-def _compare_with_baselines(table: _Table, shared: Sequence[_Row] = ()) -> None:
-    """Fill ``row.versus`` against the best baseline on the same model: another model is another
-    problem, so its baseline says nothing about this entry. ``shared``: prompt-free baseline rows of
-    the same task on other env kinds, which count as baselines here too."""
-    best: dict[str, _Row] = {}
-    candidates = [r for r in table.rows if r.is_baseline] + list(shared)
-    for row in sorted(candidates, key=lambda r: -r.mean):  # best first: the first seen per model wins
-        best.setdefault(row.sub["model"]["name"], row)
-    borrowed = sorted({f"{b.sub['agent']['name']} on {b.sub['env_id']}" for b in best.values()
-                       if b not in table.rows})
-    missing = False
-    for row in table.rows:
-        base = best.get(row.sub["model"]["name"])
-        diff = _pct(row.mean - base.mean, sign=True) if base is not None else ""
-        if base is None:
-            row.versus, missing = "—", True
-        elif base is row:
-            row.versus = "best baseline"
-        elif table.labels is not None and row.preds is not None and base.preds is not None:
-            lo, hi = paired_difference_ci(row.preds, base.preds, table.labels, table.metric, n_boot=N_BOOT)
-            mark = "" if distinguishable((lo, hi)) else "≈ "
-            row.versus = f"{mark}{diff} [{_pct(lo, sign=True)}, {_pct(hi, sign=True)}]"
-        else:
-            overlap = row.ci[0] <= base.ci[1] and base.ci[0] <= row.ci[1]
-            row.versus = f"{'≈ ' if overlap else ''}{diff}†"
-    if table.labels is None:
-        table.notes.append(
-            "† Test labels were not available when this table was generated: the 95% CI resamples seeds only "
-            "(test-row noise is not counted) and entries are compared with the best baseline by whether these "
-            "CIs overlap, a cruder test than the paired bootstrap.")
-    if borrowed:
-        table.notes.append(f"Best baseline: {', '.join(borrowed)} (it uses no learned prompt, so its runs are the "
-                           "same on every env kind of the task).")
-    if missing:
-        table.notes.append("— No baseline has been submitted for this entry's model in this tier.")
+def _title(table: Table) -> str:
+    return f"{table.env_id} · {table.tier} tier ({TIERS[table.tier]:,} calls) · {table.metric}"
 
 
 def _pct(x: float, sign: bool = False) -> str:
     return f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}"
+
+
+def _versus(row: Row) -> str:
+    """The "vs best baseline" cell: "≈" when not distinguishable, "†" when compared by CI overlap."""
+    cmp = row.versus
+    if cmp is None:
+        return "—"
+    if cmp.is_self:
+        return "best baseline"
+    mark = "" if cmp.distinguishable else "≈ "
+    if cmp.ci is None:
+        return f"{mark}{_pct(cmp.diff, sign=True)}†"
+    return f"{mark}{_pct(cmp.diff, sign=True)} [{_pct(cmp.ci[0], sign=True)}, {_pct(cmp.ci[1], sign=True)}]"
+
+
+def _notes(table: Table) -> list[str]:
+    """Footnotes of a table: how its comparisons were made, where they fell short."""
+    notes = []
+    if table.seed_only:
+        notes.append(
+            "† Test labels were not available when this table was generated: the 95% CI resamples seeds only "
+            "(test-row noise is not counted) and entries are compared with the best baseline by whether these "
+            "CIs overlap, a cruder test than the paired bootstrap.")
+    if table.borrowed:
+        borrowed = ", ".join(f"{agent} on {env_id}" for agent, env_id in table.borrowed)
+        notes.append(f"Best baseline: {borrowed} (it uses no learned prompt, so its runs are the "
+                     "same on every env kind of the task).")
+    if table.missing_baseline:
+        notes.append("— No baseline has been submitted for this entry's model in this tier.")
+    return notes
 
 
 HEADERS: tuple[str, ...] = ("Rank", "Agent", "Submitter", "Model", "Score", "95% CI",
@@ -225,11 +102,11 @@ _SUBMITTED_COLUMNS = {1, 2, 3, 12}  # cells holding submitter-provided text (the
 _MD_ALIGN = ("---:", "---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---", "---", "---")
 
 
-def _cells(row: _Row) -> list[str]:
+def _cells(row: Row) -> list[str]:
     sub = row.sub
     return [str(row.rank), sub["agent"]["name"], sub["submitter"], sub["model"]["name"],
             f"{_pct(row.mean)} ± {_pct(row.std)}", f"[{_pct(row.ci[0])}, {_pct(row.ci[1])}]",
-            " / ".join(_pct(s) for s in row.scores), f"{row.calls:,.0f}", _pct(row.ece), _pct(row.auc), row.versus,
+            " / ".join(_pct(s) for s in row.scores), f"{row.calls:,.0f}", _pct(row.ece), _pct(row.auc), _versus(row),
             created_date(sub), sub["promptgym_version"]]
 
 
@@ -245,27 +122,31 @@ def _md_escape(text: str) -> str:
 
 def render_markdown(entries: Sequence[Mapping[str, Any]], labels_by_env: Mapping[str, np.ndarray] | None = None,
                     *, protocol: str | None = None) -> str:
-    """The content of ``leaderboards/README.md``.
+    """The content of ``leaderboards/README.md``: :func:`markdown_page` of the ranked ``entries``."""
+    return markdown_page(rank(entries, labels_by_env), protocol=protocol)
+
+
+def markdown_page(tables: Sequence[Table], *, protocol: str | None = None) -> str:
+    """``leaderboards/README.md`` from ranked tables.
 
     ``protocol`` (the text of ``leaderboards/PROTOCOL.md``, when present) goes between the
     ``<!-- protocol -->`` and ``<!-- /protocol -->`` markers, so the hand-written protocol and the
     generated tables live on one page while only the tables are generated.
     """
-    tables = _tables(entries, labels_by_env)
     out = ["# promptgym leaderboards", "",
            "<!-- generated by promptgym.bench.render from leaderboards/<env_id>/*.json: do not edit by hand -->", "",
-           SUMMARY, "", PROTOCOL_MARKER]
+           summary(), "", PROTOCOL_MARKER]
     if protocol and protocol.strip():
         out += [protocol.strip()]
     out += [PROTOCOL_END, ""]
     if not tables:
         out += ["_No submissions yet._", ""]
     for table in tables:
-        out += [f"## {table.title}", "", "| " + " | ".join(HEADERS) + " |", "|" + "|".join(_MD_ALIGN) + "|"]
+        out += [f"## {_title(table)}", "", "| " + " | ".join(HEADERS) + " |", "|" + "|".join(_MD_ALIGN) + "|"]
         out += ["| " + " | ".join(_md_escape(c) if i in _SUBMITTED_COLUMNS else c for i, c in enumerate(_cells(row)))
                 + " |" for row in table.rows]
         out.append("")
-        for note in table.notes:
+        for note in _notes(table):
             out += [note, ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
@@ -297,24 +178,28 @@ def _inline_markdown(text: str) -> str:
 
 def render_html(entries: Sequence[Mapping[str, Any]], labels_by_env: Mapping[str, np.ndarray] | None = None,
                 *, protocol: str | None = None) -> str:
-    """``leaderboards/index.html``: one self-contained page (inline CSS and SVG, no scripts, no
-    external assets) so it reads offline and from a file:// URL. It is also well-formed XML, which
-    keeps it checkable with a strict parser."""
-    tables = _tables(entries, labels_by_env)
+    """The content of ``leaderboards/index.html``: :func:`html_page` of the ranked ``entries``."""
+    return html_page(rank(entries, labels_by_env), protocol=protocol)
+
+
+def html_page(tables: Sequence[Table], *, protocol: str | None = None) -> str:
+    """``leaderboards/index.html`` from ranked tables: one self-contained page (inline CSS and SVG, no
+    scripts, no external assets) so it reads offline and from a file:// URL. It is also well-formed
+    XML, which keeps it checkable with a strict parser."""
     esc = html.escape
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8"/>',
            '<meta name="viewport" content="width=device-width, initial-scale=1"/>',
            "<title>promptgym leaderboards</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
-           "<h1>promptgym leaderboards</h1>", f'<p class="summary">{_inline_markdown(SUMMARY)}</p>']
+           "<h1>promptgym leaderboards</h1>", f'<p class="summary">{_inline_markdown(summary())}</p>']
     if protocol and protocol.strip():
         out.append(f"<details><summary>Protocol</summary><pre>{esc(protocol.strip())}</pre></details>")
     if not tables:
         out.append("<p><em>No submissions yet.</em></p>")
     else:
-        out.append("<nav><ul>" + "".join(f'<li><a href="#{esc(t.anchor)}">{esc(t.title)}</a></li>' for t in tables)
+        out.append("<nav><ul>" + "".join(f'<li><a href="#{esc(_anchor(t))}">{esc(_title(t))}</a></li>' for t in tables)
                    + "</ul></nav>")
     for table in tables:
-        out += [f'<section id="{esc(table.anchor)}">', f"<h2>{esc(table.title)}</h2>", "<table>",
+        out += [f'<section id="{esc(_anchor(table))}">', f"<h2>{esc(_title(table))}</h2>", "<table>",
                 "<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in HEADERS) + "</tr></thead>", "<tbody>"]
         for row in table.rows:
             cells = []
@@ -325,7 +210,7 @@ def render_html(entries: Sequence[Mapping[str, Any]], labels_by_env: Mapping[str
             row_attr = ' class="baseline"' if row.is_baseline else ""
             out.append(f"<tr{row_attr}>" + "".join(cells) + "</tr>")
         out += ["</tbody>", "</table>"]
-        out += [f'<p class="note">{esc(note)}</p>' for note in table.notes]
+        out += [f'<p class="note">{esc(note)}</p>' for note in _notes(table)]
         out += ["<figure>", _svg(table),
                 f"<figcaption>Best-so-far {esc(table.metric)} on the dev split (×100, mean over seeds) against LM "
                 f"calls used, up to the {esc(table.tier)} budget of {TIERS[table.tier]:,} calls.</figcaption>",
@@ -334,7 +219,7 @@ def render_html(entries: Sequence[Mapping[str, Any]], labels_by_env: Mapping[str
     return "\n".join(out) + "\n"
 
 
-def _svg(table: _Table) -> str:
+def _svg(table: Table) -> str:
     """Learning curves of one table as an inline SVG line chart with a legend."""
     budget = TIERS[table.tier]
     series = [(row, *curve_on_grid([r["curve"] for r in sorted(row.sub["runs"], key=lambda r: r["seed"])],
@@ -354,7 +239,7 @@ def _svg(table: _Table) -> str:
 
     esc = html.escape
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(table.title)} learning curves">',
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(_title(table))} learning curves">',
              f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
     for k in range(int(round((hi - lo) / step)) + 1):
         v = lo + k * step
@@ -423,8 +308,9 @@ def write_leaderboard(root: Path, labels_by_env: Mapping[str, np.ndarray] | None
     entries = load_entries(Path(root))
     protocol_path = board / PROTOCOL_FILE
     protocol = protocol_path.read_text(encoding="utf-8") if protocol_path.is_file() else None
-    markdown = render_markdown(entries, labels_by_env, protocol=protocol)
-    page = render_html(entries, labels_by_env, protocol=protocol)
+    tables = rank(entries, labels_by_env)  # once for both pages: the bootstraps are the slow part
+    markdown = markdown_page(tables, protocol=protocol)
+    page = html_page(tables, protocol=protocol)
     board.mkdir(parents=True, exist_ok=True)
     readme, index = board / "README.md", board / "index.html"
     write_text_atomic(readme, markdown)

@@ -1,24 +1,24 @@
-"""The leaderboard submission format (schema version 1) and its validation.
+"""The leaderboard submission format (schema version 1): pydantic models, and strict parsing around them.
 
 A submission is one JSON file: which environment and agent, which model and data (by sha256),
 which budget tier, and one run per data seed with the final prompt, the learning curve on the dev
 split and the predictions on the test split. Submissions come from strangers and are committed to
-the repository, so the validator trusts nothing:
+the repository, so nothing in them is trusted:
 
-* the raw bytes are bounded (``MAX_BYTES``), must be UTF-8 and must be one JSON object;
-* ``NaN``/``Infinity`` literals and overflowing numbers (``1e400``) are rejected, with their field
-  path, because ``json.loads`` would otherwise turn them into non-finite floats that poison averages;
-* duplicate keys are rejected (``json.loads`` silently keeps the last one, so two readers could
-  disagree about what a file says);
-* every field has an exact type (``true`` is not an int), a bound on its size, and unknown keys
-  are errors, so that a typo is reported instead of ignored.
+* :func:`parse_submission` bounds the size (``MAX_BYTES``) before decoding, decodes strict UTF-8
+  without BOM, and rejects duplicate keys (``json.loads`` keeps the last one, so two readers could
+  disagree about a file) and ``NaN``/``Infinity``/overflowing numbers (they would poison averages).
+  No validation library does this, so it stays hand-written;
+* the models give every field an exact type (strict mode: ``true`` is not an int), a size bound and,
+  where it has one, a pattern; unknown keys are errors, so a typo is reported instead of ignored.
+  The constraints are pydantic's own, so :func:`submission_json_schema` publishes what is checked.
 
-Every error is an :class:`~promptgym.errors.InvalidSubmissionError` whose message starts with the
-field path, e.g. ``runs[2].test.ece: must be a finite float in [0, 1]``.
+Every error is an :class:`~promptgym.errors.InvalidSubmissionError` whose one-line message starts
+with the field path, e.g. ``runs[2].test.ece: must be a finite float in [0, 1], got 1.5``.
 
 Validation returns a *normalised copy*: keys in schema order, numbers as plain ``int``/``float``,
-tuples as lists. Files written from that copy are byte-stable, which makes the content hash in
-their file names (see :mod:`promptgym.bench.store`) meaningful.
+tuples as lists. Files written from it are byte-stable, which makes the content hash in their names
+(see :mod:`promptgym.bench.store`) meaningful.
 
 Protocol rules that are not about shape live in :func:`check_budget` (budget tiers), so that a
 tool can show a structurally valid but over-budget file and say precisely why it is refused.
@@ -30,16 +30,32 @@ import json
 import math
 import numbers
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
+
+from annotated_types import GroupedMetadata
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    StrictBool,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_serializer,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from promptgym.errors import InvalidSubmissionError
 from promptgym.tasks.data import SEEDS
 from promptgym.tasks.metrics import METRICS
 
-__all__ = ["BENCH_SEEDS", "MAX_BYTES", "SCHEMA_VERSION", "TIERS", "budget_ok", "check_budget", "created_date",
-           "parse_submission", "validate_submission"]
+__all__ = ["BENCH_SEEDS", "MAX_BYTES", "SCHEMA_VERSION", "TIERS", "Submission", "budget_ok", "check_budget",
+           "created_date", "parse_submission", "submission_json_schema", "validate_submission"]
 
 SCHEMA_VERSION = 1
 
@@ -65,6 +81,8 @@ MAX_KWARG_STRING = 1000
 MAX_TEST_ROWS = 1_000_000
 MAX_BUDGET = 10_000_000
 
+# Anchored with ^...$: pydantic (Rust regex) and JSON Schema (ECMA-262) let '$' match only at the very
+# end; Python users of these constants call fullmatch, since Python's '$' also matches before a final '\n'.
 ENV_ID_RE = re.compile(r"^Prompt[A-Za-z0-9]+(-[A-Za-z]+)?-v\d+$")
 AGENT_NAME_RE = re.compile(r"^[a-z0-9_\-]{1,40}$")
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -73,13 +91,7 @@ VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+(\.[0-9]+)?[A-Za-z0-9.+\-]{0,30}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 DATA_PATH_RE = re.compile(r"^[A-Za-z0-9_.\-/]{1,200}$")
 PREDICTIONS_RE = re.compile(r"^[0-9a-z]*$")
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-
-_TOP_KEYS = ("schema_version", "env_id", "env_kwargs", "agent", "submitter", "promptgym_version", "model",
-             "data_sha256", "tier", "budget_calls", "metric", "runs", "command", "created")
-_RUN_KEYS = ("seed", "calls_used", "wall_seconds", "prompt", "curve", "test")
-_PROMPT_KEYS = ("action", "label_bias", "text")
-_TEST_KEYS = ("metric", "ece", "n", "predictions")
+SINGLE_LINE_RE = re.compile(r"^[^\x00-\x1f\x7f]*$")
 
 # Range of each metric: accuracy and F1 are fractions, Matthews correlation lies in [-1, 1].
 _METRIC_RANGE: dict[str, tuple[float, float]] = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0),
@@ -114,8 +126,7 @@ def parse_submission(raw: bytes | str) -> dict[str, Any]:
     if text.startswith("\ufeff"):
         raise InvalidSubmissionError("submission: starts with a byte-order mark; save as UTF-8 without BOM")
     try:
-        obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
-                         object_pairs_hook=_unique_keys)
+        obj = json.loads(text, parse_constant=_NonFinite, parse_float=_finite_float, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise InvalidSubmissionError(
             f"submission: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg} "
@@ -133,7 +144,7 @@ class _NonFinite:
     """Stands in for a ``NaN``/``Infinity`` literal or an overflowing number while parsing.
 
     Raising inside ``json.loads`` would lose the field path; this placeholder is not a number, so
-    the validator rejects it wherever it appears and names the field (every value is type-checked).
+    the models reject it wherever it appears and name the field (every value is type-checked).
     """
 
     __slots__ = ("literal",)
@@ -143,10 +154,6 @@ class _NonFinite:
 
     def __repr__(self) -> str:
         return self.literal
-
-
-def _reject_constant(name: str) -> _NonFinite:
-    return _NonFinite(name)
 
 
 def _finite_float(literal: str) -> float | _NonFinite:
@@ -170,28 +177,20 @@ def validate_submission(obj: Any) -> dict[str, Any]:
     Raises :class:`InvalidSubmissionError` naming the field path of the first problem found.
     Budget-tier rules are checked separately by :func:`check_budget`.
     """
-    top = _object(obj, "submission", _TOP_KEYS, _TOP_KEYS)
-    out: dict[str, Any] = {}
-    version = _int(top["schema_version"], "schema_version")
-    if version != SCHEMA_VERSION:
-        raise InvalidSubmissionError(f"schema_version: this promptgym reads version {SCHEMA_VERSION}, got {version}")
-    out["schema_version"] = version
-    out["env_id"] = _string(top["env_id"], "env_id", 80, pattern=ENV_ID_RE,
-                            hint="an environment id like 'PromptSST2-v0'")
-    out["env_kwargs"] = _flat_dict(top["env_kwargs"], "env_kwargs", MAX_ENV_KWARGS, allow_lists=False)
-    out["agent"] = _agent(top["agent"], "agent")
-    out["submitter"] = _string(top["submitter"], "submitter", MAX_SUBMITTER, single_line=True)
-    out["promptgym_version"] = _string(top["promptgym_version"], "promptgym_version", 40, pattern=VERSION_RE,
-                                       hint="a version like '0.1.0'")
-    out["model"] = _model(top["model"], "model")
-    out["data_sha256"] = _data_hashes(top["data_sha256"], "data_sha256")
-    out["tier"] = _choice(top["tier"], "tier", tuple(TIERS))
-    out["budget_calls"] = _int(top["budget_calls"], "budget_calls", lo=1, hi=MAX_BUDGET)
-    metric = out["metric"] = _choice(top["metric"], "metric", tuple(_METRIC_RANGE))
-    out["runs"] = _runs(top["runs"], "runs", metric)
-    out["command"] = _string(top["command"], "command", MAX_COMMAND)
-    out["created"] = _timestamp(top["created"], "created")
-    return out
+    try:
+        sub = Submission.model_validate(obj)
+    except ValidationError as exc:
+        raise _submission_error(exc.errors(include_url=False)[0]) from None
+    return sub.model_dump(exclude_unset=True)  # exclude_unset: the optional prompt key only when given
+
+
+def submission_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a submission, as published in ``leaderboards/submission.schema.json``.
+
+    It states the shape, types, bounds and patterns; the cross-field rules (one run per seed, curve
+    within ``calls_used``, metric range by metric, ...) and the budget tiers are only in this module.
+    """
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **Submission.model_json_schema()}
 
 
 def created_date(sub: Mapping[str, Any]) -> str:
@@ -231,258 +230,32 @@ def budget_ok(sub: Mapping[str, Any]) -> bool:
     return True
 
 
-# ----------------------------------------------------------------------------------- sub-objects
-def _agent(value: Any, path: str) -> dict[str, Any]:
-    obj = _object(value, path, ("name", "config"), ("name", "config"))
-    return {"name": _string(obj["name"], f"{path}.name", 40, pattern=AGENT_NAME_RE,
-                            hint="1-40 characters from a-z, 0-9, '_' and '-'"),
-            "config": _flat_dict(obj["config"], f"{path}.config", MAX_CONFIG_KEYS, allow_lists=True)}
+# ------------------------------------------------------------------------------- error messages
+# The two kinds of error this module raises inside pydantic: a value of the wrong JSON type, or of the
+# right type failing a check. The context key "at" extends the error's location (for cross-field checks).
+_WRONG, _BAD = "wrong_type", "bad_value"
 
 
-def _model(value: Any, path: str) -> dict[str, Any]:
-    obj = _object(value, path, ("name", "weights_sha256"), ("name", "weights_sha256"))
-    return {"name": _string(obj["name"], f"{path}.name", 100, pattern=MODEL_NAME_RE,
-                            hint="a preset or Hugging Face id like 'smollm2-135m'"),
-            "weights_sha256": _string(obj["weights_sha256"], f"{path}.weights_sha256", 64, pattern=SHA256_RE,
-                                      hint="64 lowercase hex digits")}
+def _wrong(message: str) -> PydanticCustomError:
+    return PydanticCustomError(_WRONG, message)
 
 
-def _data_hashes(value: Any, path: str) -> dict[str, str]:
-    obj = _mapping(value, path)
-    if not obj:
-        raise InvalidSubmissionError(f"{path}: must list the sha256 of every data file used (got none)")
-    if len(obj) > MAX_DATA_FILES:
-        raise InvalidSubmissionError(f"{path}: at most {MAX_DATA_FILES} entries, got {len(obj)}")
-    out: dict[str, str] = {}
-    for key, digest in obj.items():
-        key_path = f"{path}[{key[:60]!r}]"
-        if not DATA_PATH_RE.fullmatch(key):
-            raise InvalidSubmissionError(
-                f"{key_path}: data file keys are relative paths of 1-200 characters from A-Z a-z 0-9 '_' '.' '-' '/'")
-        parts = key.split("/")
-        if key.startswith("/") or any(part in ("", ".", "..") for part in parts):
-            raise InvalidSubmissionError(
-                f"{key_path}: must be a relative path inside the data directory (no leading '/', no '.' or '..' "
-                f"components, no empty components)")
-        out[key] = _string(digest, key_path, 64, pattern=SHA256_RE, hint="64 lowercase hex digits")
-    return out
+def _bad(message: str, *at: str | int) -> PydanticCustomError:
+    return PydanticCustomError(_BAD, message, {"at": at})
 
 
-def _runs(value: Any, path: str, metric: str) -> list[dict[str, Any]]:
-    items = _list(value, path, len(BENCH_SEEDS))
-    runs = [_run(item, f"{path}[{i}]", metric) for i, item in enumerate(items)]
-    seeds = [run["seed"] for run in runs]
-    if sorted(seeds) != sorted(BENCH_SEEDS):
-        raise InvalidSubmissionError(
-            f"{path}: needs exactly one run per data seed {list(BENCH_SEEDS)}, got seeds {seeds}")
-    n0 = runs[0]["test"]["n"]
-    for i, run in enumerate(runs):
-        if run["test"]["n"] != n0:
-            raise InvalidSubmissionError(
-                f"{path}[{i}].test.n: every run is scored on the same test split, got {run['test']['n']} "
-                f"but runs[0].test.n is {n0}")
-    return runs
-
-
-def _run(value: Any, path: str, metric: str) -> dict[str, Any]:
-    obj = _object(value, path, _RUN_KEYS, _RUN_KEYS)
-    calls_used = _int(obj["calls_used"], f"{path}.calls_used", lo=0, hi=MAX_BUDGET)
-    return {
-        "seed": _int(obj["seed"], f"{path}.seed"),
-        "calls_used": calls_used,
-        "wall_seconds": _float(obj["wall_seconds"], f"{path}.wall_seconds", lo=0.0),
-        "prompt": _prompt(obj["prompt"], f"{path}.prompt"),
-        "curve": _curve(obj["curve"], f"{path}.curve", calls_used),
-        "test": _test(obj["test"], f"{path}.test", metric),
-    }
-
-
-def _prompt(value: Any, path: str) -> dict[str, Any]:
-    obj = _object(value, path, _PROMPT_KEYS, (*_PROMPT_KEYS, "demonstrations"))
-    action = obj["action"]
-    if action is not None:
-        items = _list(action, f"{path}.action", MAX_ACTION)
-        if all(_is_int(x) for x in items):
-            action = [int(x) for x in items]
+def _submission_error(error: ErrorDetails) -> InvalidSubmissionError:
+    """Turn pydantic's first error into ``<field path>: <message>``, e.g. ``data_sha256['a/b.jsonl']: ...``."""
+    loc = list(error["loc"])
+    if loc[-1:] == ["[key]"]:  # a bad dict key, which pydantic puts in the location lossily (lone surrogates)
+        loc[-2:] = [error["input"]]
+    path = ""
+    for part in [*loc, *error.get("ctx", {}).get("at", ())]:
+        if isinstance(part, str) and KEY_RE.fullmatch(part):
+            path += f".{part}" if path else part
         else:
-            action = [_float(x, f"{path}.action[{i}]") for i, x in enumerate(items)]
-    bias = obj["label_bias"]
-    if bias is not None:
-        items = _list(bias, f"{path}.label_bias", MAX_LABEL_BIAS)
-        bias = [_float(x, f"{path}.label_bias[{i}]") for i, x in enumerate(items)]
-    out = {"action": action, "label_bias": bias, "text": _string(obj["text"], f"{path}.text", MAX_PROMPT_TEXT)}
-    if "demonstrations" in obj:  # in-context examples, a text prefix (optional key)
-        out["demonstrations"] = _string(obj["demonstrations"], f"{path}.demonstrations", MAX_PROMPT_TEXT)
-    return out
-
-
-def _curve(value: Any, path: str, calls_used: int) -> list[list[int | float]]:
-    items = _list(value, path, MAX_CURVE)
-    out: list[list[int | float]] = []
-    previous = 0
-    for i, point in enumerate(items):
-        p = f"{path}[{i}]"
-        if not isinstance(point, (list, tuple)) or len(point) != 2:
-            raise InvalidSubmissionError(f"{p}: must be a pair [calls, best_dev], got {_json_type(point)}")
-        calls = _int(point[0], f"{p}[0]", lo=0)
-        best = _float(point[1], f"{p}[1]")
-        if calls < previous:
-            raise InvalidSubmissionError(f"{p}[0]: calls must be non-decreasing along the curve ({calls} < {previous})")
-        if calls > calls_used:
-            raise InvalidSubmissionError(f"{p}[0]: {calls} calls is more than the run's calls_used ({calls_used})")
-        previous = calls
-        out.append([calls, best])
-    return out
-
-
-def _test(value: Any, path: str, metric: str) -> dict[str, Any]:
-    obj = _object(value, path, _TEST_KEYS, _TEST_KEYS)
-    lo, hi = _METRIC_RANGE[metric]
-    n = _int(obj["n"], f"{path}.n", lo=1, hi=MAX_TEST_ROWS)
-    predictions = _string(obj["predictions"], f"{path}.predictions", MAX_TEST_ROWS, pattern=PREDICTIONS_RE,
-                          hint="one base-36 label id (0-9, a-z) per test row")
-    if len(predictions) != n:
-        raise InvalidSubmissionError(f"{path}.predictions: must have one character per test row (n={n}), "
-                                     f"got {len(predictions)}")
-    return {"metric": _float(obj["metric"], f"{path}.metric", lo=lo, hi=hi),
-            "ece": _float(obj["ece"], f"{path}.ece", lo=0.0, hi=1.0),
-            "n": n, "predictions": predictions}
-
-
-def _timestamp(value: Any, path: str) -> str:
-    text = _string(value, path, 40, single_line=True)
-    try:
-        _parse_iso(text)
-    except ValueError:
-        raise InvalidSubmissionError(f"{path}: must be an ISO-8601 timestamp like '2025-01-31T12:00:00Z', "
-                                     f"got {text!r}") from None
-    return text
-
-
-def _parse_iso(text: str) -> datetime:
-    # Python 3.10's fromisoformat does not know the 'Z' suffix.
-    return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-
-
-# -------------------------------------------------------------------------------------- primitives
-def _object(value: Any, path: str, required: Sequence[str], allowed: Sequence[str]) -> Mapping[str, Any]:
-    obj = _mapping(value, path)
-    extra = [k for k in obj if k not in allowed]
-    if extra:
-        raise InvalidSubmissionError(f"{path}: unknown key(s) {[k[:60] for k in extra[:5]]}; allowed: {list(allowed)}")
-    missing = [k for k in required if k not in obj]
-    if missing:
-        raise InvalidSubmissionError(f"{path}: missing key(s) {missing}")
-    return obj
-
-
-def _mapping(value: Any, path: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise InvalidSubmissionError(f"{path}: must be an object, got {_json_type(value)}")
-    for key in value:
-        if not isinstance(key, str):
-            raise InvalidSubmissionError(f"{path}: keys must be strings, got {_json_type(key)}")
-        _check_encodable(key, path)
-    return value
-
-
-def _list(value: Any, path: str, max_len: int) -> list[Any]:
-    if not isinstance(value, (list, tuple)):
-        raise InvalidSubmissionError(f"{path}: must be an array, got {_json_type(value)}")
-    if len(value) > max_len:
-        raise InvalidSubmissionError(f"{path}: at most {max_len:,} items, got {len(value):,}")
-    return list(value)
-
-
-def _flat_dict(value: Any, path: str, max_keys: int, *, allow_lists: bool) -> dict[str, Any]:
-    """A flat dict of JSON scalars (optionally short scalar lists): enough for kwargs and configs,
-    and nothing a renderer or a re-run could choke on."""
-    obj = _mapping(value, path)
-    if len(obj) > max_keys:
-        raise InvalidSubmissionError(f"{path}: at most {max_keys} keys, got {len(obj)}")
-    out: dict[str, Any] = {}
-    for key, item in obj.items():
-        if not KEY_RE.fullmatch(key):
-            raise InvalidSubmissionError(
-                f"{path}: key {key[:60]!r} must be an identifier of at most 64 characters (letters, digits, '_')")
-        p = f"{path}.{key}"
-        if allow_lists and isinstance(item, (list, tuple)):
-            out[key] = [_scalar(x, f"{p}[{i}]") for i, x in enumerate(_list(item, p, MAX_CONFIG_LIST))]
-        else:
-            out[key] = _scalar(item, p, lists_ok=allow_lists)
-    return out
-
-
-def _scalar(value: Any, path: str, *, lists_ok: bool = False) -> str | int | float | bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    if _is_int(value):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return _float(value, path)
-    if isinstance(value, str):
-        return _string(value, path, MAX_KWARG_STRING)
-    allowed = "a string, number, boolean, null" + (" or a short list of those" if lists_ok else "")
-    raise InvalidSubmissionError(f"{path}: must be {allowed}, got {_json_type(value)}")
-
-
-def _is_int(value: Any) -> bool:
-    # bool is an int subclass in Python, but `true` where a count belongs is a bug in the submitter's code
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _int(value: Any, path: str, lo: int | None = None, hi: int | None = None) -> int:
-    if not _is_int(value):
-        raise InvalidSubmissionError(f"{path}: must be an integer, got {_json_type(value)}")
-    out = int(value)
-    if (lo is not None and out < lo) or (hi is not None and out > hi):
-        raise InvalidSubmissionError(f"{path}: must be an integer in [{lo}, {hi if hi is not None else '∞'}], "
-                                     f"got {out}")
-    return out
-
-
-def _float(value: Any, path: str, lo: float | None = None, hi: float | None = None) -> float:
-    bounds = f" in [{_fmt(lo)}, {_fmt(hi)}]" if lo is not None and hi is not None else (
-        f" ≥ {_fmt(lo)}" if lo is not None else "")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InvalidSubmissionError(f"{path}: must be a finite float{bounds}, got {_json_type(value)}")
-    out = float(value)
-    if not math.isfinite(out) or (lo is not None and out < lo) or (hi is not None and out > hi):
-        raise InvalidSubmissionError(f"{path}: must be a finite float{bounds}, got {out!r}")
-    return out
-
-
-def _string(value: Any, path: str, max_len: int, *, pattern: re.Pattern[str] | None = None, hint: str = "",
-            single_line: bool = False) -> str:
-    if not isinstance(value, str):
-        raise InvalidSubmissionError(f"{path}: must be a string, got {_json_type(value)}")
-    if len(value) > max_len:
-        raise InvalidSubmissionError(f"{path}: at most {max_len:,} characters, got {len(value):,}")
-    _check_encodable(value, path)
-    if single_line and CONTROL_RE.search(value):
-        raise InvalidSubmissionError(f"{path}: must be a single line without control characters")
-    if pattern is not None and not pattern.fullmatch(value):
-        raise InvalidSubmissionError(f"{path}: must be {hint or 'of the form ' + pattern.pattern}, got {value[:80]!r}")
-    return value
-
-
-def _check_encodable(text: str, path: str) -> None:
-    # JSON escapes can smuggle lone surrogates ("\ud800") that no UTF-8 file can hold.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidSubmissionError(f"{path}: contains a lone surrogate that is not valid Unicode text") from None
-
-
-def _choice(value: Any, path: str, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        got = repr(value[:40]) if isinstance(value, str) else _json_type(value)
-        raise InvalidSubmissionError(f"{path}: must be one of {list(choices)}, got {got}")
-    return value
-
-
-def _fmt(x: float | None) -> str:
-    return "" if x is None else (str(int(x)) if float(x).is_integer() else str(x))
+            path += f"[{part}]" if isinstance(part, int) else f"[{str(part)[:60]!r}]"
+    return InvalidSubmissionError(f"{path or 'submission'}: {error['msg']}")
 
 
 _JSON_NAMES: dict[type, str] = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array",
@@ -499,3 +272,328 @@ def _json_type(value: Any) -> str:
     if name == "float" and not math.isfinite(value):
         return f"non-finite float {value!r}"
     return f"{name} {value!r}" if name in ("boolean", "null") else name
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass in Python, but `true` where a count belongs is a bug in the submitter's code
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _fmt(x: float | None) -> str:
+    return "∞" if x is None else (str(int(x)) if float(x).is_integer() else str(x))
+
+
+# ----------------------------------------------------------------------------------------- rules
+_REJECTED = object()  # what a `prepare` function passes on for a value no pydantic type may accept
+
+
+class _Rule(GroupedMetadata):
+    """``Annotated`` metadata for one kind of value: pydantic constraints, and their errors re-phrased.
+
+    The constraints (strict mode always) do the checking and are what the JSON Schema states. A wrap
+    validator around them ``prepare``\\ s the value (numpy scalars to plain numbers, tuples to lists),
+    applies an optional ``check``, and turns pydantic's error about the value itself into ``must be
+    <what>, got <value>`` or ``at most <max> <unit>, got <n>``; errors inside a container pass through.
+    """
+
+    def __init__(self, what: str | Callable[[], str], *, bad: str = "", unit: str = "", empty: str = "",
+                 prepare: Callable[[Any], Any] = lambda value: value, check: Callable[[Any], bool] | None = None,
+                 **constraints: Any) -> None:
+        self.what, self.bad, self.unit, self.empty = what, bad, unit, empty
+        self.prepare, self.check, self.constraints = prepare, check, constraints
+
+    def __iter__(self) -> Iterator[object]:
+        yield Field(strict=True, **self.constraints)
+        yield WrapValidator(self._validate)
+
+    def _validate(self, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        plain = self.prepare(value)
+        try:
+            out = handler(plain)
+        except ValidationError as exc:
+            error = next((e for e in exc.errors() if not e["loc"] and e["type"] not in (_WRONG, _BAD)), None)
+            if error is None:
+                raise
+            kind = error["type"]
+        else:
+            if self.check is None or self.check(out):
+                return out
+            kind = "check"
+        what = self.what() if callable(self.what) else self.what
+        if kind.endswith("_type"):
+            raise _wrong(f"must be {what}, got {_json_type(value if plain is _REJECTED else plain)}")
+        if kind.endswith("too_long"):  # a list's, dict's or string's
+            raise _bad(f"at most {self.constraints['max_length']:,} {self.unit}, got {len(plain):,}")
+        if kind == "too_short":
+            raise _bad(self.empty)
+        raise _bad(f"must be {self.bad or what}, got {plain[:80] if isinstance(plain, str) else plain!r}")
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> _Rule:
+    return _Rule("an integer", bad=f"an integer in [{lo}, {_fmt(hi)}]", ge=lo, le=hi,
+                 prepare=lambda value: int(value) if _is_int(value) else value)  # numpy integers too
+
+
+def _float(lo: float | None = None, hi: float | None = None) -> _Rule:
+    bounds = (f" in [{_fmt(lo)}, {_fmt(hi)}]" if lo is not None and hi is not None
+              else f" ≥ {_fmt(lo)}" if lo is not None else "")
+    return _Rule("a finite float" + bounds, prepare=_plain_float, ge=lo, le=hi, allow_inf_nan=False)
+
+
+def _plain_float(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return _REJECTED  # pydantic would take a numpy bool for a float
+    try:
+        return float(value)  # numpy floats, and ints where a float is expected
+    except OverflowError:
+        return _NonFinite(f"integer ~2**{int(value).bit_length()} (overflows a float)")
+
+
+def _text(max_len: int, pattern: re.Pattern[str] | None = None, hint: str = "",
+          check: Callable[[str], bool] | None = None) -> _Rule:
+    return _Rule("a string", bad=hint or f"of the form {pattern and pattern.pattern}", unit="characters",
+                 prepare=_unicode, check=check, max_length=max_len, pattern=pattern and pattern.pattern)
+
+
+def _unicode(value: Any) -> Any:
+    # JSON escapes can smuggle lone surrogates ("\ud800") that no UTF-8 file can hold.
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _bad("contains a lone surrogate that is not valid Unicode text") from None
+    return value
+
+
+def _choice(options: Callable[[], Collection[str]]) -> _Rule:
+    """A string from a set read when validating (tests add a tier) and when writing the JSON Schema."""
+    return _Rule(lambda: f"one of {list(options())}", check=lambda value: value in options(),
+                 json_schema_extra=lambda schema: schema.update(enum=list(options())))
+
+
+def _array(max_len: int) -> _Rule:
+    return _Rule("an array", unit="items", max_length=max_len,
+                 prepare=lambda value: list(value) if isinstance(value, tuple) else value)
+
+
+def _object(max_len: int, unit: str = "keys", empty: str = "") -> _Rule:
+    return _Rule("an object", unit=unit, empty=empty, max_length=max_len, min_length=1 if empty else None,
+                 json_schema_extra=_key_pattern_as_property_names)
+
+
+def _key_pattern_as_property_names(schema: dict[str, Any]) -> None:
+    # pydantic states a key pattern as patternProperties, which would let keys missing the pattern through.
+    if "patternProperties" in schema:
+        [(pattern, values)] = schema.pop("patternProperties").items()
+        schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
+        schema["additionalProperties"] = values
+
+
+class _OneOf(GroupedMetadata):
+    """A union, tried left to right. Of the members' errors, report the one that got furthest (a value
+    of the right kind failing a check, or an item of a list); else one 'must be <what>' error."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __iter__(self) -> Iterator[object]:
+        yield Field(union_mode="left_to_right")
+        yield WrapValidator(self._validate)
+
+    def _validate(self, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            for e in exc.errors():  # e["loc"][0] names the union member
+                if e["type"] == _BAD or len(e["loc"]) > 1:
+                    raise _bad(e["msg"], *e["loc"][1:], *e.get("ctx", {}).get("at", ())) from None
+            raise _wrong(f"must be {self.what}, got {_json_type(value)}") from None
+
+
+def _as_pair(value: Any) -> Any:
+    return tuple(value) if isinstance(value, (list, tuple)) and len(value) == 2 else _REJECTED
+
+
+def _uniform_numbers(values: list[int | float]) -> list[int | float]:
+    """An action of token ids stays ints; with any float in it, it is a continuous vector, all floats."""
+    if all(isinstance(x, int) for x in values):
+        return values
+    for i, x in enumerate(values):
+        try:
+            values[i] = float(x)
+        except OverflowError:
+            raise _bad("must be a finite float, got an integer too large for a float", i) from None
+    return values
+
+
+def _inside_data_dir(key: str) -> bool:
+    return not key.startswith("/") and all(part not in ("", ".", "..") for part in key.split("/"))
+
+
+def _known_version(version: int) -> int:
+    if version != SCHEMA_VERSION:
+        raise _bad(f"this promptgym reads version {SCHEMA_VERSION}, got {version}")
+    return version
+
+
+def _is_iso_timestamp(text: str) -> bool:
+    try:
+        _parse_iso(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_iso(text: str) -> datetime:
+    # Python 3.10's fromisoformat does not know the 'Z' suffix.
+    return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+
+
+Sha256 = Annotated[str, _text(64, SHA256_RE, "64 lowercase hex digits")]
+DataPath = Annotated[str, _text(200, DATA_PATH_RE, "a relative path inside the data directory: 1-200 characters from "
+                                "A-Z a-z 0-9 '_' '.' '-' '/', no leading '/', no '', '.' or '..' components",
+                                _inside_data_dir)]
+# Flat dicts of JSON scalars (and, in agent configs, short lists of them): enough for kwargs and
+# configs, and nothing a renderer or a re-run could choke on.
+Key = Annotated[str, _text(64, KEY_RE, "an identifier of at most 64 characters (letters, digits, '_')")]
+Scalar = Annotated[None | StrictBool | Annotated[int, _int()] | Annotated[float, _float()]
+                   | Annotated[str, _text(MAX_KWARG_STRING)], _OneOf("a string, number, boolean, null")]
+ConfigValue = Annotated[Scalar | Annotated[list[Scalar], _array(MAX_CONFIG_LIST)],
+                        _OneOf("a string, number, boolean, null or a short list of those")]
+Number = Annotated[Annotated[int, _int()] | Annotated[float, _float()], _OneOf("a finite float")]
+CurvePoint = Annotated[tuple[Annotated[int, _int(0)], Annotated[float, _float()]],
+                       _Rule("a pair [calls, best_dev]", prepare=_as_pair)]
+
+
+# ---------------------------------------------------------------------------------------- models
+class _Strict(BaseModel):
+    """Exact types, unknown keys forbidden, and key errors phrased like the other errors."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _phrase_key_errors(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            errors = exc.errors()
+            unknown = [str(e["loc"][0])[:60] for e in errors if e["type"] == "extra_forbidden" and len(e["loc"]) == 1]
+            if unknown:
+                raise _bad(f"unknown key(s) {unknown[:5]}; allowed: {list(cls.model_fields)}") from None
+            missing = [e["loc"][0] for e in errors if e["type"] == "missing" and len(e["loc"]) == 1]
+            if missing:
+                raise _bad(f"missing key(s) {missing}") from None
+            own = next((e for e in errors if not e["loc"] or e["type"] == "invalid_key"), None)
+            if own is None or own["type"] in (_WRONG, _BAD):
+                raise
+            if own["type"] == "invalid_key":
+                raise _wrong(f"keys must be strings, got {_json_type(own['input'])}") from None
+            if own["type"] == "string_unicode":
+                raise _bad("contains a lone surrogate that is not valid Unicode text") from None
+            raise _wrong(f"must be an object, got {_json_type(data)}") from None
+
+
+class Agent(_Strict):
+    """The agent that produced the prompts, and its configuration."""
+
+    name: Annotated[str, _text(40, AGENT_NAME_RE, "1-40 characters from a-z, 0-9, '_' and '-'")]
+    config: Annotated[dict[Key, ConfigValue], _object(MAX_CONFIG_KEYS)]
+
+
+class ModelRef(_Strict):
+    """The scoring language model: a preset or Hugging Face id, and the sha256 of its weights."""
+
+    name: Annotated[str, _text(100, MODEL_NAME_RE, "a preset or Hugging Face id like 'smollm2-135m'")]
+    weights_sha256: Sha256
+
+
+class Prompt(_Strict):
+    """The final prompt: token ids or a continuous vector (``action``), label bias, and its text."""
+
+    action: Annotated[list[Number], _array(MAX_ACTION), AfterValidator(_uniform_numbers)] | None
+    label_bias: Annotated[list[Annotated[float, _float()]], _array(MAX_LABEL_BIAS)] | None
+    text: Annotated[str, _text(MAX_PROMPT_TEXT)]
+    # In-context examples, a text prefix. An optional key: a dump only has it when the input had it.
+    demonstrations: Annotated[str, _text(MAX_PROMPT_TEXT)] = Field(
+        default=None, json_schema_extra=lambda schema: schema.pop("default"))
+
+
+class Scores(_Strict):
+    """Scores on the test split. ``metric`` lies in [0, 1], or [-1, 1] for Matthews correlation."""
+
+    metric: Annotated[float, _float(), Field(json_schema_extra={"minimum": -1, "maximum": 1})]
+    ece: Annotated[float, _float(0.0, 1.0)]
+    n: Annotated[int, _int(1, MAX_TEST_ROWS)]
+    predictions: Annotated[str, _text(MAX_TEST_ROWS, PREDICTIONS_RE, "one base-36 label id (0-9, a-z) per test row")]
+
+    @model_validator(mode="after")
+    def _one_prediction_per_row(self) -> Scores:
+        if len(self.predictions) != self.n:
+            raise _bad(f"must have one character per test row (n={self.n}), got {len(self.predictions)}",
+                       "predictions")
+        return self
+
+
+class Run(_Strict):
+    """One data seed: LM calls used, the final prompt, the best-so-far dev curve and the test scores."""
+
+    seed: Annotated[int, _int(), Field(json_schema_extra={"enum": list(BENCH_SEEDS)})]
+    calls_used: Annotated[int, _int(0, MAX_BUDGET)]
+    wall_seconds: Annotated[float, _float(0.0)]
+    prompt: Prompt
+    curve: Annotated[list[CurvePoint], _array(MAX_CURVE)]
+    test: Scores
+
+    @model_validator(mode="after")
+    def _curve_within_run(self) -> Run:
+        previous = 0
+        for i, (calls, _) in enumerate(self.curve):
+            if calls < previous:
+                raise _bad(f"calls must be non-decreasing along the curve ({calls} < {previous})", "curve", i, 0)
+            if calls > self.calls_used:
+                raise _bad(f"{calls} calls is more than the run's calls_used ({self.calls_used})", "curve", i, 0)
+            previous = calls
+        return self
+
+    @field_serializer("curve")
+    def _points_as_lists(self, curve: list[tuple[int, float]]) -> list[list[int | float]]:
+        return [list(point) for point in curve]
+
+
+class Submission(_Strict):
+    """A promptgym leaderboard submission (schema version 1): one run per protocol data seed, each seed once."""
+
+    schema_version: Annotated[int, _int(), AfterValidator(_known_version),
+                              Field(json_schema_extra={"const": SCHEMA_VERSION})]
+    env_id: Annotated[str, _text(80, ENV_ID_RE, "an environment id like 'PromptSST2-v0'")]
+    env_kwargs: Annotated[dict[Key, Scalar], _object(MAX_ENV_KWARGS)]
+    agent: Agent
+    submitter: Annotated[str, _text(MAX_SUBMITTER, SINGLE_LINE_RE, "a single line without control characters")]
+    promptgym_version: Annotated[str, _text(40, VERSION_RE, "a version like '0.1.0'")]
+    model: ModelRef
+    data_sha256: Annotated[dict[DataPath, Sha256], _object(MAX_DATA_FILES, "entries",
+                                                           "must list the sha256 of every data file used (got none)")]
+    tier: Annotated[str, _choice(lambda: TIERS)]
+    budget_calls: Annotated[int, _int(1, MAX_BUDGET)]
+    metric: Annotated[str, _choice(lambda: _METRIC_RANGE)]
+    runs: Annotated[list[Run], _array(len(BENCH_SEEDS)), Field(json_schema_extra={"minItems": len(BENCH_SEEDS)})]
+    command: Annotated[str, _text(MAX_COMMAND)]
+    created: Annotated[str, _text(40, SINGLE_LINE_RE, "an ISO-8601 timestamp like '2025-01-31T12:00:00Z'",
+                                  _is_iso_timestamp)]
+
+    @model_validator(mode="after")
+    def _runs_agree(self) -> Submission:
+        lo, hi = _METRIC_RANGE[self.metric]
+        for i, run in enumerate(self.runs):
+            if not lo <= run.test.metric <= hi:
+                raise _bad(f"must be a finite float in [{_fmt(lo)}, {_fmt(hi)}], got {run.test.metric!r}",
+                           "runs", i, "test", "metric")
+        seeds = [run.seed for run in self.runs]
+        if sorted(seeds) != sorted(BENCH_SEEDS):
+            raise _bad(f"needs exactly one run per data seed {list(BENCH_SEEDS)}, got seeds {seeds}", "runs")
+        for i, run in enumerate(self.runs):
+            if run.test.n != self.runs[0].test.n:
+                raise _bad(f"every run is scored on the same test split, got {run.test.n} but runs[0].test.n is "
+                           f"{self.runs[0].test.n}", "runs", i, "test", "n")
+        return self

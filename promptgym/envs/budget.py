@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from promptgym.errors import BudgetExhausted
+import numpy as np
+
+from promptgym.errors import BudgetExhausted, ConfigError
 
 DEFAULT_BUDGET = 8000  # API calls, as in BBT and BDPL
 
@@ -27,8 +29,11 @@ class QueryBudget:
     dev_calls: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_calls, bool) or not isinstance(self.max_calls, int) or self.max_calls < 1:
-            raise ValueError(f"budget must be a positive number of API calls, got {self.max_calls!r}")
+        if isinstance(self.max_calls, bool) or not isinstance(self.max_calls, (int, np.integer)):
+            raise ConfigError(f"budget must be a whole number of API calls, got {self.max_calls!r}")
+        if self.max_calls < 1:
+            raise ConfigError(f"budget must be at least 1 API call, got {self.max_calls!r}")
+        self.max_calls = int(self.max_calls)
 
     @property
     def remaining(self) -> int:

@@ -1,7 +1,7 @@
 """What every prompt environment shares: task data, the LM, the budget, and batched scoring.
 
-Subclasses define only how an action becomes a prompt (``_validate`` / ``_prompt_of``) and how an
-episode advances (``_pending`` / ``_advance``). Scoring is always batched: ``score_actions`` scores a
+Subclasses define only how an action becomes a prompt (``validate_action`` / ``prompt_of``) and how
+an episode advances (``pending_prompt`` / ``advance``). Scoring is always batched: ``score_actions`` scores a
 whole population in ONE LM call (charged one API call per prompt), which is what population agents
 (BDPL, CMA-ES) and the vector env use. ``step`` is the one-prompt special case.
 """
@@ -9,34 +9,20 @@ whole population in ONE LM call (charged one API call per prompt), which is what
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
 from promptgym.envs.budget import DEFAULT_BUDGET, BudgetView, QueryBudget
-from promptgym.envs.reward import check_reward_kind, compute_reward
-from promptgym.errors import InvalidActionError
+from promptgym.envs.reward import check_reward_kind
+from promptgym.envs.scoring import Outcome, Scorer, Segments
+from promptgym.errors import ConfigError, InvalidActionError, UnknownSeedError
 from promptgym.lm import DEFAULT_MODEL, get_lm
-from promptgym.lm.base import Prompt, ScoreRequest
+from promptgym.lm.base import Prompt, TokenPrompt
 from promptgym.tasks import get_task, load_split
-from promptgym.tasks.metrics import compute_metric
+from promptgym.tasks.data import SEEDS
 from promptgym.tasks.spec import PROMPT_POSITIONS
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The scores of one prompt on one batch: what a step's reward and info are made of."""
-
-    reward: float
-    accuracy: float
-    metric: float
-    label_probs: np.ndarray  # mean predicted probability per label (prediction frequencies if label-only)
-    predictions: np.ndarray
-    label_logprobs: np.ndarray | None
-    num_examples: int
-    rows: np.ndarray | None = None  # indices into the split of the scored examples (a minibatch with batch_size)
 
 
 class PromptEnvBase(gym.Env):
@@ -56,34 +42,52 @@ class PromptEnvBase(gym.Env):
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
+    #: the env kind: the one source of truth for registration, agent compatibility and leaderboards
+    kind: ClassVar[str] = ""
+    #: what the kind adds to the env id (``"-Subspace"``), and the id's version (``-v0``)
+    id_suffix: ClassVar[str] = ""
+    version: ClassVar[int] = 0
 
     def __init__(self, task: str = "sst2", model: Any = DEFAULT_MODEL, dtype: str = "bfloat16", split_seed: int = 13,
                  budget: int | QueryBudget = DEFAULT_BUDGET, reward: str = "ce", batch_size: int | None = None,
                  prompt_position: str = "before", template: str = "auto", data_dir: str | None = None,
                  render_mode: str | None = None) -> None:
         super().__init__()
+        # every argument is checked before the data and the model load: a typo costs nothing
         self.spec_task = get_task(task)
-        self.lm = get_lm(model, dtype) if isinstance(model, str) else model
-        self.model_name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
         self.reward_kind = check_reward_kind(reward)
         if prompt_position not in PROMPT_POSITIONS:
-            raise ValueError(f"prompt_position must be one of {PROMPT_POSITIONS}, got {prompt_position!r}")
+            raise ConfigError(f"prompt_position must be one of {PROMPT_POSITIONS}, got {prompt_position!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}")
+            raise ConfigError(f"render_mode must be None or one of {self.metadata['render_modes']}, "
+                              f"got {render_mode!r}")
+        if dtype not in ("bfloat16", "float32"):
+            raise ConfigError(f"dtype must be 'bfloat16' or 'float32', got {dtype!r}")
+        if isinstance(split_seed, bool) or not isinstance(split_seed, (int, np.integer)) or split_seed not in SEEDS:
+            raise UnknownSeedError(f"split_seed must be one of the published 16-shot splits {SEEDS}, "
+                                   f"got {split_seed!r}")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                       or int(batch_size) < 1):
+            raise ConfigError(f"batch_size must be a positive whole number or None, got {batch_size!r}")
+        if template != "auto":
+            self.spec_task.template(template)  # an unknown template name raises here
+        self.budget = budget if isinstance(budget, QueryBudget) else QueryBudget(budget)
         self.render_mode = render_mode
         self.prompt_position = prompt_position
         self.split_seed = int(split_seed)
         self.data_dir = data_dir
-        self.budget = budget if isinstance(budget, QueryBudget) else QueryBudget(budget)
-        kind = template if template != "auto" else ("masked" if self.lm.is_masked else "causal")
-        self.template = self.spec_task.template(kind)
         self.train = load_split(self.spec_task, "train", self.split_seed, data_dir)
         self.dev = load_split(self.spec_task, "dev", self.split_seed, data_dir)
-        self._segments = {"train": self._render(self.train), "dev": self._render(self.dev)}
-        self._labels = {"train": np.asarray(self.train.labels), "dev": np.asarray(self.dev.labels)}
-        if batch_size is not None and not 1 <= int(batch_size) <= len(self.train):
-            raise ValueError(f"batch_size must be in 1..{len(self.train)} or None, got {batch_size}")
+        if batch_size is not None and int(batch_size) > len(self.train):
+            raise ConfigError(f"batch_size must be in 1..{len(self.train)} or None, got {batch_size}")
         self.batch_size = None if batch_size is None else int(batch_size)
+        self.lm = get_lm(model, dtype) if isinstance(model, str) else model
+        self.model_name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
+        kind = template if template != "auto" else ("masked" if self.lm.is_masked else "causal")
+        self.template = self.spec_task.template(kind)
+        #: the one scorer of this env's LM, template, prompt position and reward (the harness reuses it)
+        self.scorer = Scorer(self.lm, self.spec_task, self.template, self.prompt_position, self.reward_kind)
+        self._splits = {"train": self.train, "dev": self.dev}
         n_labels = self.spec_task.num_labels
         self._last: Outcome | None = None
         self._last_prompt_text = ""
@@ -93,34 +97,56 @@ class PromptEnvBase(gym.Env):
         self.score_listeners: list[Callable[[str, list[Outcome]], None]] = []
 
     # ------------------------------------------------------------------ subclass hooks
-    def _validate_prompt(self, action: Any) -> Any:
-        """Check a full-prompt action (raise InvalidActionError); return it normalised."""
+    def validate_action(self, action: Any) -> Any:
+        """Check a full-prompt action (raise InvalidActionError, charge nothing); return it normalised."""
         raise NotImplementedError
 
-    def _validate_step(self, action: Any) -> Any:
+    def check_step(self, action: Any) -> Any:
         """Check a ``step`` action; for one-shot envs a step action is a full prompt."""
-        return self._validate_prompt(action)
+        return self.validate_action(action)
 
-    def _pending(self, action: Any) -> Prompt | None:
+    def pending_prompt(self, action: Any) -> Prompt | None:
         """The prompt this step must score, or None when the step needs no LM call."""
         raise NotImplementedError
 
-    def _advance(self, action: Any, outcome: Outcome | None) -> tuple[Any, float, bool, bool, dict]:
+    def advance(self, action: Any, outcome: Outcome | None) -> tuple[Any, float, bool, bool, dict]:
         """Update the episode with a validated action and its scores; return the step tuple."""
         raise NotImplementedError
 
     def step(self, action: Any):
-        checked = self._validate_step(action)
-        prompt = self._pending(checked)
+        checked = self.check_step(action)
+        prompt = self.pending_prompt(checked)
         outcome = self._score_prompts([prompt], "train")[0] if prompt is not None else None
-        return self._advance(checked, outcome)
+        return self.advance(checked, outcome)
 
     def _prompt_of(self, action: Any) -> Prompt:
+        """The LM prompt of an action already validated by ``validate_action``."""
         raise NotImplementedError
+
+    def prompt_of(self, action: Any) -> Prompt:
+        """The LM prompt a full-prompt action stands for (validated; nothing is charged)."""
+        return self._prompt_of(self.validate_action(action))
 
     def prompt_text(self, action: Any) -> str:
         """A readable form of the prompt an action stands for."""
         raise NotImplementedError
+
+    def text_prompt(self, text: str) -> TokenPrompt:
+        """A text prefix as a prompt the black-box API accepts (its tokens; nothing is charged).
+
+        For prompts outside the action space, such as in-context demonstrations: clients of a
+        hosted API tokenize locally with the published tokenizer, as this does.
+        """
+        return TokenPrompt(tuple(self.lm.encode(text)))
+
+    def segments(self, split: str) -> Segments:
+        """The rendered rows ``(left, right)`` of the "train" or "dev" split (the prompt goes between)."""
+        _check_split(split)
+        return self.scorer.segments(self._splits[split])
+
+    def with_label_bias(self, outcome: Outcome, label_bias: np.ndarray) -> Outcome:
+        """``outcome`` re-scored with an additive per-label bias: no LM call, nothing charged."""
+        return self.scorer.rebias(outcome, label_bias)
 
     # ------------------------------------------------------------------ scoring (charged)
     def score_actions(self, actions: Sequence[Any], split: str = "train") -> list[Outcome]:
@@ -133,7 +159,7 @@ class PromptEnvBase(gym.Env):
         _check_split(split)
         if len(actions) == 0:
             raise InvalidActionError("score_actions needs at least one action")
-        checked = [self._validate_prompt(a) for a in actions]
+        checked = [self.validate_action(a) for a in actions]
         prompts = [self._prompt_of(a) for a in checked]
         return self._score_prompts(prompts, split)
 
@@ -156,42 +182,18 @@ class PromptEnvBase(gym.Env):
     def _score_prompts(self, prompts: Sequence[Prompt], split: str) -> list[Outcome]:
         self.budget.require(len(prompts))
         rows = self._batch_rows(split)
-        segments = tuple(self._segments[split][i] for i in rows)
-        labels = self._labels[split][rows]
-        label_only = self.reward_kind == "label_only"
-        requests = [ScoreRequest(p, segments, self.template.verbalizers, label_only) for p in prompts]
-        results = self.lm.score(requests)
-        self.budget.charge(len(prompts), len(prompts) * len(rows), sum(r.num_tokens for r in results), split)
-        outcomes = []
-        for res in results:
-            if res.label_logprobs is not None:
-                probs = np.exp(res.label_logprobs).mean(axis=0)
-            else:
-                probs = np.bincount(res.predictions, minlength=self.spec_task.num_labels) / len(rows)
-            outcomes.append(Outcome(
-                reward=compute_reward(self.reward_kind, res, labels, self.spec_task.metric),
-                accuracy=float(np.mean(res.predictions == labels)),
-                metric=compute_metric(self.spec_task.metric, labels, res.predictions),
-                label_probs=probs.astype(np.float32),
-                predictions=res.predictions,
-                label_logprobs=res.label_logprobs,
-                num_examples=len(rows),
-                rows=rows,
-            ))
+        outcomes = self.scorer.score(prompts, self._splits[split], rows)
+        n_tokens = sum(o.num_tokens for o in outcomes)
+        self.budget.charge(len(prompts), len(prompts) * len(rows), n_tokens, split)
         for listener in self.score_listeners:
             listener(split, outcomes)
         return outcomes
 
     def _batch_rows(self, split: str) -> np.ndarray:
-        n = len(self._labels[split])
+        n = len(self._splits[split])
         if split == "dev" or self.batch_size is None or self.batch_size >= n:
             return np.arange(n)
         return np.sort(self.np_random.choice(n, size=self.batch_size, replace=False))
-
-    def _render(self, split) -> list[tuple[str, str]]:
-        mask = getattr(self.lm, "mask_token", None)
-        return [self.template.render(t, p, position=self.prompt_position, mask_token=mask)
-                for t, p in zip(split.texts, split.text_pairs)]
 
     # ------------------------------------------------------------------ helpers for subclasses
     def _info(self, outcome: Outcome | None) -> dict[str, Any]:
@@ -220,7 +222,8 @@ class PromptEnvBase(gym.Env):
 
 def _check_split(split: str) -> None:
     if split not in ("train", "dev"):
-        raise ValueError("environments score on 'train' or 'dev' only; the test split is for the harness")
+        raise InvalidActionError(f"environments score on 'train' or 'dev' only, got {split!r}; the test split is "
+                                 "for the evaluation harness")
 
 
 class OneShotPromptEnv(PromptEnvBase):
@@ -234,9 +237,8 @@ class OneShotPromptEnv(PromptEnvBase):
     """
 
     def __init__(self, *args: Any, episode_length: int = 1, **kwargs: Any) -> None:
+        check_whole("episode_length", episode_length)
         super().__init__(*args, **kwargs)
-        if int(episode_length) < 1:
-            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
         self.episode_length = int(episode_length)
         n = self.spec_task.num_labels
         self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(n + 1,), dtype=np.float32)
@@ -248,13 +250,22 @@ class OneShotPromptEnv(PromptEnvBase):
         self._last = None
         return self._stats_obs(None), self._info(None)
 
-    def _pending(self, action: Any) -> Prompt:
+    def pending_prompt(self, action: Any) -> Prompt:
         return self._prompt_of(action)
 
-    def _advance(self, action: Any, outcome: Outcome | None):
+    def advance(self, action: Any, outcome: Outcome | None):
         assert outcome is not None
         self._t += 1
         self._last = outcome
         self._last_prompt_text = self.prompt_text(action)
         terminated = self._t >= self.episode_length
         return self._stats_obs(outcome), outcome.reward, terminated, self.budget.exhausted, self._info(outcome)
+
+
+def check_whole(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int if it is a whole number >= ``minimum``, else a ConfigError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    if int(value) < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)

@@ -7,8 +7,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from promptgym.envs.core import OneShotPromptEnv
-from promptgym.errors import InvalidActionError
+from promptgym.envs.core import OneShotPromptEnv, check_whole
+from promptgym.envs.vocab import METHODS as VOCAB_METHODS
+from promptgym.envs.vocab import build_candidates, check_indices
+from promptgym.errors import ConfigError
 from promptgym.lm.base import TokenPrompt
 
 
@@ -38,45 +40,45 @@ class DiscretePromptEnv(OneShotPromptEnv):
     ## Arguments
     ``prompt_length`` L (default 10), ``num_candidates`` K (default 200), ``vocab_method`` "pmi" or
     "frequency", plus the common arguments of :class:`promptgym.envs.core.PromptEnvBase`.
+
+    ## Example
+    >>> import gymnasium as gym, promptgym
+    >>> env = gym.make("PromptSST2-v0", budget=100)
+    >>> env.action_space, env.observation_space
+    (MultiDiscrete([200 200 200 200 200 200 200 200 200 200]), Box(0.0, 1.0, (3,), float32))
+    >>> obs, info = env.reset(seed=13)
+    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    >>> terminated, info["budget"].calls_used
+    (True, 1)
+
+    ## Version History
+    * v0: initial version (PMI candidates, weak causal templates, rewards "ce", "hinge",
+      "accuracy", "label_only").
     """
+
+    kind = "discrete"
+    id_suffix = ""
+    version = 0
 
     def __init__(self, task: str = "sst2", prompt_length: int = 10, num_candidates: int = 200,
                  vocab_method: str = "pmi", **kwargs: Any) -> None:
+        check_whole("prompt_length", prompt_length)
+        check_whole("num_candidates", num_candidates)
+        if vocab_method not in VOCAB_METHODS:
+            raise ConfigError(f"vocab_method must be one of {VOCAB_METHODS}, got {vocab_method!r}")
         super().__init__(task, **kwargs)
-        from promptgym.envs.vocab import build_candidates
-
-        if int(prompt_length) < 1:
-            raise ValueError(f"prompt_length must be >= 1, got {prompt_length}")
         self.prompt_length = int(prompt_length)
         self.candidates = build_candidates(self.spec_task, self.lm.encode, k=int(num_candidates),
                                            seed=self.split_seed, method=vocab_method, data_dir=self.data_dir)
         self.num_candidates = len(self.candidates)
         self.action_space = gym.spaces.MultiDiscrete([self.num_candidates] * self.prompt_length)
 
-    def _validate_prompt(self, action: Any) -> np.ndarray:
-        return check_indices(action, self.prompt_length, self.num_candidates)
+    def validate_action(self, action: Any) -> np.ndarray:
+        return check_indices(action, self.num_candidates, self.prompt_length)
 
     def _prompt_of(self, action: np.ndarray) -> TokenPrompt:
         return TokenPrompt(self.candidates.prompt_ids(action))
 
     def prompt_text(self, action: Any) -> str:
-        return "".join(self.candidates.texts[i] for i in self._validate_prompt(action))
+        return "".join(self.candidates.texts[i] for i in self.validate_action(action))
 
-
-def check_indices(action: Any, length: int, k: int) -> np.ndarray:
-    """Validate an array of ``length`` candidate indices in ``[0, k)``; the budget is untouched."""
-    try:
-        arr = np.asarray(action)
-    except Exception as exc:  # ragged lists and the like
-        raise InvalidActionError(f"action must be {length} integers in [0, {k}): {exc}") from None
-    if arr.shape != (length,):
-        raise InvalidActionError(f"action must have shape ({length},), got {arr.shape}")
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise InvalidActionError("action must hold integers (got NaN/inf or fractional values)")
-    elif arr.dtype.kind not in "iu":
-        raise InvalidActionError(f"action must hold integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    if np.any(arr < 0) or np.any(arr >= k):
-        raise InvalidActionError(f"action entries must be in [0, {k}), got min {arr.min()} max {arr.max()}")
-    return arr

@@ -1,45 +1,94 @@
 """Env ids: ``Prompt<Task>-v0`` (discrete, the default), ``-Subspace-v0`` and ``-Tokenwise-v0``.
 
-String entry points only, so that registering (on ``import promptgym``) stays cheap; the LM is
-loaded when an env is made. Any constructor argument can be passed to ``gym.make`` as a kwarg,
-e.g. ``gym.make("PromptSST2-v0", model="tiny-random-causal", split_seed=42, budget=1000)``.
+The env kind has one source of truth: the ``kind`` class attribute of each env class (with its
+``id_suffix`` and ``version``). Everything here derives from those attributes, so the ids, the
+agent registry's compatibility checks and the leaderboard's grouping of kinds of one task cannot
+disagree. Registration hands Gymnasium ``"module:Class"`` entry-point strings (the LM loads when an
+env is made, never on ``import promptgym``); importing the env classes themselves is cheap.
+
+Any constructor argument can be passed to ``gym.make`` as a kwarg, e.g.
+``gym.make("PromptSST2-v0", model="tiny-random-causal", split_seed=42, budget=1000)``.
 """
 
 from __future__ import annotations
 
+import difflib
+from typing import Any
+
 import gymnasium as gym
 
+from promptgym.envs.core import PromptEnvBase
+from promptgym.envs.discrete import DiscretePromptEnv
+from promptgym.envs.subspace import SubspacePromptEnv
+from promptgym.envs.tokenwise import TokenwisePromptEnv
+from promptgym.errors import UnknownEnvError
 from promptgym.tasks.catalog import TASKS
 
-KINDS: dict[str, tuple[str, str, str]] = {
-    # kind: (id suffix, entry point, vector entry point)
-    "discrete": ("", "promptgym.envs.discrete:DiscretePromptEnv", "promptgym.envs.vector:make_discrete_vec"),
-    "subspace": ("-Subspace", "promptgym.envs.subspace:SubspacePromptEnv", "promptgym.envs.vector:make_subspace_vec"),
-    "tokenwise": ("-Tokenwise", "promptgym.envs.tokenwise:TokenwisePromptEnv",
-                  "promptgym.envs.vector:make_tokenwise_vec"),
-}
+#: the env classes, one per kind, in the order the kinds are listed everywhere
+ENV_CLASSES: tuple[type[PromptEnvBase], ...] = (DiscretePromptEnv, SubspacePromptEnv, TokenwisePromptEnv)
+#: kind name -> env class
+KINDS: dict[str, type[PromptEnvBase]] = {cls.kind: cls for cls in ENV_CLASSES}
 
 
 def env_id(task: str, kind: str = "discrete") -> str:
-    return f"Prompt{TASKS[task].env_name}{KINDS[kind][0]}-v0"
+    """The registered id of ``task``'s env of ``kind`` (e.g. ``env_id("sst2", "subspace")``)."""
+    cls = KINDS[kind]
+    return f"Prompt{TASKS[task].env_name}{cls.id_suffix}-v{cls.version}"
+
+
+def kind_pattern(kind: str) -> str:
+    """The id pattern of a kind, for messages: ``"Prompt<Task>-Subspace-v0"``."""
+    cls = KINDS[kind]
+    return f"Prompt<Task>{cls.id_suffix}-v{cls.version}"
 
 
 def registered_ids() -> list[str]:
     return [env_id(t, k) for t in TASKS for k in KINDS]
 
 
+def check_env_id(id_: str) -> str:
+    """Return ``id_`` if it is a registered promptgym env id, else raise :class:`UnknownEnvError`.
+
+    Checked before anything loads, so a typo costs nothing (Gymnasium's own error comes with a
+    traceback and only after the registry lookup fails inside ``gym.make``).
+    """
+    ids = registered_ids()
+    if isinstance(id_, str) and id_ in ids:
+        return id_
+    close = difflib.get_close_matches(str(id_), ids, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `promptgym list` shows all ids"
+    raise UnknownEnvError(f"unknown env id {id_!r}{hint}")
+
+
+def _class_of_id(id_: str) -> type[PromptEnvBase]:
+    entry = gym.registry[check_env_id(id_)].entry_point
+    return next(cls for cls in ENV_CLASSES if entry == f"{cls.__module__}:{cls.__qualname__}")
+
+
 def env_kind(id_: str) -> str:
     """"discrete", "subspace" or "tokenwise" for a promptgym env id."""
-    for kind, (suffix, _, _) in KINDS.items():
-        if suffix and id_.endswith(f"{suffix}-v0"):
-            return kind
-    return "discrete"
+    return _class_of_id(id_).kind
+
+
+def env_task(id_: str) -> str:
+    """The task name of a promptgym env id (``"PromptSST2-Subspace-v0"`` -> ``"sst2"``)."""
+    return str(gym.registry[check_env_id(id_)].kwargs["task"])
+
+
+def kind_of(env: Any) -> str:
+    """The kind of a (wrapped) promptgym env instance."""
+    base = getattr(env, "unwrapped", env)
+    if not isinstance(base, PromptEnvBase):
+        raise UnknownEnvError(f"not a promptgym prompt env: {type(base).__name__}")
+    return base.kind
 
 
 def register_all() -> None:
     for task in TASKS:
-        for kind, (_, entry, vec_entry) in KINDS.items():
+        for kind, cls in KINDS.items():
             id_ = env_id(task, kind)
             if id_ in gym.registry:
                 continue
-            gym.register(id=id_, entry_point=entry, vector_entry_point=vec_entry, kwargs={"task": task})
+            vec = f"promptgym.envs.vector:make_{kind}_vec"
+            gym.register(id=id_, entry_point=f"{cls.__module__}:{cls.__qualname__}", vector_entry_point=vec,
+                         kwargs={"task": task})

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from promptgym.errors import ConfigError
 from promptgym.lm.base import ScoreResult
 from promptgym.tasks.metrics import compute_metric
 
@@ -25,7 +26,7 @@ HINGE_MARGIN = 1.0
 
 def check_reward_kind(kind: str) -> str:
     if kind not in REWARDS:
-        raise ValueError(f"unknown reward {kind!r}; choose one of {REWARDS}")
+        raise ConfigError(f"unknown reward {kind!r}; choose one of {REWARDS}")
     return kind
 
 

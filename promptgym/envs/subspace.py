@@ -7,8 +7,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from promptgym.envs.core import OneShotPromptEnv
-from promptgym.errors import InvalidActionError
+from promptgym.envs.core import OneShotPromptEnv, check_whole
+from promptgym.errors import ConfigError, InvalidActionError
 from promptgym.lm.base import SoftPrompt
 
 PROJECTIONS = ("normal", "uniform")
@@ -39,18 +39,40 @@ class SubspacePromptEnv(OneShotPromptEnv):
 
     ## Observation Space, Rewards, Episode End
     As :class:`promptgym.envs.discrete.DiscretePromptEnv`.
+
+    ## Example
+    >>> import gymnasium as gym, numpy as np, promptgym
+    >>> env = gym.make("PromptSST2-Subspace-v0", budget=100)
+    >>> env.action_space
+    Box(-5.0, 5.0, (500,), float32)
+    >>> obs, info = env.reset(seed=13)
+    >>> outcomes = env.unwrapped.score_actions([np.zeros(500, np.float32)] * 4)  # one batched LM call
+    >>> len(outcomes), env.unwrapped.budget.calls
+    (4, 4)
+
+    ## Version History
+    * v0: initial version (d = 500, 10 vectors, normal projection scaled by the embedding std,
+      p0 = embeddings of seeded candidate words).
     """
+
+    kind = "subspace"
+    id_suffix = "-Subspace"
+    version = 0
 
     def __init__(self, task: str = "sst2", intrinsic_dim: int = 500, prompt_length: int = 10,
                  projection: str = "normal", init: str = "words", bound: float = 5.0,
                  projection_seed: int | None = None, **kwargs: Any) -> None:
-        super().__init__(task, **kwargs)
         if projection not in PROJECTIONS:
-            raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+            raise ConfigError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
         if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        if int(intrinsic_dim) < 1 or int(prompt_length) < 1 or not bound > 0:
-            raise ValueError("intrinsic_dim and prompt_length must be >= 1 and bound > 0")
+            raise ConfigError(f"init must be one of {INITS}, got {init!r}")
+        check_whole("intrinsic_dim", intrinsic_dim)
+        check_whole("prompt_length", prompt_length)
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound < float("inf"):
+            raise ConfigError(f"bound must be a finite number > 0, got {bound!r}")
+        if projection_seed is not None:
+            check_whole("projection_seed", projection_seed, minimum=0)
+        super().__init__(task, **kwargs)
         self.intrinsic_dim = int(intrinsic_dim)
         self.prompt_length = int(prompt_length)
         self.bound = float(bound)
@@ -80,7 +102,7 @@ class SubspacePromptEnv(OneShotPromptEnv):
             self.p0_text = ""
         self.action_space = gym.spaces.Box(-self.bound, self.bound, shape=(self.intrinsic_dim,), dtype=np.float32)
 
-    def _validate_prompt(self, action: Any) -> np.ndarray:
+    def validate_action(self, action: Any) -> np.ndarray:
         try:
             z = np.asarray(action, dtype=np.float64)
         except Exception as exc:
@@ -102,5 +124,5 @@ class SubspacePromptEnv(OneShotPromptEnv):
         return SoftPrompt(self.soft_prompt(action))
 
     def prompt_text(self, action: Any) -> str:
-        z = self._validate_prompt(action)
+        z = self.validate_action(action)
         return f"<soft prompt: {self.prompt_length} vectors, |z|={np.linalg.norm(z):.2f}, p0={self.p0_text!r}>"

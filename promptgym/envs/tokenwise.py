@@ -7,8 +7,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from promptgym.envs.core import Outcome
-from promptgym.envs.discrete import DiscretePromptEnv, check_indices
+from promptgym.envs.discrete import DiscretePromptEnv
+from promptgym.envs.scoring import Outcome
+from promptgym.envs.vocab import check_indices
 from promptgym.errors import InvalidActionError
 from promptgym.lm.base import Prompt
 
@@ -31,7 +32,26 @@ class TokenwisePromptEnv(DiscretePromptEnv):
     Terminated after L steps. Truncated on the step that spends the budget's last call.
 
     ``score_actions`` / ``evaluate_dev`` take full prompts (L indices), as in the discrete env.
+
+    ## Example
+    >>> import gymnasium as gym, promptgym
+    >>> env = gym.make("PromptSST2-Tokenwise-v0", budget=100, prompt_length=3)
+    >>> env.action_space, env.observation_space
+    (Discrete(200), MultiDiscrete([201 201 201]))
+    >>> obs, info = env.reset(seed=13)
+    >>> [env.step(7)[1] for _ in range(2)], env.unwrapped.budget.calls  # no LM call before the last step
+    ([0.0, 0.0], 0)
+    >>> obs, reward, terminated, truncated, info = env.step(7)
+    >>> terminated, env.unwrapped.budget.calls, obs.tolist()
+    (True, 1, [7, 7, 7])
+
+    ## Version History
+    * v0: initial version (same candidates as the discrete env; reward at the last step).
     """
+
+    kind = "tokenwise"
+    id_suffix = "-Tokenwise"
+    version = 0
 
     def __init__(self, task: str = "sst2", **kwargs: Any) -> None:
         super().__init__(task, **kwargs)
@@ -50,18 +70,18 @@ class TokenwisePromptEnv(DiscretePromptEnv):
         obs[: len(self._tokens)] = self._tokens
         return obs
 
-    def _validate_step(self, action: Any) -> int:
+    def check_step(self, action: Any) -> int:
         if len(self._tokens) >= self.prompt_length:
             raise InvalidActionError("the episode is over (prompt complete): call reset()")
         return int(check_indices(np.reshape(np.asarray(action), (1,)) if np.ndim(action) == 0 else action,
-                                 1, self.num_candidates)[0])
+                                 self.num_candidates, 1)[0])
 
-    def _pending(self, action: int) -> Prompt | None:
+    def pending_prompt(self, action: int) -> Prompt | None:
         if len(self._tokens) + 1 < self.prompt_length:
             return None
         return self._prompt_of(np.asarray([*self._tokens, action]))
 
-    def _advance(self, action: int, outcome: Outcome | None):
+    def advance(self, action: int, outcome: Outcome | None):
         self._tokens.append(action)
         if outcome is None:
             return self._obs(), 0.0, False, False, self._info(None)

@@ -62,16 +62,16 @@ class PromptVectorEnv(VectorEnv):
             from promptgym.errors import InvalidActionError
 
             raise InvalidActionError(f"expected {self.num_envs} actions, got {len(actions)}")
-        checked = [env._validate_step(a) for env, a in zip(self.envs, actions)]
-        pending = [env._pending(c) for env, c in zip(self.envs, checked)]
+        checked = [env.check_step(a) for env, a in zip(self.envs, actions)]
+        pending = [env.pending_prompt(c) for env, c in zip(self.envs, checked)]
         todo = [i for i, p in enumerate(pending) if p is not None]
         outcomes: dict[int, Any] = {}
         if todo:
-            scored = self.envs[0]._score_prompts([pending[i] for i in todo], "train")
+            scored = self.envs[0].score_prompts([pending[i] for i in todo], "train")
             outcomes = dict(zip(todo, scored))
         obs, rewards, terms, truncs, infos = [], [], [], [], {}
         for i, (env, c) in enumerate(zip(self.envs, checked)):
-            o, r, term, trunc, info = env._advance(c, outcomes.get(i))
+            o, r, term, trunc, info = env.advance(c, outcomes.get(i))
             if term or trunc:
                 info = dict(info, final_obs=o, final_info=dict(info))
                 o, reset_info = env.reset()

@@ -108,6 +108,42 @@ _BACKSLASH_RE = re.compile(r"\\[nrt]?")          # Yelp's literal "\n", AG News'
 _BARE_ENTITY_RE = re.compile(r"(?<!&)#(\d{2,5});")  # AG News's "isn #39;t" (an entity that lost its "&")
 
 
+def check_indices(action: object, k: int, length: int | None = None) -> np.ndarray:
+    """Validate candidate indices in ``[0, k)``: the one rule for every discrete action.
+
+    ``action`` is a 1-D sequence or array of indices (``length`` of them, when given) or one
+    index. Integer dtypes are accepted, and so are floats holding whole numbers (numpy and SB3
+    often hand actions back as floats); booleans, fractions, NaN/inf, strings, ragged or nested
+    lists are refused with :class:`~promptgym.errors.InvalidActionError`, and negative indices are
+    never read from the end.
+    """
+    want = f"{length} integers" if length is not None else "integer indices"
+    try:
+        arr = np.asarray(action)
+    except (TypeError, ValueError):  # ragged nested lists and the like
+        raise InvalidActionError(f"a discrete prompt action must be {want} in [0, {k}), got {action!r}") from None
+    if arr.ndim == 0 and length is None and arr.dtype.kind in "iuf":
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise InvalidActionError(f"a discrete prompt action must be 1-D ({want} in [0, {k})), got shape {arr.shape}")
+    if length is not None and arr.shape != (length,):
+        raise InvalidActionError(f"action must have shape ({length},), got {arr.shape}")
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)  # an empty prompt (np.asarray([]) is float64)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise InvalidActionError("action must hold integers (got NaN/inf or fractional values)")
+    elif arr.dtype.kind not in "iu":
+        raise InvalidActionError(f"action must hold integer indices into {k} candidates, got {action!r} "
+                                 f"(dtype {arr.dtype})")
+    out = arr.astype(np.int64)
+    if np.any(out < 0) or np.any(out >= k):
+        bad = [int(i) for i in out if not 0 <= i < k]
+        raise InvalidActionError(f"action indices {bad[:5]} are outside 0..{k - 1} "
+                                 f"(the candidate list has {k} entries)")
+    return out
+
+
 @dataclass(frozen=True)
 class CandidateList:
     """The meaning of each discrete action index: a text and its tokenisation by the LM.
@@ -134,31 +170,6 @@ class CandidateList:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def _indices(self, action: object) -> list[int]:
-        """Validate ``action`` (a sequence/array of indices, or one index) and return it as ints."""
-        try:
-            arr = np.asarray(action)
-        except (TypeError, ValueError) as exc:  # ragged nested lists and the like
-            raise InvalidActionError(
-                f"a discrete prompt action must be a 1-D sequence of indices, got {action!r}"
-            ) from exc
-        if arr.shape == (0,):
-            return []  # an empty prompt (np.asarray([]) is float64)
-        if arr.dtype == object or arr.dtype.kind not in "iu":
-            raise InvalidActionError(
-                f"a discrete prompt action is a sequence of integer indices into {len(self)} candidates, "
-                f"got {action!r} (dtype {arr.dtype})"
-            )
-        if arr.ndim > 1:
-            raise InvalidActionError(f"a discrete prompt action must be 1-D, got shape {arr.shape}")
-        indices = [int(i) for i in arr.reshape(-1)]
-        bad = [i for i in indices if not 0 <= i < len(self)]
-        if bad:
-            raise InvalidActionError(
-                f"action indices {bad} are outside 0..{len(self) - 1} (the candidate list has {len(self)} entries)"
-            )
-        return indices
-
     def prompt_ids(self, action: Sequence[int] | np.ndarray | int) -> tuple[int, ...]:
         """Concatenated token ids of the candidates chosen by ``action``, in order.
 
@@ -167,13 +178,13 @@ class CandidateList:
         out-of-range or non-integer indices -- negative indices are not read from the end.
         """
         out: list[int] = []
-        for i in self._indices(action):
+        for i in check_indices(action, len(self)):
             out.extend(self.token_ids[i])
         return tuple(out)
 
     def prompt_text(self, action: Sequence[int] | np.ndarray | int) -> str:
         """The prompt chosen by ``action`` as text, e.g. ``" great not bad"`` (for logs and leaderboards)."""
-        return "".join(self.texts[i] for i in self._indices(action))
+        return "".join(self.texts[i] for i in check_indices(action, len(self)))
 
 
 def words(text: str) -> list[str]:

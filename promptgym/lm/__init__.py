@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from promptgym.errors import ConfigError
 from promptgym.lm.base import BlackBoxLM, Prompt, ScoreRequest, ScoreResult, SoftPrompt, TokenPrompt
 from promptgym.lm.presets import DEFAULT_MODEL, PRESETS, load_model
 
@@ -23,6 +24,25 @@ def get_lm(name: str = DEFAULT_MODEL, dtype: str = "bfloat16"):
         return _LMS[key]
 
 
+def in_dtype(lm: BlackBoxLM, dtype: str | None) -> BlackBoxLM:
+    """``lm``'s model in ``dtype`` ("float32"/"bfloat16"; None: ``lm`` itself).
+
+    A shared in-process model is reloaded through the cache above (searches run in bf16, final
+    figures are re-checked in fp32); any other backend is returned as it is: its precision is its
+    server's business.
+    """
+    from promptgym.lm.local import LocalLM
+
+    if dtype is None or not isinstance(lm, LocalLM):
+        return lm
+    if dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"dtype must be 'float32', 'bfloat16' or None, got {dtype!r}")
+    import torch
+
+    want = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    return lm if lm.dtype == want else get_lm(lm.name, dtype)
+
+
 def _quiet_transformers() -> None:
     try:
         from transformers.utils import logging as hf_logging
@@ -34,4 +54,4 @@ def _quiet_transformers() -> None:
 
 
 __all__ = ["BlackBoxLM", "DEFAULT_MODEL", "PRESETS", "Prompt", "ScoreRequest", "ScoreResult", "SoftPrompt",
-           "TokenPrompt", "get_lm", "load_model"]
+           "TokenPrompt", "get_lm", "in_dtype", "load_model"]

@@ -24,8 +24,11 @@ How a request becomes tensors (one row per example)::
   default verbalizers of the catalog are single tokens for SmolLM2, except DBPedia's "Athlete" and
   "Album", whose first tokens are unique.
 * Tokenisation of text segments is cached: few-shot examples are scored thousands of times.
-* ``torch.inference_mode()`` is used for every forward. (Calling ``requires_grad_(False)`` on bf16
-  weights was measured ~7x slower on CPU, so weights are left untouched.)
+* :meth:`LocalLM.white_box` exposes the model, its input embeddings and a differentiable forward of
+  soft-prompted rows (same row layout and padding as scoring) for the white-box reference agent;
+  it is what an API never offers.
+* ``torch.inference_mode()`` is used for every scoring forward. (Calling ``requires_grad_(False)``
+  on bf16 weights was measured ~7x slower on CPU, so weights are left untouched.)
 """
 
 from __future__ import annotations
@@ -180,6 +183,15 @@ class LocalLM:
                 results.append(ScoreResult(predictions=preds, logprobs=lp, label_logprobs=norm, num_tokens=ntok))
         return results
 
+    # ------------------------------------------------------------------ white-box (never an API's)
+    def white_box(self) -> WhiteBox:
+        """The model's internals for back-propagation: reference agents only, never a black-box one.
+
+        A hosted API offers nothing like this; having it is what makes an agent white-box (see
+        ``promptgym.agent.check_compatible``).
+        """
+        return WhiteBox(self)
+
     # ------------------------------------------------------------------ internals
     def _special_tokens(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         plain = list(self.tokenizer("x", add_special_tokens=False)["input_ids"])
@@ -273,7 +285,28 @@ class LocalLM:
         return out
 
     def _forward(self, rows) -> np.ndarray:
+        """Log-probabilities over the vocabulary at each row's answer position (no grad)."""
         self.forward_passes += 1
+        ids, mask, offsets = self._layout(rows)
+        inputs: dict = {"attention_mask": mask}
+        if any(r[2] is not None for r in rows):
+            emb = self._embed(ids)
+            for b, (_, start, soft, _) in enumerate(rows):
+                if soft is not None:
+                    s = offsets[b] + start
+                    emb[b, s:s + soft.shape[0]] = torch.as_tensor(soft, dtype=emb.dtype)
+            inputs["inputs_embeds"] = emb
+        else:
+            inputs["input_ids"] = ids
+        logits = self._answer_logits(inputs, [offsets[b] + r[3] for b, r in enumerate(rows)])
+        return torch.log_softmax(logits.float(), dim=-1).numpy()
+
+    def _layout(self, rows) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Pad rows into ``(ids, attention_mask, offsets)``; a row's tokens start at its offset.
+
+        Causal rows are left-padded so that every answer is in the last column; masked rows are
+        right-padded. Scoring and the white-box forward share this, so both see the same layout.
+        """
         width = max(len(r[0]) for r in rows)
         n = len(rows)
         ids = torch.full((n, width), self.pad_id, dtype=torch.long)
@@ -284,34 +317,86 @@ class LocalLM:
             ids[b, off:off + len(row_ids)] = torch.tensor(row_ids, dtype=torch.long)
             mask[b, off:off + len(row_ids)] = 1
             offsets.append(off)
-        kwargs: dict = {"attention_mask": mask}
-        if any(r[2] is not None for r in rows):
-            emb = self._embed(ids)
-            for b, (_, start, soft, _) in enumerate(rows):
-                if soft is not None:
-                    s = offsets[b] + start
-                    emb[b, s:s + soft.shape[0]] = torch.as_tensor(soft, dtype=emb.dtype)
-            kwargs["inputs_embeds"] = emb
-        else:
-            kwargs["input_ids"] = ids
-        if self.is_masked:
-            return self._masked_logits(kwargs, [offsets[b] + r[3] for b, r in enumerate(rows)])
-        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self._model(**kwargs, logits_to_keep=1).logits[:, -1, :]
-        return torch.log_softmax(logits.float(), dim=-1).numpy()
+        return ids, mask, offsets
 
-    def _masked_logits(self, kwargs: dict, answers: list[int]) -> np.ndarray:
+    def _answer_logits(self, inputs: dict, answers: list[int]) -> torch.Tensor:
+        """Vocabulary logits (model dtype) at the ``answers`` columns of padded ``inputs``.
+
+        ``inputs`` holds ``attention_mask`` and ``input_ids`` or ``inputs_embeds``. Causal rows get
+        ``position_ids = cumsum(mask) - 1`` (left padding must not shift positions) and only the
+        last column's logits are computed; masked LMs apply their head at the answers only.
+        Differentiable when called outside ``inference_mode`` (the white-box entry does).
+        """
+        if self.is_masked:
+            return self._masked_logits(inputs, answers)
+        position_ids = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        return self._model(**inputs, position_ids=position_ids, logits_to_keep=1).logits[:, -1, :]
+
+    def _masked_logits(self, inputs: dict, answers: list[int]) -> torch.Tensor:
         model = self._model
         head = getattr(model, "lm_head", None) or getattr(model, "cls", None)
         base = getattr(model, model.base_model_prefix, None)
         idx = torch.arange(len(answers))
         pos = torch.tensor(answers)
         if head is not None and base is not None:
-            hidden = base(**kwargs).last_hidden_state
-            logits = head(hidden[idx, pos])
-        else:
-            logits = model(**kwargs).logits[idx, pos]
-        return torch.log_softmax(logits.float(), dim=-1).numpy()
+            hidden = base(**inputs).last_hidden_state
+            return head(hidden[idx, pos])
+        return model(**inputs).logits[idx, pos]
+
+
+class SoftRows:
+    """Rows of one split laid out once for a soft prompt of ``prompt_length`` vectors.
+
+    Tokenisation, truncation (room is left for the prompt) and the answer position are the
+    backend's own (``LocalLM._build_rows``); the prompt positions hold pad ids until a forward
+    overwrites them with the trainable vectors.
+    """
+
+    def __init__(self, rows: list, label_ids: list[int], prompt_length: int) -> None:
+        self.rows, self.label_ids, self.prompt_length = rows, label_ids, prompt_length
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class WhiteBox:
+    """What back-propagation through a :class:`LocalLM` needs, and nothing more.
+
+    ``model`` is the torch module and ``embed`` its input-embedding module (to read word vectors or
+    initialise a soft prompt). :meth:`rows` lays out a split's rendered rows and :meth:`label_logits`
+    runs the differentiable forward on them with a trainable soft prompt. The padding, position ids
+    and answer positions are the scoring path's own code (``_layout`` / ``_answer_logits``), so a
+    prompt trained here is scored by ``LocalLM.score`` exactly as it was trained.
+    """
+
+    def __init__(self, lm: LocalLM) -> None:
+        self.lm = lm
+        self.model = lm._model
+        self.embed = lm._embed
+
+    def rows(self, segments: Sequence[tuple[str, str]], label_words: Sequence[str], prompt_length: int) -> SoftRows:
+        """``segments`` (rendered ``(left, right)`` rows) laid out for a soft prompt of ``prompt_length``."""
+        placeholder = SoftPrompt(np.zeros((prompt_length, self.lm.embedding_dim), dtype=np.float32))
+        rows, _, label_ids = self.lm._build_rows([ScoreRequest(placeholder, tuple(segments), tuple(label_words))])
+        return SoftRows(rows, list(label_ids[0]), prompt_length)
+
+    def label_logits(self, rows: SoftRows, prompt: torch.Tensor, idx: Sequence[int] | None = None) -> torch.Tensor:
+        """Label-word logits ``(n, C)`` (fp32) of rows ``idx`` (default all) with soft prompt ``prompt``.
+
+        Differentiable in ``prompt`` (a ``(prompt_length, embedding_dim)`` tensor); the embeddings of
+        the other positions are detached, so gradients reach the prompt only. One forward, no chunking.
+        """
+        chosen = [rows.rows[i] for i in (range(len(rows)) if idx is None else idx)]
+        ids, mask, offsets = self.lm._layout(chosen)
+        n, length = len(chosen), prompt.shape[0]
+        starts = torch.tensor([off + row[1] for off, row in zip(offsets, chosen, strict=True)])
+        pos = starts[:, None] + torch.arange(length)[None, :]
+        emb = self.embed(ids).detach().clone()
+        emb = emb.index_put((torch.arange(n)[:, None].expand(n, length), pos),
+                            prompt.to(emb.dtype).expand(n, -1, -1))
+        answers = [off + row[3] for off, row in zip(offsets, chosen, strict=True)]
+        logits = self.lm._answer_logits({"attention_mask": mask, "inputs_embeds": emb}, answers)
+        return logits.float()[:, rows.label_ids]
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from promptgym.errors import ConfigError
+
 PromptPosition = Literal["before", "after"]
 PROMPT_POSITIONS: tuple[str, ...] = ("before", "after")
 
@@ -88,4 +90,4 @@ class TaskSpec:
         if kind in self.extra_templates:
             return self.extra_templates[kind]
         known = ["causal", "masked", *self.extra_templates]
-        raise KeyError(f"task {self.name!r} has no template {kind!r}; known: {known}")
+        raise ConfigError(f"task {self.name!r} has no template {kind!r}; known: {known}")

@@ -16,8 +16,8 @@ Methods and envs (the default weak template "<s> It was" -> terrible/great, prom
     ppo                                PromptSST2-Tokenwise-v0  (one candidate per step, SB3 PPO)
     prompt_tuning (WHITE-BOX)          PromptSST2-Subspace-v0   (same 10 vectors, starting at p0)
 
-    PROMPTGYM_DATA_DIR=../shared/data python benchmarks/agents.py            # runs what is missing, ~2.5 h
-    PROMPTGYM_DATA_DIR=../shared/data python benchmarks/agents.py --report   # table from cached runs only
+    PROMPTGYM_DATA_DIR=../shared/data python benchmarks/agent_table.py            # runs what is missing, ~2.5 h
+    PROMPTGYM_DATA_DIR=../shared/data python benchmarks/agent_table.py --report   # table from cached runs only
 
 Appends a markdown table (mean +- std over seeds, per-seed values, calls, wall time; configurations
 tried and replaced, e.g. BDPL at the paper's lr, as extra rows cached under runs/ablations/) and the floor
@@ -31,17 +31,16 @@ import datetime as dt
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-# this folder holds agents.py, which would shadow the `agents` package for scripts run from here
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+from promptgym.runs import EVALUATE_ROOT, evaluate_workdir, seed_file
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-RUNS = Path(__file__).resolve().parent.parent / "runs" / "evaluate"  # where `promptgym evaluate` caches runs
+REPO = Path(__file__).resolve().parent.parent
+RUNS = REPO / EVALUATE_ROOT  # where `promptgym evaluate` caches runs
 ABLATIONS = RUNS.parent / "ablations"
 #: configurations tried beside the defaults, tabulated for the record below the main table:
 #: (label, env, agent, folder tag, agent config, env kwargs)
@@ -72,8 +71,8 @@ TIER_NAMES = {1000: "lite", 8000: "standard"}
 def cache_path(env_id: str, agent: str, seed: int, budget: int, tag: str = "") -> Path:
     tier = TIER_NAMES.get(budget, f"budget{budget}")
     if tag:
-        return ABLATIONS / f"{env_id}-{agent}-{tag}-{tier}" / f"seed-{seed}.json"
-    return RUNS / f"{env_id}-{agent}-{tier}" / f"seed-{seed}.json"
+        return seed_file(evaluate_workdir(env_id, f"{agent}-{tag}", tier, root=ABLATIONS), seed)
+    return seed_file(evaluate_workdir(env_id, agent, tier, root=RUNS), seed)
 
 
 def get_run(env_id: str, agent: str, seed: int, budget: int, report_only: bool, tag: str = "",
@@ -181,7 +180,7 @@ def main() -> None:
         f"- task: SST-2, weak default template \"<s> It was\" -> terrible/great, 16-shot splits of seeds {seeds}, "
         f"test = 872 rows; budget {args.budget} API calls per run (1 call = 1 prompt on 32 examples; dev "
         "checks are charged); final prompt chosen on dev",
-        f"- command: `PROMPTGYM_DATA_DIR=../shared/data python benchmarks/agents.py --seeds {args.seeds} "
+        f"- command: `PROMPTGYM_DATA_DIR=../shared/data python benchmarks/agent_table.py --seeds {args.seeds} "
         f"--budget {args.budget}` (runs cached under runs/evaluate/, shared with `promptgym evaluate`)",
         "", *lines, "", *floors(scores), f"\n(table built in {time.time() - started:.0f} s)\n"])
     print(text)

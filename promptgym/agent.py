@@ -1,0 +1,435 @@
+"""The agent contract: what every policy returns, how it chooses its final prompt, and the registry.
+
+An agent is any object with a ``name`` and ``learn(env) -> Result``: it sees only the env (its
+action space, the charged ``score_actions`` / ``score_prompts`` / ``evaluate_dev``, the budget
+meter) and never the LM. The harness (``promptgym.runner``, ``promptgym.bench``, the CLI) depends
+on this module only, never on an agent module: the built-in agents are registered below by
+``"module:Class"`` entry-point strings, loaded when first made, the way Gymnasium registers envs.
+Users register their own the same way::
+
+    promptgym.register_agent("coordinate", "my_pkg.agents:CoordinateAgent", kinds=("discrete",))
+    agent = promptgym.make_agent("coordinate", batch=10)
+
+A registered agent class has a ``config_class`` (a dataclass deriving :class:`AgentConfig`, which
+validates its fields on construction) and takes ``config`` as its first argument.
+
+Choosing the final prompt on the dev split matters: agents overfit 32 training examples within a
+few hundred calls, so :class:`DevSelector` evaluates candidate prompts on dev (charged like any
+call) and keeps the best; its best-so-far dev metric against calls used is the learning curve that
+leaderboards integrate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import gymnasium as gym
+import numpy as np
+
+from promptgym.envs.registration import KINDS, kind_of, kind_pattern
+from promptgym.errors import ConfigError, IncompatibleAgentError, UnknownAgentError
+
+
+# ---------------------------------------------------------------------------------------------- results
+@dataclass
+class Result:
+    """What an agent learned.
+
+    The final prompt is one of: ``action`` (a point of the env's action space), ``demonstrations``
+    (a text prefix outside the action space), ``soft_prompt`` (a ``(length, embedding_dim)`` array:
+    white-box agents only), or none of them (the template alone). ``label_bias`` is an additive
+    per-label bias on the label log-probs (calibration), else None. ``curve`` holds
+    ``(cost, best-so-far dev metric)`` points and ``train_curve`` ``(cost, best-so-far train
+    reward)`` points, the cost counted in ``curve_unit`` ("calls": API calls; the white-box
+    reference counts "passes": forward+backward passes).
+    """
+
+    agent: str
+    action: Any
+    prompt_text: str
+    train_reward: float
+    dev_metric: float | None
+    calls_used: int
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    train_curve: list[tuple[int, float]] = field(default_factory=list)
+    label_bias: np.ndarray | None = None
+    demonstrations: str | None = None
+    config: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    soft_prompt: np.ndarray | None = None
+    curve_unit: str = "calls"
+
+    @property
+    def prompt_kind(self) -> str:
+        """"soft_prompt", "demonstrations", "template" (no prompt) or "action"."""
+        if self.soft_prompt is not None:
+            return "soft_prompt"
+        if self.demonstrations is not None:
+            return "demonstrations"
+        return "template" if self.action is None else "action"
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """Anything with a ``name`` and ``learn(env) -> Result`` is an agent."""
+
+    name: str
+
+    def learn(self, env: gym.Env) -> Result: ...
+
+
+def config_dict(config: Any) -> dict:
+    return asdict(config) if is_dataclass(config) else dict(config or {})
+
+
+class DevSelector:
+    """Keeps the prompt with the best dev metric among those it was asked to consider.
+
+    A prompt already scored on dev is not scored (nor charged) again: the dev split is fixed, so
+    the answer would be the same (agents often re-propose an unchanged argmax prompt).
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        self.env = env.unwrapped
+        self.best_action: Any = None
+        self.best_metric = -np.inf
+        self.best_reward = -np.inf
+        self.curve: list[tuple[int, float]] = []
+        self._seen: dict[tuple | None, float] = {}
+
+    @property
+    def dev_metric(self) -> float | None:
+        """The best dev metric seen, or None if nothing was checked on dev."""
+        return None if self.best_action is None else float(self.best_metric)
+
+    def consider(self, action: Any, train_reward: float = float("nan")) -> float | None:
+        """Evaluate ``action`` on dev (one call) if the budget allows; return its dev metric."""
+        arr = np.asarray(action)
+        key = (arr.dtype.str, arr.shape, arr.tobytes()) if action is not None else None
+        if key in self._seen:
+            return self._seen[key]
+        if self.env.budget.remaining < 1:
+            return None
+        out = self.env.evaluate_dev(action)
+        self._seen[key] = out.metric
+        # ties go to the higher dev reward (a smoother signal than 32-example accuracy)
+        if (out.metric, out.reward) > (self.best_metric, self.best_reward):
+            self.best_action, self.best_metric, self.best_reward = action, out.metric, out.reward
+        self.curve.append((self.env.budget.calls, float(self.best_metric)))
+        return out.metric
+
+    def result(self, agent: str, fallback: Any, train: TrainCurve, config: Any,
+               extra: dict | None = None) -> Result:
+        """The Result of a search: the best dev prompt, else ``fallback`` (e.g. the last mean)."""
+        action = self.best_action if self.best_action is not None else fallback
+        return Result(agent, None if action is None else np.asarray(action),
+                      "" if action is None else self.env.prompt_text(action), train.best, self.dev_metric,
+                      self.env.budget.calls, self.curve, train.points, config=config_dict(config),
+                      extra=dict(extra or {}))
+
+
+class TrainCurve:
+    """Best-so-far train reward vs. calls used."""
+
+    def __init__(self) -> None:
+        self.best = -np.inf
+        self.best_action: Any = None
+        self.points: list[tuple[int, float]] = []
+
+    def update(self, calls: int, actions: Sequence[Any], rewards: Sequence[float]) -> None:
+        i = int(np.argmax(rewards))
+        if rewards[i] > self.best:
+            self.best, self.best_action = float(rewards[i]), actions[i]
+        self.points.append((calls, self.best))
+
+
+# ---------------------------------------------------------------------------------------------- configs
+class AgentConfig:
+    """Mixin for agent config dataclasses: every field is type-checked on construction.
+
+    Subclasses are ``@dataclass`` classes whose fields have defaults in the signature and a one-line
+    comment each; they add range checks in :meth:`validate` (call :func:`require`). A bad value
+    raises :class:`~promptgym.errors.ConfigError` naming the field, before any call is charged.
+    """
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            setattr(self, f.name, _coerce(type(self).__name__, f.name, hints.get(f.name, Any),
+                                          getattr(self, f.name)))
+        self.validate()
+
+    def validate(self) -> None:
+        """Range checks beyond the field types (override; raise through :func:`require`)."""
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "None"
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(owner: str, name: str, tp: Any, value: Any) -> Any:
+    """``value`` checked against annotation ``tp`` (ints are accepted for floats; bools never for numbers)."""
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(owner, name, arg, value)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{owner}.{name} must be {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+    elif tp is int:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+            if not math.isfinite(float(value)):
+                raise ConfigError(f"{owner}.{name} must be a finite number, got {value!r}")
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif (origin or tp) in (dict, list, tuple):
+        if isinstance(value, origin or tp):
+            return value
+    else:
+        return value
+    raise ConfigError(f"{owner}.{name} must be {_type_name(tp)}, got {value!r}")
+
+
+def parse_field(config_class: type, name: str, text: str) -> Any:
+    """A command-line value for field ``name`` of ``config_class``, typed by the field's annotation.
+
+    ``"0.5"`` for a float field, ``"none"`` for an optional one, JSON for dicts and lists. A value
+    that does not fit raises a ConfigError naming the field and its type.
+    """
+    import json
+
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    if name not in fields:
+        raise ConfigError(f"{config_class.__name__} has no field {name!r}; its fields: {', '.join(fields)}")
+    tp = typing.get_type_hints(config_class).get(name, Any)
+    options = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    lowered = text.strip().lower()
+    for opt in options:
+        try:
+            if opt is type(None) and lowered in ("none", "null"):
+                return None
+            if opt is bool and lowered in ("true", "false", "1", "0", "yes", "no"):
+                return lowered in ("true", "1", "yes")
+            if opt is int:
+                return int(text)
+            if opt is float:
+                return float(text)
+            if opt is str:
+                return text
+            if (typing.get_origin(opt) or opt) in (dict, list, tuple) or opt is Any:
+                return json.loads(text)
+        except (ValueError, json.JSONDecodeError):
+            continue
+    raise ConfigError(f"{config_class.__name__}.{name} must be {_type_name(tp)}, got {text!r}")
+
+
+class ConfiguredAgent:
+    """Base class of the built-in agents: the config default, type check and the seeded reset.
+
+    :param config: an instance of the class's ``config_class`` (None: the defaults)
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type] = AgentConfig
+
+    def __init__(self, config: Any = None) -> None:
+        if config is None:
+            config = self.config_class()
+        if not isinstance(config, self.config_class):
+            raise ConfigError(f"{type(self).__name__} takes a {self.config_class.__name__}, "
+                              f"got {type(config).__name__}")
+        self.config = config
+
+    def start(self, env: gym.Env) -> Any:
+        """Reset ``env`` with the config's seed and return ``env.unwrapped`` (the scoring methods)."""
+        env.reset(seed=self.config.seed)
+        return env.unwrapped
+
+
+# ---------------------------------------------------------------------------------------------- registry
+#: every env kind (from the env classes' ``kind`` attributes)
+ALL_KINDS: tuple[str, ...] = tuple(KINDS)
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """How to build a registered agent and where it may run.
+
+    :param name: registry name (``promptgym train --agent NAME``)
+    :param entry_point: ``"module:Class"``; the class is imported on first use
+    :param kinds: env kinds it runs on
+    :param description: one line for ``promptgym list``
+    :param white_box: it back-propagates through the model (a reference, never ranked)
+    :param baseline: leaderboards compare every entry with the best baseline
+    :param prompt_free: it learns no prompt, so its runs are the same on every env kind of a task
+    :param needs_logprobs: it cannot run with ``reward="label_only"``
+    :param prompt_position: the placement it requires, if any
+    """
+
+    name: str
+    entry_point: str
+    kinds: tuple[str, ...] = ALL_KINDS
+    description: str = ""
+    white_box: bool = False
+    baseline: bool = False
+    prompt_free: bool = False
+    needs_logprobs: bool = False
+    prompt_position: str | None = None
+
+    def load(self) -> type:
+        """The agent class (imported now)."""
+        module, _, attr = self.entry_point.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise UnknownAgentError(f"agent {self.name!r}: cannot load {self.entry_point!r}: {exc}") from exc
+        return obj
+
+    @property
+    def config_class(self) -> type:
+        return self.load().config_class
+
+
+AGENT_REGISTRY: dict[str, AgentSpec] = {}
+
+
+def register_agent(name: str, entry_point: str, kinds: Sequence[str] = ALL_KINDS, description: str = "",
+                   **flags: Any) -> AgentSpec:
+    """Register an agent class under ``name`` (see :class:`AgentSpec` for ``flags``)."""
+    bad = sorted(set(kinds) - set(ALL_KINDS))
+    if bad or not kinds:
+        raise ConfigError(f"agent {name!r}: kinds must be a non-empty subset of {ALL_KINDS}, got {list(kinds)}")
+    if ":" not in entry_point:
+        raise ConfigError(f"agent {name!r}: entry_point must look like 'module:Class', got {entry_point!r}")
+    spec = AgentSpec(name, entry_point, tuple(kinds), description, **flags)
+    AGENT_REGISTRY[name] = spec
+    return spec
+
+
+def agent_spec(name: str) -> AgentSpec:
+    """The registered spec of ``name``, or an :class:`UnknownAgentError` listing the registered names."""
+    if name not in AGENT_REGISTRY:
+        raise UnknownAgentError(f"unknown agent {name!r}; registered agents: {', '.join(AGENT_REGISTRY)}")
+    return AGENT_REGISTRY[name]
+
+
+def is_white_box(name: str) -> bool:
+    """Whether ``name`` is a registered white-box agent (it back-propagates: a reference, never ranked)."""
+    return name in AGENT_REGISTRY and AGENT_REGISTRY[name].white_box
+
+
+def make_config(name: str, **overrides: Any) -> Any:
+    """Agent ``name``'s config with ``overrides`` (validated; unknown fields are refused by name)."""
+    cls = agent_spec(name).config_class
+    known = [f.name for f in dataclasses.fields(cls)]
+    bad = sorted(set(overrides) - set(known))
+    if bad:
+        raise ConfigError(f"agent {name!r} has no config field(s) {bad}; its {cls.__name__} fields: {', '.join(known)}")
+    return cls(**overrides)
+
+
+def make_agent(name: str, **config_overrides: Any) -> Agent:
+    """Build registered agent ``name`` with its default config updated by ``config_overrides``.
+
+    Stable-Baselines3 agents also take ``callbacks=[...]`` (SB3 callbacks run during ``learn``).
+    """
+    spec = agent_spec(name)
+    callbacks = config_overrides.pop("callbacks", None)
+    agent = spec.load()(make_config(name, **config_overrides))
+    if callbacks is not None:
+        if not hasattr(agent, "callbacks"):
+            raise ConfigError(f"callbacks= is only for agents that run callbacks (SB3's), not {name!r}")
+        agent.callbacks = list(callbacks)
+    return agent
+
+
+def check_kind(name: str, kind: str) -> None:
+    """Raise :class:`IncompatibleAgentError` unless agent ``name`` runs on envs of ``kind`` (known from the id,
+    so this is checked before an env or model is made)."""
+    spec = agent_spec(name)
+    if kind not in spec.kinds:
+        fitting = [n for n, s in AGENT_REGISTRY.items() if kind in s.kinds]
+        needs = " or ".join(f"{k} envs ({kind_pattern(k)})" for k in spec.kinds)
+        raise IncompatibleAgentError(f"agent {name!r} runs on {needs}; this is a {kind} env. "
+                                     f"Agents for {kind} envs: {', '.join(fitting)}")
+
+
+def check_compatible(name: str, env: gym.Env) -> None:
+    """Raise :class:`IncompatibleAgentError` (saying what would work) unless agent ``name`` can run on ``env``."""
+    spec = agent_spec(name)
+    check_kind(name, kind_of(env))
+    base = env.unwrapped
+    if spec.needs_logprobs and base.reward_kind == "label_only":
+        raise IncompatibleAgentError(f"agent {name!r} needs label log-probabilities; the env uses "
+                                     "reward='label_only'")
+    if spec.prompt_position is not None and base.prompt_position != spec.prompt_position:
+        raise IncompatibleAgentError(f"agent {name!r} puts its prompt {spec.prompt_position} the input; make the "
+                                     f"env with prompt_position={spec.prompt_position!r}")
+    if spec.white_box and not callable(getattr(base.lm, "white_box", None)):
+        raise IncompatibleAgentError(f"agent {name!r} is white-box (back-propagation): it needs an in-process "
+                                     f"transformers model, not {type(base.lm).__name__}")
+
+
+def _register_builtins() -> None:
+    both = ("discrete", "tokenwise")
+    register_agent("bdpl", "agents.bdpl:BDPLAgent", both,
+                   "BDPL: variance-reduced policy gradient over candidate distributions")
+    register_agent("bbt", "agents.bbt:BBTAgent", ("subspace",), "BBT: CMA-ES in a random subspace")
+    register_agent("random", "agents.random_search:RandomSearchAgent", ALL_KINDS, "random search baseline",
+                   baseline=True)
+    register_agent("manual", "agents.manual:ManualAgent", ALL_KINDS, "the task's template, no learned prompt",
+                   baseline=True, prompt_free=True)
+    register_agent("calibrated", "agents.manual:CalibratedAgent", ALL_KINDS,
+                   "template + one bias per label fitted on train (1 call)", baseline=True, prompt_free=True,
+                   needs_logprobs=True)
+    register_agent("icl", "agents.manual:ICLAgent", ALL_KINDS, "in-context demonstrations from train as a text prefix",
+                   baseline=True, prompt_free=True, prompt_position="before")
+    register_agent("ppo", "agents.sb3:PPOAgent", ALL_KINDS, "Stable-Baselines3 PPO")
+    register_agent("a2c", "agents.sb3:A2CAgent", ALL_KINDS, "Stable-Baselines3 A2C")
+    register_agent("sac", "agents.sb3:SACAgent", ("subspace",), "Stable-Baselines3 SAC (continuous actions)")
+    register_agent("td3", "agents.sb3:TD3Agent", ("subspace",), "Stable-Baselines3 TD3 (continuous actions)")
+    register_agent("ddpg", "agents.sb3:DDPGAgent", ("subspace",), "Stable-Baselines3 DDPG (continuous actions)")
+    register_agent("dqn", "agents.sb3:DQNAgent", ("tokenwise",), "Stable-Baselines3 DQN (one candidate per step)")
+    register_agent("prompt_tuning", "agents.prompt_tuning:PromptTuningAgent", ALL_KINDS,
+                   "WHITE-BOX soft prompt tuning by back-propagation (reference)", white_box=True)
+
+
+_register_builtins()
+
+__all__ = ["AGENT_REGISTRY", "ALL_KINDS", "Agent", "AgentConfig", "AgentSpec", "ConfiguredAgent", "DevSelector",
+           "Result", "TrainCurve", "agent_spec", "check_compatible", "check_kind", "config_dict", "is_white_box",
+           "make_agent", "make_config", "parse_field", "register_agent", "require"]

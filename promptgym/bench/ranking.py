@@ -1,0 +1,231 @@
+"""Ranking the leaderboard: committed entries -> one scored, sorted table per env id and budget tier.
+
+This is the data side of the leaderboard pages, kept apart from :mod:`promptgym.bench.render` so
+the statistics can be tested (and reused) without parsing Markdown or HTML back. Nothing here
+formats text: a row carries numbers and a structured comparison, and the renderer words them.
+
+A reader should not have to trust ranks alone, so each row also carries:
+
+* a 95% CI of its score: a bootstrap over seeds *and* test rows when the test labels are given
+  (``labels_by_env``), otherwise over seeds only;
+* a comparison with the best baseline run on the same model (another model is another problem):
+  with labels, a paired bootstrap CI of the difference; without, whether the seed-only CIs overlap.
+
+Which agents are baselines, and which of them learn no prompt, comes from the agent registry
+(:data:`promptgym.agent.AGENT_REGISTRY`); the task of an env id comes from the env registration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from promptgym.agent import AGENT_REGISTRY
+from promptgym.bench.schema import created_date
+from promptgym.bench.stats import (
+    bootstrap_ci,
+    curve_auc,
+    decode_predictions,
+    distinguishable,
+    paired_difference_ci,
+    score_predictions,
+    seed_bootstrap_ci,
+    seed_summary,
+)
+from promptgym.bench.store import submission_filename
+from promptgym.envs.registration import env_task
+from promptgym.errors import InvalidSubmissionError, UnknownEnvError
+
+__all__ = ["CLAIM_TOLERANCE", "N_BOOT", "TIER_ORDER", "Comparison", "Row", "Table", "baseline_agents",
+           "prompt_free_agents", "rank", "task_of"]
+
+TIER_ORDER: tuple[str, ...] = ("standard", "lite")  # tables of one env: the headline tier first
+N_BOOT = 1000  # bootstrap resamples: fixed (with the fixed seeds in stats) so pages regenerate byte for byte
+CLAIM_TOLERANCE = 1e-6  # a submitted per-seed metric must match its predictions to this precision
+
+
+def baseline_agents() -> frozenset[str]:
+    """Registered agents flagged ``baseline``: every entry is compared with the best of them.
+
+    Read from the registry at call time, so an agent registered later counts; a name that is not
+    registered (a submitter's own agent) is never a baseline.
+    """
+    return frozenset(name for name, spec in AGENT_REGISTRY.items() if spec.baseline)
+
+
+def prompt_free_agents() -> frozenset[str]:
+    """Registered baselines that learn no prompt: their runs are the same on every env kind of a task,
+    so a subspace or tokenwise table may borrow the ones submitted on the task's discrete env."""
+    return frozenset(name for name, spec in AGENT_REGISTRY.items() if spec.baseline and spec.prompt_free)
+
+
+def task_of(env_id: str) -> str:
+    """The task of ``env_id``, or ``env_id`` itself when it is not a registered id.
+
+    An entry for an env this install does not know (an older or newer promptgym) still gets its
+    table; it just shares baselines with no other env.
+    """
+    try:
+        return env_task(env_id)
+    except UnknownEnvError:
+        return env_id
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A row against the best baseline on its model.
+
+    ``ci`` is the paired-bootstrap 95% CI of ``diff`` when both rows' test predictions could be
+    scored against the labels; None means the cruder test was used (do the seed-only CIs overlap?).
+    """
+
+    baseline_key: str  # submission file name of the baseline's entry
+    is_self: bool  # the row *is* the best baseline
+    diff: float  # row mean - baseline mean
+    ci: tuple[float, float] | None
+    distinguishable: bool  # False: the CI contains 0 (or the seed CIs overlap)
+
+
+@dataclass(eq=False)  # rows are compared by identity: two entries never are the same row
+class Row:
+    """One entry of a table: its per-seed scores and the statistics the pages show."""
+
+    sub: dict[str, Any]
+    key: str  # submission file name: unique, breaks ties deterministically
+    scores: list[float]  # per seed, in BENCH_SEEDS order
+    mean: float
+    std: float
+    ci: tuple[float, float]
+    calls: float
+    ece: float
+    auc: float
+    preds: list[np.ndarray] | None = None  # per seed, when the test labels are known
+    rank: int = 0
+    versus: Comparison | None = None  # None: no baseline was submitted for this row's model
+
+    @property
+    def agent(self) -> str:
+        return str(self.sub["agent"]["name"])
+
+    @property
+    def model(self) -> str:
+        return str(self.sub["model"]["name"])
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.agent in baseline_agents()
+
+
+@dataclass
+class Table:
+    """The rows of one (env id, tier), best first, and what the comparisons drew on."""
+
+    env_id: str
+    tier: str
+    metric: str
+    rows: list[Row]
+    labels: np.ndarray | None
+    borrowed: tuple[tuple[str, str], ...] = ()  # (agent, env id) of best baselines taken from other env kinds
+
+    @property
+    def seed_only(self) -> bool:
+        """True when the test labels were missing: CIs resample seeds only and comparisons use overlap."""
+        return self.labels is None
+
+    @property
+    def missing_baseline(self) -> bool:
+        """True when some row's model has no baseline to be compared with."""
+        return any(row.versus is None for row in self.rows)
+
+
+def rank(entries: Sequence[Mapping[str, Any]], labels_by_env: Mapping[str, np.ndarray] | None = None) -> list[Table]:
+    """Group entries by (env id, tier), score and sort each group, and compare every row with its best baseline.
+
+    Tables come sorted by env id, then tier (:data:`TIER_ORDER`); rows by mean test score, ties
+    going to the earlier submission. With labels, each submitted per-seed metric is re-scored from
+    its predictions and a mismatch raises :class:`InvalidSubmissionError`: the pages show the
+    submitted numbers, so they must be the true ones.
+    """
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for sub in entries:
+        groups.setdefault((sub["env_id"], sub["tier"]), []).append(dict(sub))
+    tier_rank = {t: i for i, t in enumerate(TIER_ORDER)}
+    tables = []
+    for env_id, tier in sorted(groups, key=lambda g: (g[0], tier_rank.get(g[1], len(TIER_ORDER)), g[1])):
+        subs = groups[(env_id, tier)]
+        metrics = sorted({s["metric"] for s in subs})
+        if len(metrics) != 1:
+            raise InvalidSubmissionError(
+                f"{env_id} ({tier}): entries disagree on the metric {metrics}; an environment has one metric")
+        raw = None if labels_by_env is None else labels_by_env.get(env_id)
+        labels = None if raw is None else np.asarray(raw)
+        rows = [_score(sub, metrics[0], labels) for sub in subs]
+        rows.sort(key=lambda r: (-r.mean, created_date(r.sub), r.key))
+        for i, row in enumerate(rows, start=1):
+            row.rank = i
+        tables.append(Table(env_id, tier, metrics[0], rows, labels))
+    tasks = {table.env_id: task_of(table.env_id) for table in tables}
+    prompt_free = prompt_free_agents()
+    for table in tables:
+        shared = [row for other in tables if other is not table and other.tier == table.tier
+                  and other.metric == table.metric and tasks[other.env_id] == tasks[table.env_id]
+                  for row in other.rows if row.agent in prompt_free]
+        _compare_with_baselines(table, shared)
+    return tables
+
+
+def _score(sub: dict[str, Any], metric: str, labels: np.ndarray | None) -> Row:
+    """A row's statistics; checks the submitted metrics against the predictions when labels are known."""
+    runs = sorted(sub["runs"], key=lambda r: r["seed"])
+    scores = [float(r["test"]["metric"]) for r in runs]
+    mean, std = seed_summary(scores)
+    key = submission_filename(sub)
+    preds = None
+    if labels is not None:
+        preds = []
+        for run in runs:
+            p = decode_predictions(run["test"]["predictions"])
+            if p.size != labels.size:
+                raise InvalidSubmissionError(f"{key}: seed {run['seed']} has {p.size} test predictions but the "
+                                             f"test split has {labels.size} rows")
+            preds.append(p)
+        for run, claimed, actual in zip(runs, scores, score_predictions(preds, labels, metric)):
+            if abs(claimed - actual) > CLAIM_TOLERANCE:
+                raise InvalidSubmissionError(f"{key}: seed {run['seed']} claims test.metric {claimed:.6f} but its "
+                                             f"predictions score {actual:.6f} against the test labels")
+        ci = bootstrap_ci(preds, labels, metric, n_boot=N_BOOT)
+    else:
+        ci = seed_bootstrap_ci(scores, n_boot=N_BOOT)
+    budget = int(sub["budget_calls"])
+    return Row(sub=sub, key=key, scores=scores, mean=mean, std=std, ci=ci,
+               calls=float(np.mean([r["calls_used"] for r in runs])),
+               ece=float(np.mean([r["test"]["ece"] for r in runs])),
+               auc=float(np.mean([curve_auc(r["curve"], budget) for r in runs])), preds=preds)
+
+
+def _compare_with_baselines(table: Table, shared: Sequence[Row] = ()) -> None:
+    """Set ``row.versus`` for every row against the best baseline on the same model.
+
+    ``shared``: prompt-free baseline rows of the same task on other env kinds, which count as
+    baselines here too; the ones that end up best are recorded in ``table.borrowed``.
+    """
+    best: dict[str, Row] = {}
+    candidates = [r for r in table.rows if r.is_baseline] + list(shared)
+    for row in sorted(candidates, key=lambda r: -r.mean):  # best first: the first seen per model wins
+        best.setdefault(row.model, row)
+    table.borrowed = tuple(sorted({(b.agent, b.sub["env_id"]) for b in best.values() if b not in table.rows}))
+    for row in table.rows:
+        base = best.get(row.model)
+        if base is None:
+            row.versus = None
+        elif base is row:
+            row.versus = Comparison(base.key, True, 0.0, None, False)
+        elif table.labels is not None and row.preds is not None and base.preds is not None:
+            ci = paired_difference_ci(row.preds, base.preds, table.labels, table.metric, n_boot=N_BOOT)
+            row.versus = Comparison(base.key, False, row.mean - base.mean, ci, distinguishable(ci))
+        else:
+            overlap = row.ci[0] <= base.ci[1] and base.ci[0] <= row.ci[1]
+            row.versus = Comparison(base.key, False, row.mean - base.mean, None, not overlap)

@@ -1,0 +1,266 @@
+"""Where runs are written: training run folders and the evaluation protocol's work folders.
+
+A run folder ``<out>/<env>-<agent>-s<split seed>-<agent seed>-<timestamp>/`` (written by
+``promptgym train``) holds:
+
+* ``config.json``: env id and kwargs, model and dtype, split seed, budget, agent name and config,
+  the calls actually used, fingerprints (LM weights, data files) and package versions, so that the
+  run can be repeated and checked.
+* ``prompt.json``: the Result (action, prompt text, train reward, dev metric, label bias,
+  demonstrations, ...); ``soft_prompt.npy`` too for the white-box agent. :func:`load_result` reads it.
+* ``prompt.txt``: the same for people: the prompt text (discrete), the z vector (subspace), the
+  bias or demonstrations, and the first train example rendered with the prompt.
+* ``curve.csv`` / ``curve.png``: best-so-far train reward and dev metric against calls used
+  (for the white-box agent, against forward+backward passes).
+
+The protocol's per-seed cache lives in :func:`evaluate_workdir` (``runs/evaluate/<env>-<agent>-<tier>``),
+the one place that path is built: ``promptgym evaluate``, the benchmark scripts and the README agree.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from promptgym.agent import Agent, Result, config_dict
+from promptgym.progress import fmt
+
+CURVE_HEADER = ("best_train_reward", "best_dev_metric")
+#: the parent of every protocol work folder (relative to the working directory)
+EVALUATE_ROOT = Path("runs") / "evaluate"
+
+
+def evaluate_workdir(env_id: str, agent: str, tier: str, root: str | Path | None = None) -> Path:
+    """The protocol's per-seed cache for ``env_id`` / ``agent`` / ``tier`` (not created here)."""
+    return Path(root if root is not None else EVALUATE_ROOT) / f"{env_id}-{agent}-{tier}"
+
+
+def seed_file(workdir: Path, seed: int) -> Path:
+    """One protocol seed's cached run in a work folder."""
+    return Path(workdir) / f"seed-{int(seed)}.json"
+
+
+def new_run_dir(out: str | Path, env_id: str, agent: str, seed: int, split_seed: int) -> Path:
+    """A fresh run folder named by env, agent, split seed, agent seed and time (never reused)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = f"{env_id}-{agent}-s{split_seed}-{seed}-{stamp}".replace("/", "_").replace(":", "_")
+    run_dir = Path(out) / name
+    n = 2
+    while run_dir.exists():
+        run_dir = Path(out) / f"{name}-{n}"
+        n += 1
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import promptgym
+
+    out = {"promptgym": promptgym.__version__, "python": platform.python_version()}
+    for pkg in ("gymnasium", "stable-baselines3", "torch", "transformers", "numpy", "cma"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def run_config(env_id: str, env: gym.Env, agent: str, learner: Agent, budget: int, seed: int, split_seed: int,
+               model: Any, dtype: str, env_kwargs: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
+    """Everything needed to repeat and check a run (``config.json``)."""
+    base = env.unwrapped
+    cands = getattr(base, "candidates", None)
+    return {
+        "env_id": env_id,
+        "env_kind": base.kind,
+        "task": base.spec_task.name,
+        "env_kwargs": jsonable(env_kwargs or {}),
+        "model": base.model_name if not isinstance(model, str) else model,
+        "dtype": dtype,
+        "split_seed": int(split_seed),
+        "budget": int(budget),
+        "seed": int(seed),
+        "agent": agent,
+        "agent_config": jsonable(config_dict(getattr(learner, "config", None))),
+        "budget_used": base.budget.as_dict(),
+        "seconds": round(seconds, 2),
+        "lm": {"name": getattr(base.lm, "name", None), "weights_sha256": getattr(base.lm, "weights_sha256", None)},
+        "data": {"train": base.train.source, "train_sha256": base.train.sha256,
+                 "dev": base.dev.source, "dev_sha256": base.dev.sha256},
+        "candidates": None if cands is None else {"source": cands.source, "count": len(cands)},
+        "versions": versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_run(run_dir: Path, env: gym.Env, result: Result, config: dict[str, Any]) -> None:
+    """Write config.json, prompt.json (+ soft_prompt.npy), prompt.txt, curve.csv and curve.png."""
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    record = result_record(env, result)
+    if result.soft_prompt is not None:
+        np.save(run_dir / "soft_prompt.npy", np.asarray(result.soft_prompt, dtype=np.float32))
+        record["soft_prompt_file"] = "soft_prompt.npy"
+    (run_dir / "prompt.json").write_text(json.dumps(record, indent=2) + "\n")
+    (run_dir / "prompt.txt").write_text(prompt_report(env, result, config))
+    rows = curve_rows(result)
+    with (run_dir / "curve.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow((result.curve_unit, *CURVE_HEADER))
+        for x, train, dev in rows:
+            writer.writerow((x, _num(train), _num(dev)))
+    plot_curve(run_dir / "curve.png", result.curve_unit, rows, f"{config['agent']} on {config['env_id']}",
+               env.unwrapped.spec_task.metric)
+
+
+def action_kind(env: gym.Env, result: Result) -> str:
+    """How the final prompt is stored: "soft_prompt", "demonstrations", "template", "z" or "candidate_indices"."""
+    kind = result.prompt_kind
+    if kind != "action":
+        return kind
+    return "z" if env.unwrapped.kind == "subspace" else "candidate_indices"
+
+
+def result_record(env: gym.Env, result: Result) -> dict[str, Any]:
+    """The Result as JSON (NaN -> null; arrays -> lists; the soft prompt goes to its own file)."""
+    base = env.unwrapped
+    return {
+        "agent": result.agent,
+        "action": None if result.action is None else np.asarray(result.action).tolist(),
+        "action_kind": action_kind(env, result),
+        "prompt_text": result.prompt_text,
+        "train_reward": _num(result.train_reward),
+        "dev_metric": _num(result.dev_metric),
+        "metric": base.spec_task.metric,
+        "calls_used": int(result.calls_used),
+        "label_bias": None if result.label_bias is None else np.asarray(result.label_bias).tolist(),
+        "demonstrations": result.demonstrations,
+        "curve": [list(p) for p in result.curve],
+        "train_curve": [list(p) for p in result.train_curve],
+        "curve_unit": result.curve_unit,
+        "config": jsonable(result.config),
+        "extra": jsonable(result.extra),
+    }
+
+
+def load_result(run_dir: str | Path) -> Result:
+    """The Result stored in a run folder (for re-scoring with :func:`promptgym.runner.score_test`)."""
+    run_dir = Path(run_dir)
+    rec = json.loads((run_dir / "prompt.json").read_text())
+    soft = np.load(run_dir / rec["soft_prompt_file"]) if rec.get("soft_prompt_file") else None
+    return Result(rec["agent"], None if rec["action"] is None else np.asarray(rec["action"]), rec["prompt_text"],
+                  float("nan") if rec["train_reward"] is None else float(rec["train_reward"]), rec["dev_metric"],
+                  rec["calls_used"], [tuple(p) for p in rec["curve"]], [tuple(p) for p in rec["train_curve"]],
+                  None if rec["label_bias"] is None else np.asarray(rec["label_bias"], dtype=np.float32),
+                  rec["demonstrations"], rec["config"], dict(rec.get("extra") or {}), soft_prompt=soft,
+                  curve_unit=rec.get("curve_unit", "calls"))
+
+
+def prompt_report(env: gym.Env, result: Result, config: dict[str, Any]) -> str:
+    """A readable summary of the learned prompt, with one train example rendered around it."""
+    base = env.unwrapped
+    metric = base.spec_task.metric
+    lines = [f"agent: {result.agent}    env: {config['env_id']}    model: {config['model']}    "
+             f"split seed: {config['split_seed']}",
+             f"calls used: {result.calls_used} / {config['budget']}",
+             f"best train reward: {fmt(result.train_reward)}    dev {metric}: {fmt(result.dev_metric)}", ""]
+    kind = action_kind(env, result)
+    if kind == "candidate_indices":
+        lines += [f"prompt: {result.prompt_text!r}", f"candidate indices: {np.asarray(result.action).tolist()}"]
+    elif kind == "z":
+        z = np.asarray(result.action, dtype=np.float64)
+        lines += [result.prompt_text, f"z ({z.size} values, |z| = {np.linalg.norm(z):.4f}):",
+                  np.array2string(z, precision=4, max_line_width=100, threshold=10**6)]
+    elif kind == "soft_prompt":
+        soft = np.asarray(result.soft_prompt)
+        lines += [result.prompt_text, f"soft prompt: {soft.shape[0]} x {soft.shape[1]} vectors in soft_prompt.npy "
+                                      "(WHITE-BOX: learned by back-propagation)"]
+    elif kind == "demonstrations":
+        lines += ["in-context demonstrations (a text prefix, outside the action space):", result.demonstrations or ""]
+    else:
+        lines += ["prompt: (none: the task's template alone)"]
+    if result.label_bias is not None:
+        lines.append("label bias: " + ", ".join(f"{w} {b:+.4f}" for w, b in
+                                                zip(base.template.verbalizers, np.asarray(result.label_bias))))
+    left, right = base.segments("train")[0]
+    shown = {"candidate_indices": result.prompt_text, "demonstrations": result.demonstrations,
+             "template": ""}.get(kind, "<soft prompt>")
+    lines += ["", "first train example with the prompt in [[ ]] and the label words after ->:",
+              f"{left}[[{shown}]]{right} -> {' / '.join(base.template.verbalizers)}", ""]
+    return "\n".join(lines)
+
+
+def curve_rows(result: Result) -> list[tuple[int, float | None, float | None]]:
+    """``[(cost, best train reward so far, best dev metric so far)]`` merged on cost."""
+    dev, train = result.curve, result.train_curve
+    xs = sorted({int(x) for x, _ in dev} | {int(x) for x, _ in train})
+    rows: list[tuple[int, float | None, float | None]] = []
+    best_t: float | None = None
+    best_d: float | None = None
+    ti = di = 0
+    train_s, dev_s = sorted(train), sorted(dev)
+    for x in xs:
+        while ti < len(train_s) and train_s[ti][0] <= x:
+            v = float(train_s[ti][1])
+            best_t = v if best_t is None or v > best_t else best_t
+            ti += 1
+        while di < len(dev_s) and dev_s[di][0] <= x:
+            v = float(dev_s[di][1])
+            best_d = v if best_d is None or v > best_d else best_d
+            di += 1
+        rows.append((x, best_t, best_d))
+    if not rows:
+        rows = [(int(result.calls_used), None, _num(result.dev_metric))]
+    return rows
+
+
+def plot_curve(path: Path, unit: str, rows: list, title: str, metric: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, col, label in ((axes[0], 1, "best train reward"), (axes[1], 2, f"best dev {metric}")):
+        pts = [(r[0], r[col]) for r in rows if r[col] is not None and math.isfinite(r[col])]
+        if pts:
+            ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", marker=".")
+        else:
+            ax.text(0.5, 0.5, "no points", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel(unit + (" (API calls)" if unit == "calls" else " (white-box)"))
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _num(x: Any) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else float(x)
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with numpy values as Python ones and non-finite floats as None (for JSON files)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return repr(obj)

@@ -1,0 +1,87 @@
+"""The leaderboard's data side (``promptgym.bench.ranking``), checked on numbers rather than on pages.
+
+Submissions are synthetic (see ``test_bench_schema.make_submission``): 40 test rows, and each seed
+gets the labels with a chosen number of rows flipped, so the means and their order are known.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_bench_schema import TEST_LABELS, make_predictions, make_submission
+
+from promptgym.agent import AGENT_REGISTRY, AgentSpec
+from promptgym.bench.ranking import Table, baseline_agents, prompt_free_agents, rank, task_of
+
+
+def _by_env(tables: list[Table]) -> dict[str, Table]:
+    return {t.env_id: t for t in tables}
+
+
+def test_baseline_sets_come_from_the_agent_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert baseline_agents() >= {"manual", "calibrated", "icl", "random"}
+    assert prompt_free_agents() >= {"manual", "calibrated", "icl"} and "random" not in prompt_free_agents()
+    assert "bbt" not in baseline_agents() and "my_agent" not in baseline_agents()  # unregistered: neither
+    monkeypatch.setitem(AGENT_REGISTRY, "my_base", AgentSpec("my_base", "my_pkg:Base", baseline=True))
+    assert "my_base" in baseline_agents() and "my_base" not in prompt_free_agents()
+
+
+def test_rows_are_ranked_by_mean_and_ties_go_to_the_earlier_entry() -> None:
+    subs = [make_submission("bbt", predictions=make_predictions(TEST_LABELS, [8] * 5), created="2025-02-01T00:00:00Z"),
+            make_submission("random", predictions=make_predictions(TEST_LABELS, [16] * 5)),
+            make_submission("bdpl", predictions=make_predictions(TEST_LABELS, [0, 1, 0, 1, 0])),
+            make_submission("manual", predictions=make_predictions(TEST_LABELS, [8] * 5),
+                            created="2025-01-01T00:00:00Z")]
+    (table,) = rank(subs, {"PromptSST2-v0": TEST_LABELS})
+    assert [r.agent for r in table.rows] == ["bdpl", "manual", "bbt", "random"]
+    assert [r.rank for r in table.rows] == [1, 2, 3, 4]
+    assert [r.mean for r in table.rows] == sorted((r.mean for r in table.rows), reverse=True)
+    assert [r.is_baseline for r in table.rows] == [False, True, False, True]
+    assert table.rows[0].preds is not None and len(table.rows[0].scores) == 5
+
+
+def test_comparison_is_not_distinguishable_when_the_paired_ci_contains_zero() -> None:
+    same = make_predictions(TEST_LABELS, [12, 11, 13, 12, 12])
+    subs = [make_submission("bbt", predictions=same), make_submission("manual", predictions=same),
+            make_submission("bdpl", predictions=make_predictions(TEST_LABELS, [0, 1, 0, 1, 0]))]
+    (table,) = rank(subs, {"PromptSST2-v0": TEST_LABELS})
+    rows = {r.agent: r for r in table.rows}
+    manual, twin, strong = rows["manual"].versus, rows["bbt"].versus, rows["bdpl"].versus
+    assert manual is not None and manual.is_self
+    assert twin is not None and twin.ci is not None and twin.ci[0] <= 0 <= twin.ci[1]
+    assert not twin.distinguishable and twin.baseline_key == rows["manual"].key
+    assert strong is not None and strong.ci is not None and strong.ci[0] > 0 and strong.distinguishable
+    assert not table.seed_only and not table.missing_baseline and table.borrowed == ()
+
+
+def test_without_labels_the_comparison_falls_back_to_seed_ci_overlap() -> None:
+    same = make_predictions(TEST_LABELS, [12, 11, 13, 12, 12])
+    (table,) = rank([make_submission("bbt", predictions=same), make_submission("manual", predictions=same)], None)
+    twin = next(r for r in table.rows if r.agent == "bbt").versus
+    assert table.seed_only and twin is not None and twin.ci is None and not twin.distinguishable
+
+
+def test_prompt_free_baselines_of_the_discrete_env_serve_the_subspace_table() -> None:
+    bbt = make_submission("bbt", predictions=make_predictions(TEST_LABELS, [0, 1, 0, 1, 0]),
+                          env_id="PromptSST2-Subspace-v0")
+    manual = make_submission("manual", predictions=make_predictions(TEST_LABELS, [12, 11, 13, 12, 12]))
+    rand = make_submission("random", predictions=make_predictions(TEST_LABELS, [1, 1, 1, 1, 1]))  # better, not shared
+    other_model = make_submission("bbt", env_id="PromptSST2-Subspace-v0", model="gpt2", submitter="other")
+    labels = {"PromptSST2-v0": TEST_LABELS, "PromptSST2-Subspace-v0": TEST_LABELS}
+    tables = _by_env(rank([bbt, manual, rand, other_model], labels))
+    subspace = tables["PromptSST2-Subspace-v0"]
+    rows = {r.model: r for r in subspace.rows}
+    versus = rows["smollm2-135m"].versus
+    assert versus is not None and versus.baseline_key == tables["PromptSST2-v0"].rows[1].key  # manual
+    assert versus.ci is not None and versus.distinguishable and versus.diff > 0
+    assert subspace.borrowed == (("manual", "PromptSST2-v0"),)
+    assert rows["gpt2"].versus is None and subspace.missing_baseline  # another model's baseline never counts
+    assert tables["PromptSST2-v0"].borrowed == ()  # the discrete table's own baselines suffice
+
+
+def test_an_unregistered_env_id_is_its_own_task() -> None:
+    assert task_of("PromptSST2-Subspace-v0") == task_of("PromptSST2-v0") == "sst2"
+    assert task_of("PromptNoSuchTask-Subspace-v0") == "PromptNoSuchTask-Subspace-v0"
+    tables = _by_env(rank([make_submission("bbt", env_id="PromptNoSuchTask-Subspace-v0"),
+                           make_submission("manual", env_id="PromptNoSuchTask-v0")], None))
+    assert tables["PromptNoSuchTask-Subspace-v0"].rows[0].versus is None  # nothing borrowed across unknown ids
+    assert tables["PromptNoSuchTask-v0"].rows[0].versus is not None
