@@ -255,6 +255,38 @@ def parse_field(config_class: type, name: str, text: str) -> Any:
     raise ConfigError(f"{config_class.__name__}.{name} must be {_type_name(tp)}, got {text!r}")
 
 
+def config_fields(config_class: type) -> list[tuple[str, str, Any, str]]:
+    """``(name, type, default, one-line meaning)`` of each field of a config dataclass.
+
+    The meaning is the field's trailing ``# comment`` in the source (CleanRL's one-line-per-field
+    style), so the documentation shown by ``promptgym list --agent NAME`` is the code's own.
+    """
+    import inspect
+    import re
+
+    docs: dict[str, str] = {}
+    for klass in reversed(config_class.__mro__):
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for line in source.splitlines():
+            m = re.match(r"\s+(\w+)\s*:[^#]*?#\s*(.+)$", line)
+            if m:
+                docs[m.group(1)] = m.group(2).strip()
+    hints = typing.get_type_hints(config_class)
+    out = []
+    for f in dataclasses.fields(config_class):
+        if f.default is not dataclasses.MISSING:
+            default: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        out.append((f.name, _type_name(hints.get(f.name, Any)), default, docs.get(f.name, "")))
+    return out
+
+
 class ConfiguredAgent:
     """Base class of the built-in agents: the config default, type check and the seeded reset.
 
@@ -431,5 +463,5 @@ def _register_builtins() -> None:
 _register_builtins()
 
 __all__ = ["AGENT_REGISTRY", "ALL_KINDS", "Agent", "AgentConfig", "AgentSpec", "ConfiguredAgent", "DevSelector",
-           "Result", "TrainCurve", "agent_spec", "check_compatible", "check_kind", "config_dict", "is_white_box",
-           "make_agent", "make_config", "parse_field", "register_agent", "require"]
+           "Result", "TrainCurve", "agent_spec", "check_compatible", "check_kind", "config_dict", "config_fields",
+           "is_white_box", "make_agent", "make_config", "parse_field", "register_agent", "require"]

@@ -70,12 +70,58 @@ def parse_seeds(text: str | None) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------------------------- commands
+def _list_agent(name: str) -> int:
+    from promptgym.agent import agent_spec, config_fields
+    from promptgym.envs.registration import kind_pattern
+
+    spec = agent_spec(name)
+    flags = [f for f in ("white_box", "baseline", "prompt_free", "needs_logprobs") if getattr(spec, f)]
+    print(f"{name}: {spec.description}")
+    print(f"  entry point: {spec.entry_point}")
+    print(f"  env kinds:   {', '.join(f'{k} ({kind_pattern(k)})' for k in spec.kinds)}")
+    if spec.prompt_position:
+        flags.append(f"prompt {spec.prompt_position} the input")
+    if flags:
+        print(f"  notes:       {', '.join(flags)}")
+    print(f"  config ({spec.config_class.__name__}; set with --agent-kwarg NAME=VALUE):")
+    for field, tp, default, doc in config_fields(spec.config_class):
+        print(f"    {field:18} {tp:18} {default!r:12} {doc}")
+    return 0
+
+
+def _list_envs() -> int:
+    import inspect
+
+    from promptgym.envs.core import PromptEnvBase
+    from promptgym.envs.registration import KINDS, kind_pattern
+
+    print("env kwargs (gym.make(ID, **kwargs) or --env-kwarg KEY=VALUE):")
+    for kind, cls in KINDS.items():
+        own = {p.name: p for klass in cls.__mro__[:cls.__mro__.index(PromptEnvBase)]
+               for p in inspect.signature(klass.__init__).parameters.values()
+               if p.name not in ("self", "task", "kwargs", "args")}.values()
+        print(f"  {kind} ({kind_pattern(kind)}): " + ", ".join(f"{p.name}={p.default!r}" for p in own))
+    common = [p for p in inspect.signature(PromptEnvBase.__init__).parameters.values()
+              if p.name not in ("self", "task")]
+    print("  common to every kind: " + ", ".join(f"{p.name}={p.default!r}" for p in common))
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from promptgym.agent import AGENT_REGISTRY
     from promptgym.envs.registration import KINDS, env_id
     from promptgym.lm.presets import PRESETS
     from promptgym.tasks import TASKS
 
+    if args.agent:
+        return _list_agent(args.agent)
+    if args.what == "envs":
+        return _list_envs()
+    if args.what == "agents":
+        for name in AGENT_REGISTRY:
+            _list_agent(name)
+            print()
+        return 0
     print(f"{len(TASKS)} tasks, {len(TASKS) * len(KINDS)} env ids ({', '.join(KINDS)} kinds)\n")
     print(f"{'task':8} {'metric':21} {'labels -> verbalizers':60} env ids")
     for name, spec in TASKS.items():
@@ -258,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"promptgym {promptgym.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("list", help="list tasks, env ids, agents and model presets")
+    p.add_argument("what", nargs="?", choices=["all", "agents", "envs"], default="all",
+                   help="agents: every agent's config fields; envs: every env kind's kwargs (default: %(default)s)")
+    p.add_argument("--agent", default=None, help="show one agent's env kinds and config fields")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("zeroshot", help="zero-shot test metric of a task's manual templates")

@@ -99,3 +99,16 @@ def test_help_and_version(capsys):
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out
     assert "(default: 8000)" in out and "--no-progress" in out
+
+
+def test_list_shows_agents_with_their_config_fields_and_env_kwargs(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "agents (promptgym train --agent NAME):" in out and "bbt" in out and "prompt_tuning" in out
+    assert main(["list", "--agent", "bdpl"]) == 0
+    out = capsys.readouterr().out
+    assert "discrete (Prompt<Task>-v0), tokenwise" in out
+    assert "samples" in out and "prompts per iteration" in out and "0.005" in out
+    assert main(["list", "envs"]) == 0
+    out = capsys.readouterr().out
+    assert "intrinsic_dim=500" in out and "budget=8000" in out
