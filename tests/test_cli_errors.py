@@ -82,6 +82,9 @@ def test_evaluate_a_subset_of_seeds_says_the_run_was_saved_and_how_to_finish(cap
     assert f"seed runs saved in {work}" in out and "--seeds 13,21,42,87,100" in out
     run = json.loads((tmp_path / work / "seed-13.json").read_text())
     assert run["seed"] == 13 and run["calls_used"] == 0 and run["test"]["n"] == 872
+    # the cached run says how to reproduce it from the file alone
+    assert run["extra"]["env_id"] == "PromptSST2-v0" and run["extra"]["model"] == "tiny-random-causal"
+    assert run["extra"]["agent"] == "manual" and run["extra"]["agent_config"]["seed"] == 13
     assert not (tmp_path / work / "submission.json").exists()
 
 

@@ -33,7 +33,7 @@ from promptgym.envs.registration import check_env_id, env_kind, env_task
 from promptgym.errors import ConfigError, InvalidActionError, InvalidSubmissionError, PromptGymError, UnknownEnvError
 from promptgym.lm import DEFAULT_MODEL, get_lm
 from promptgym.runner import check_env_kwargs, make_env, run_agent, score_test
-from promptgym.runs import evaluate_workdir, seed_file
+from promptgym.runs import evaluate_workdir, jsonable, seed_file
 from promptgym.tasks import compute_metric, data_fingerprint, get_task, load_split
 
 #: Re-scoring tolerance: fp32 scores are reproducible on one machine; across CPUs a few near-ties
@@ -91,7 +91,10 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
                  "predictions": encode_predictions(test.predictions)},
         "extra": {"train_reward": float(result.train_reward), "dev_metric": result.dev_metric,
                   "passes": {k: result.extra[k] for k in ("forward_passes", "backward_passes") if k in result.extra},
-                  "test_wall_seconds": round(time.time() - started, 3)},
+                  "test_wall_seconds": round(time.time() - started, 3),
+                  # what reproduces this run from its file alone (not part of a submission)
+                  "env_id": env_id, "env_kwargs": jsonable(env_kwargs or {}), "model": model,
+                  "agent": agent, "agent_config": jsonable(config_dict(getattr(run.agent, "config", None)))},
     }
 
 
