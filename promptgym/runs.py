@@ -118,8 +118,8 @@ def write_run(run_dir: Path, env: gym.Env, result: Result, config: dict[str, Any
         writer.writerow((result.curve_unit, *CURVE_HEADER))
         for x, train, dev in rows:
             writer.writerow((x, _num(train), _num(dev)))
-    plot_curve(run_dir / "curve.png", result.curve_unit, rows, f"{config['agent']} on {config['env_id']}",
-               env.unwrapped.spec_task.metric)
+    plot_curve(run_dir / "curve.png", result.curve_unit, rows, env.unwrapped.spec_task.metric,
+               title=curve_title(config))
 
 
 def action_kind(env: gym.Env, result: Result) -> str:
@@ -223,23 +223,48 @@ def curve_rows(result: Result) -> list[tuple[int, float | None, float | None]]:
     return rows
 
 
-def plot_curve(path: Path, unit: str, rows: list, title: str, metric: str) -> None:
+CURVE_MIN_SPAN = 0.1  # the narrowest y range of curve.png: a flat curve is not zoomed into noise
+
+
+def curve_title(config: dict[str, Any]) -> str:
+    """The title of ``curve.png``: which run it is (env, agent, model, split seed, agent seed, call budget)."""
+    seed = f", agent seed {config['seed']}" if config.get("seed") is not None else ""
+    return (f"{config['agent']} on {config['env_id']} · {config['model']}\n"
+            f"split seed {config['split_seed']}{seed} · budget {int(config['budget']):,} calls")
+
+
+def plot_curve(path: Path, unit: str, rows: list, metric: str, *, title: str) -> None:
+    """``curve.png``: best-so-far train reward and dev metric (two panels) against ``unit`` used.
+
+    ``rows`` are (x, best train reward, best dev metric) as from :func:`curve_rows`; ``title``
+    names the run (see :func:`curve_title`). The y axes print plain values (no offset or
+    scientific notation such as "1e-5−6.938e-1") and span at least :data:`CURVE_MIN_SPAN`.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
     for ax, col, label in ((axes[0], 1, "best train reward"), (axes[1], 2, f"best dev {metric}")):
         pts = [(r[0], r[col]) for r in rows if r[col] is not None and math.isfinite(r[col])]
         if pts:
-            ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", marker=".")
+            ys = [p[1] for p in pts]
+            ax.step([p[0] for p in pts], ys, where="post", marker=".")
+            lo, hi = min(ys), max(ys)
+            if hi - lo < CURVE_MIN_SPAN:
+                mid = (lo + hi) / 2
+                ax.set_ylim(mid - CURVE_MIN_SPAN / 2, mid + CURVE_MIN_SPAN / 2)
         else:
             ax.text(0.5, 0.5, "no points", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlabel(unit + (" (API calls)" if unit == "calls" else " (white-box)"))
-        ax.set_ylabel(label)
+        formatter = ScalarFormatter(useOffset=False)
+        formatter.set_scientific(False)
+        ax.yaxis.set_major_formatter(formatter)
+        ax.set_title(label, fontsize=11)
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
+    fig.supxlabel("LM calls" if unit == "calls" else f"{unit} (forward+backward passes, white-box)", fontsize=10)
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -273,8 +273,8 @@ def test_html_is_self_contained_and_well_formed() -> None:
     assert [len(t.findall("./tbody/tr")) for t in tables] == [1, 4]
     assert len(tables[1].findall("./thead/tr/th")) == len(render_module.HEADERS)
     svgs = doc.findall(f".//{SVG}svg")
-    assert len(svgs) == 2
-    for svg, n_entries in zip(svgs, (1, 4)):
+    assert [svg.get("class") for svg in svgs] == ["ci", "curves", "ci", "curves"]  # scores first, then curves
+    for svg, n_entries in zip(svgs[1::2], (1, 4)):
         width, height = (float(v) for v in svg.get("viewBox", "").split()[2:])
         lines = svg.findall(f"{SVG}polyline")
         assert len(lines) == n_entries
@@ -299,9 +299,152 @@ def test_html_handles_entries_without_curves() -> None:
     for run in sub["runs"]:
         run["curve"] = []
     doc = ET.fromstring(render_html([sub], None))
-    svg = doc.find(f".//{SVG}svg")
+    svg = doc.find(f".//{SVG}svg[@class='curves']")
     assert svg is not None and svg.findall(f"{SVG}polyline") == []
-    assert "(no curve)" in "".join(svg.itertext())
+    legend = "".join(svg.find(f"{SVG}g[@class='legend']").itertext())  # type: ignore[union-attr]
+    assert "no dev curve" in legend
+
+
+def _few_calls(agent: str, calls: int, dev: float, **kwargs: Any) -> dict[str, Any]:
+    """A prompt-free baseline's entry: ``calls`` calls per run (0: no dev point at all, so no curve)."""
+    sub = make_submission(agent, submitter="promptgym", **kwargs)
+    for run in sub["runs"]:
+        run["calls_used"] = calls
+        run["curve"] = [[calls, dev]] if calls else []
+    return sub
+
+
+def _section(doc: ET.Element, i: int = 0) -> ET.Element:
+    return doc.findall(".//section")[i]
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", text)]
+
+
+def test_auc_does_not_apply_to_entries_without_a_dev_curve() -> None:
+    entries = [_few_calls("manual", 0, 0.6, predictions=make_predictions(TEST_LABELS, [12, 11, 13, 12, 12])),
+               _few_calls("calibrated", 2, 0.6), make_submission("bdpl")]
+    md = render_markdown(entries, {"PromptSST2-v0": TEST_LABELS})
+    by_agent = {r[1]: r for r in _table_rows(md)}
+    assert by_agent["manual"][9] == "–" and by_agent["manual"][7] == "0"  # not "0.0": AUC does not apply
+    assert by_agent["calibrated"][9] == "59.9" and by_agent["bdpl"][9] not in ("–", "0.0")
+    doc = ET.fromstring(render_html(entries, {"PromptSST2-v0": TEST_LABELS}))
+    cells = {tr[1].text: [td.text for td in tr] for tr in doc.iter("tr") if tr[0].tag == "td"}
+    assert cells["manual"][9] == "–" and cells["calibrated"][9] == "59.9"
+
+
+def test_call_counts_use_thousands_separators_everywhere() -> None:
+    sub = make_submission(tier="standard")
+    for run in sub["runs"]:
+        run["calls_used"] = 7999
+    short = make_submission("random", tier="lite")
+    for run in short["runs"]:
+        run["calls_used"] = 999
+    md = render_markdown([sub, short], None)
+    page = render_html([sub, short], None)
+    assert {r[7] for r in _table_rows(md)} == {"7,999", "999"}
+    doc = ET.fromstring(page)
+    text = " ".join("".join(el.itertext()) for el in doc.iter() if el.tag in ("td", "th", "h2", "figcaption", "p")
+                    or el.tag == f"{SVG}text")
+    assert "8,000" in text and "1,000" in text and "7,999" in text
+    bare = [n for n in re.findall(r"(?<![\d,.-])\d{4,}(?![\d-])", text) if not re.fullmatch(r"20\d\d", n)]
+    assert bare == []  # no "1000" or "7999" next to "1,000"
+
+
+def test_table_cells_never_break_inside_words() -> None:
+    page = render_html(_entries(), None)
+    css = page[page.index("<style>"):page.index("</style>")]
+    td_rule = re.search(r"th, td \{([^}]*)\}", css)
+    assert td_rule and "white-space: nowrap" in td_rule.group(1) and "word-break: keep-all" in td_rule.group(1)
+    assert "overflow-wrap: anywhere" not in css and "break-all" not in css and "hyphens: auto" not in css
+    words = re.search(r"td\.words \{([^}]*)\}", css)  # the submitter may wrap between words only
+    assert words and "overflow-wrap: normal" in words.group(1)
+    doc = ET.fromstring(page)
+    for tr in doc.iter("tr"):
+        if tr[0].tag == "td":
+            assert [i for i, td in enumerate(tr) if "words" in (td.get("class") or "")] == [2]
+
+
+def test_few_call_baselines_are_reference_lines_not_curves() -> None:
+    entries = [make_submission("bdpl"), _few_calls("calibrated", 2, 0.625),
+               _few_calls("manual", 0, 0.6, predictions=make_predictions(TEST_LABELS, [12, 11, 13, 12, 12]))]
+    doc = ET.fromstring(render_html(entries, {"PromptSST2-v0": TEST_LABELS}))
+    svg = _section(doc).find(f".//{SVG}svg[@class='curves']")
+    assert svg is not None
+    assert [p.find(f"{SVG}title").text for p in svg.findall(f"{SVG}polyline")] == ["1. bdpl (unit test)"]  # type: ignore[union-attr]
+    (ref,) = svg.findall(f"{SVG}line[@class='reference']")
+    assert ref.get("y1") == ref.get("y2") and ref.get("stroke-dasharray")  # horizontal, dashed
+    assert "62.5" in (ref.find(f"{SVG}title").text or "")  # type: ignore[union-attr]
+    (label,) = svg.findall(f"{SVG}text[@class='halo reference-label']")
+    assert label.text == "calibrated (2 calls)"
+    legend = [t.text or "" for t in svg.find(f"{SVG}g[@class='legend']").iter(f"{SVG}text")]  # type: ignore[union-attr]
+    assert legend == ["1. bdpl (unit test)", "2. calibrated (promptgym): reference, 2 calls",
+                      "3. manual (promptgym): 0 calls, no dev curve"]
+    assert all(len(t) <= 80 and "…" not in t for t in legend)  # nothing cut to "(no curv…"
+
+
+def test_legends_are_inside_their_figures_in_readable_type() -> None:
+    long = make_submission("bdpl", submitter="a submitter with a rather long name, longer than most")
+    page = render_html([long, _few_calls("calibrated", 2, 0.6), _few_calls("manual", 0, 0.6)], None)
+    assert re.search(r"svg text \{[^}]*font-size: (\d+)px", page).group(1) >= "12"  # type: ignore[union-attr]
+    doc = ET.fromstring(page)
+    for svg in doc.iter(f"{SVG}svg"):
+        width = float(svg.get("width", "0"))
+        legend = svg.find(f"{SVG}g[@class='legend']")
+        assert legend is not None
+        x0, y0 = _numbers(legend.get("transform", ""))
+        for text in legend.iter(f"{SVG}text"):
+            right = x0 + float(text.get("x", "0")) + render_module.CHAR_PX * len(text.text or "")
+            assert right <= width, (svg.get("class"), text.text)  # generous glyph width: the browser check measures
+        bottom = max(float(t.get("y", "0")) for t in legend.iter(f"{SVG}text")) + 5  # baseline + descenders
+        assert y0 + bottom <= float(svg.get("height", "0"))
+
+
+def test_a_score_ci_chart_per_table_marks_baselines_and_the_best_baseline() -> None:
+    entries = _entries() + [make_submission(env_id="PromptRTE-v0")]
+    doc = ET.fromstring(render_html(entries, {"PromptSST2-v0": TEST_LABELS}))
+    sections = doc.findall(".//section")
+    assert len(sections) == 2
+    assert all(len(sec.findall(f".//{SVG}svg[@class='ci']")) == 1 for sec in sections)
+    svg = sections[1].find(f".//{SVG}svg[@class='ci']")
+    assert svg is not None
+    dots = [el for el in svg if (el.get("class") or "").startswith("dot")]
+    whiskers = svg.findall(f"{SVG}line[@class='whisker']")
+    assert len(dots) == len(whiskers) == 4
+    names = [(d.find(f"{SVG}title").text or "").split(":")[0] for d in dots]  # type: ignore[union-attr]
+    assert names == ["1. bdpl (alice)", "2. manual (promptgym)", "3. bbt (bob)", "4. random (promptgym)"]
+    assert [d.get("class") for d in dots] == ["dot", "dot baseline", "dot", "dot baseline"]
+    rows = {tr[1].text: [td.text or "" for td in tr] for tr in sections[1].iter("tr") if tr[0].tag == "td"}
+    for dot, whisker, name in zip(dots, whiskers, names):
+        lo, hi = _numbers(rows[name.split()[1]][5])
+        assert (dot.find(f"{SVG}title").text or "").endswith(f"[{lo:.1f}, {hi:.1f}]")  # type: ignore[union-attr]
+        x1, x2 = float(whisker.get("x1", "0")), float(whisker.get("x2", "0"))
+        cx = float(dot.get("cx") or _numbers(dot.get("d", ""))[0])
+        assert x1 <= cx <= x2
+    (best,) = svg.findall(f"{SVG}line[@class='best-baseline']")
+    manual_dot = dots[1]
+    assert abs(float(best.get("x1", "0")) - _numbers(manual_dot.get("d", ""))[0]) < 0.11  # at manual's mean
+    # the RTE table has no baseline: a CI chart still, and no best-baseline line
+    rte = sections[0].find(f".//{SVG}svg[@class='ci']")
+    assert rte is not None and rte.findall(f"{SVG}line[@class='best-baseline']") == []
+
+
+def test_score_axes_have_a_minimum_span() -> None:
+    for lo, hi in ((0.5, 0.5), (0.62, 0.63), (0.0, 0.0), (1.0, 1.0), (0.995, 1.0), (0.48, 0.76)):
+        low, high, step = render_module._nice_range(lo, hi)
+        assert high - low >= render_module.MIN_Y_SPAN - 1e-9 and low <= lo and high >= hi
+        assert low >= 0.0 and high <= 1.0  # scores in [0, 1] keep their axis in [0, 1]
+        assert 2 <= round((high - low) / step) <= 6
+    assert render_module._nice_range(0.48, 0.76) == (0.4, 0.8, 0.1)
+    # a flat curve is not zoomed to a couple of points
+    flat = make_submission()
+    for run in flat["runs"]:
+        run["curve"] = [[10, 0.6875], [run["calls_used"], 0.6875]]
+    svg = ET.fromstring(render_html([flat], None)).find(f".//{SVG}svg[@class='curves']")
+    assert svg is not None
+    ticks = [float(t.text or "") for t in svg.findall(f"{SVG}text[@text-anchor='end']") if t.get("class") is None]
+    assert max(ticks) - min(ticks) >= 100 * render_module.MIN_Y_SPAN
 
 
 # -------------------------------------------------------------------------------------- writing

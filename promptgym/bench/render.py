@@ -1,5 +1,7 @@
 """Rendering the leaderboard: ``leaderboards/README.md`` (tables) and ``leaderboards/index.html``
-(tables and learning curves as inline SVG, one self-contained file that reads offline).
+(per table: a chart of the test scores with their 95% CIs, the table, the learning curves; charts as
+inline SVG, one self-contained file that reads offline). ``benchmarks/page_check.py`` checks the page
+in a headless browser (legends inside their figures, no console errors) and keeps a screenshot.
 
 Both pages are generated from the committed submissions and nothing else, deterministically (fixed
 bootstrap seeds, no generation timestamp), so regenerating without a new entry changes no byte and
@@ -47,10 +49,10 @@ LM calls per run (tiers: {", ".join(f"{t} = {b:,}" for t, b in TIERS.items())}; 
 evaluations included), and scores its final prompt once on the task's test split. **Score** is the
 mean ± standard deviation over the five seeds of the task metric. **95% CI**: percentile bootstrap
 resampling seeds and test rows. **ECE**: expected calibration error on the test split (10 bins).
-**AUC**: area under the best-so-far dev curve divided by the budget (sample efficiency). All values
-are ×100. **vs best baseline**: difference to the best baseline
-({", ".join(sorted(baseline_agents()))}) on the same model with the 95% CI of a paired bootstrap;
-≈ marks entries *not* distinguishable from it (the CI contains 0)."""
+**AUC**: area under the best-so-far dev curve divided by the budget (sample efficiency; – for an
+entry that never evaluated a prompt on dev). All values are ×100. **vs best baseline**: difference
+to the best baseline ({", ".join(sorted(baseline_agents()))}) on the same model with the 95% CI of a
+paired bootstrap; ≈ marks entries *not* distinguishable from it (the CI contains 0)."""
 
 
 def _anchor(table: Table) -> str:
@@ -102,12 +104,26 @@ _SUBMITTED_COLUMNS = {1, 2, 3, 12}  # cells holding submitter-provided text (the
 _MD_ALIGN = ("---:", "---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---", "---", "---")
 
 
+NOT_APPLICABLE = "–"  # a metric that does not apply to an entry (AUC of a run that made no dev evaluation)
+
+
+def _calls(n: float) -> str:
+    """A call count, the one way every page writes them: rounded, with thousands separators ("999", "1,000")."""
+    return f"{round(n):,}"
+
+
+def _has_curve(row: Row) -> bool:
+    """True when some run evaluated a prompt on dev: without a single point, AUC and a curve do not apply."""
+    return any(len(run["curve"]) for run in row.sub["runs"])
+
+
 def _cells(row: Row) -> list[str]:
     sub = row.sub
     return [str(row.rank), sub["agent"]["name"], sub["submitter"], sub["model"]["name"],
             f"{_pct(row.mean)} ± {_pct(row.std)}", f"[{_pct(row.ci[0])}, {_pct(row.ci[1])}]",
-            " / ".join(_pct(s) for s in row.scores), f"{row.calls:,.0f}", _pct(row.ece), _pct(row.auc), _versus(row),
-            created_date(sub), sub["promptgym_version"]]
+            " / ".join(_pct(s) for s in row.scores), _calls(row.calls), _pct(row.ece),
+            _pct(row.auc) if _has_curve(row) else NOT_APPLICABLE, _versus(row), created_date(sub),
+            sub["promptgym_version"]]
 
 
 # -------------------------------------------------------------------------------------- markdown
@@ -152,21 +168,34 @@ def markdown_page(tables: Sequence[Table], *, protocol: str | None = None) -> st
 
 
 # ------------------------------------------------------------------------------------------ html
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
-  padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; white-space: nowrap; }
-th { background: #f4f4f4; }
-td.text { text-align: left; white-space: normal; max-width: 16em; overflow-wrap: anywhere; }
-tr.baseline td { background: #fafaf0; }
-td.same { color: #8a6d00; font-weight: 600; }
-p.note, figcaption { font-size: 0.85em; color: #555; }
-pre { white-space: pre-wrap; background: #f8f8f8; padding: 1em; }
-svg text { font-family: inherit; font-size: 11px; fill: #333; }
+FONT_PX = 12  # every chart text: tick labels, axis titles, legends (read at 1400 px without zooming)
+CHAR_PX = 0.62 * FONT_PX  # a generous average glyph width, to size a chart around its longest label
+MIN_Y_SPAN = 0.10  # the narrowest score axis (10 points ×100): a 16-shot dev split moves in ~3-point steps
+LEGEND_CHARS = 44  # a legend name longer than this is cut (the full name is in the line's tooltip)
+
+_CSS = f"""
+body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1320px;
+  padding: 0 1em; color: #222; line-height: 1.45; }}
+h1 {{ font-size: 1.6em; }} h2 {{ font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }}
+div.scroll, figure {{ overflow-x: auto; }}
+figure {{ margin: 0.8em 0; }}
+table {{ border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; font-variant-numeric: tabular-nums; }}
+th, td {{ border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; white-space: nowrap;
+  word-break: keep-all; hyphens: manual; }}
+th {{ background: #f4f4f4; }}
+td.text, th.text {{ text-align: left; }}
+td.words {{ white-space: normal; overflow-wrap: normal; min-width: 8em; max-width: 16em; }}
+tr.baseline td {{ background: #fafaf0; }}
+td.same {{ color: #8a6d00; font-weight: 600; }}
+p.note, figcaption {{ font-size: 0.85em; color: #555; }}
+pre {{ white-space: pre-wrap; background: #f8f8f8; padding: 1em; }}
+svg {{ display: block; }}
+svg text {{ font-family: inherit; font-size: {FONT_PX}px; fill: #333; }}
+svg text.halo {{ paint-order: stroke; stroke: #fff; stroke-width: 3px; stroke-linejoin: round; }}
 """
 _TEXT_COLUMNS = {1, 2, 3, 10}  # left-aligned columns (agent, submitter, model, comparison)
+_TEXT_ATTR = ' class="text"'
+_WORDS_COLUMNS = {2}  # free text (the submitter) may wrap between words, never inside one
 
 
 def _inline_markdown(text: str) -> str:
@@ -185,7 +214,12 @@ def render_html(entries: Sequence[Mapping[str, Any]], labels_by_env: Mapping[str
 def html_page(tables: Sequence[Table], *, protocol: str | None = None) -> str:
     """``leaderboards/index.html`` from ranked tables: one self-contained page (inline CSS and SVG, no
     scripts, no external assets) so it reads offline and from a file:// URL. It is also well-formed
-    XML, which keeps it checkable with a strict parser."""
+    XML, which keeps it checkable with a strict parser.
+
+    Each table's section holds, in reading order: the test scores with their 95% CIs as a
+    dot-and-whisker chart (which entries are distinguishable, at a glance), the table, its notes,
+    and the learning curves on dev.
+    """
     esc = html.escape
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8"/>',
            '<meta name="viewport" content="width=device-width, initial-scale=1"/>',
@@ -199,37 +233,100 @@ def html_page(tables: Sequence[Table], *, protocol: str | None = None) -> str:
         out.append("<nav><ul>" + "".join(f'<li><a href="#{esc(_anchor(t))}">{esc(_title(t))}</a></li>' for t in tables)
                    + "</ul></nav>")
     for table in tables:
-        out += [f'<section id="{esc(_anchor(table))}">', f"<h2>{esc(_title(table))}</h2>", "<table>",
-                "<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in HEADERS) + "</tr></thead>", "<tbody>"]
+        budget = TIERS[table.tier]
+        out += [f'<section id="{esc(_anchor(table))}">', f"<h2>{esc(_title(table))}</h2>",
+                '<figure class="chart ci">', _ci_svg(table),
+                f"<figcaption>Test {esc(table.metric)} (×100) of each entry: dot = mean over the seeds, whisker = "
+                f"95% CI (as in the table). Hollow diamonds are baselines; the dashed line is the best baseline "
+                f"on the entry's model. Entries whose whiskers overlap that line are not clearly better or worse."
+                f"</figcaption>", "</figure>",
+                '<div class="scroll"><table>',
+                "<thead><tr>" + "".join(f'<th{_TEXT_ATTR if i in _TEXT_COLUMNS else ""}>{esc(h)}</th>'
+                                        for i, h in enumerate(HEADERS)) + "</tr></thead>", "<tbody>"]
         for row in table.rows:
             cells = []
             for i, cell in enumerate(_cells(row)):
-                classes = (["text"] if i in _TEXT_COLUMNS else []) + (["same"] if i == 10 and "≈" in cell else [])
+                classes = ((["text"] if i in _TEXT_COLUMNS else []) + (["words"] if i in _WORDS_COLUMNS else [])
+                           + (["same"] if i == 10 and "≈" in cell else []))
                 attr = f' class="{" ".join(classes)}"' if classes else ""
                 cells.append(f"<td{attr}>{esc(cell)}</td>")
             row_attr = ' class="baseline"' if row.is_baseline else ""
             out.append(f"<tr{row_attr}>" + "".join(cells) + "</tr>")
-        out += ["</tbody>", "</table>"]
+        out += ["</tbody>", "</table></div>"]
         out += [f'<p class="note">{esc(note)}</p>' for note in _notes(table)]
-        out += ["<figure>", _svg(table),
+        out += ['<figure class="chart curves">', _svg(table),
                 f"<figcaption>Best-so-far {esc(table.metric)} on the dev split (×100, mean over seeds) against LM "
-                f"calls used, up to the {esc(table.tier)} budget of {TIERS[table.tier]:,} calls.</figcaption>",
+                f"calls used, up to the {esc(table.tier)} budget of {_calls(budget)} calls. An entry that used at "
+                f"most {_calls(_reference_calls(budget))} calls has no curve to speak of: it is drawn as a labelled "
+                f"horizontal reference line at its dev score.</figcaption>",
                 "</figure>", "</section>"]
     out += ["</body>", "</html>"]
     return "\n".join(out) + "\n"
 
 
+def _text_px(text: str) -> float:
+    return CHAR_PX * len(text)
+
+
+def _entry_name(row: Row) -> str:
+    name = f"{row.rank}. {row.sub['agent']['name']} ({row.sub['submitter']})"
+    return name if len(name) <= LEGEND_CHARS else name[:LEGEND_CHARS - 1] + "…"
+
+
+def _reference_calls(budget: int) -> float:
+    """Entries using at most this many calls fit in the first step of the curve grid (and at least
+    the 0-2 calls of the prompt-free baselines): drawn as a reference line, not as a curve."""
+    return max(2.0, budget / (GRID_POINTS - 1))
+
+
+def _is_reference(row: Row, budget: int) -> bool:
+    return max(int(run["calls_used"]) for run in row.sub["runs"]) <= _reference_calls(budget)
+
+
+def _legend(items: Sequence[tuple[str, str]], x: float, y: float, *, across: bool = False) -> str:
+    """A legend as one ``<g class="legend">`` of (marker SVG drawn at the origin, label) items: one a
+    line, or all on one line when ``across``."""
+    esc = html.escape
+    parts = [f'<g class="legend" transform="translate({x:.1f},{y:.1f})">']
+    lx = 0.0
+    for i, (marker, label) in enumerate(items):
+        ly = 9 if across else 18 * i + 9
+        parts.append(f'<g transform="translate({lx:.1f},{ly})">{marker}</g>')
+        parts.append(f'<text x="{lx + 26:.1f}" y="{ly + 4}">{esc(label)}</text>')
+        if across:
+            lx += 26 + _text_px(label) + 18
+    parts.append("</g>")
+    return "".join(parts)
+
+
+def _legend_size(items: Sequence[tuple[str, str]], *, across: bool = False) -> tuple[float, float]:
+    """(width, height) of :func:`_legend`, estimated generously from the labels' lengths."""
+    if across:
+        return sum(26 + _text_px(label) + 18 for _, label in items) - 18, 18.0
+    return 26 + max((_text_px(label) for _, label in items), default=0.0), 18.0 * len(items)
+
+
 def _svg(table: Table) -> str:
-    """Learning curves of one table as an inline SVG line chart with a legend."""
+    """Learning curves of one table as an inline SVG step chart, its legend inside the figure.
+
+    Entries that made (almost) no calls, such as the prompt-free baselines, have no curve: they
+    are a horizontal reference line at their dev score, labelled in the plot. Entries without
+    any dev point are listed in the legend only.
+    """
     budget = TIERS[table.tier]
-    series = [(row, *curve_on_grid([r["curve"] for r in sorted(row.sub["runs"], key=lambda r: r["seed"])],
-                                   budget, n_points=GRID_POINTS)) for row in table.rows]
+    series = []
+    for row in table.rows:
+        grid, vals = curve_on_grid([r["curve"] for r in sorted(row.sub["runs"], key=lambda r: r["seed"])],
+                                   budget, n_points=GRID_POINTS)
+        series.append((row, grid, vals))
     values = np.concatenate([v[np.isfinite(v)] for _, _, v in series]) if series else np.empty(0)
     lo, hi, step = _nice_range(float(values.min()), float(values.max())) if values.size else (0.0, 1.0, 0.25)
 
-    left, top, plot_w, plot_h, legend_w = 56, 12, 520, 240, 260
-    height = max(top + plot_h + 44, top + 16 * len(series) + 12)
-    width = left + plot_w + 20 + legend_w
+    esc = html.escape
+    items: list[tuple[str, str]] = []
+    lines: list[str] = []
+    refs: list[tuple[float, str, str]] = []  # (value, label, color) of reference lines
+    left, top, plot_w, plot_h = 60, 14, 540, 240
 
     def x(c: float) -> float:
         return left + plot_w * c / budget
@@ -237,36 +334,126 @@ def _svg(table: Table) -> str:
     def y(v: float) -> float:
         return top + plot_h * (1.0 - (v - lo) / (hi - lo))
 
-    esc = html.escape
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(_title(table))} learning curves">',
-             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
-    for k in range(int(round((hi - lo) / step)) + 1):
-        v = lo + k * step
-        parts.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{left + plot_w}" y2="{y(v):.1f}" stroke="#eee"/>')
-        parts.append(f'<text x="{left - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{100 * v:g}</text>')
-    for k in range(5):
-        c = budget * k / 4
-        parts.append(f'<text x="{x(c):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{c:,.0f}</text>')
-    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 34}" text-anchor="middle">LM calls</text>')
-    parts.append(f'<text transform="translate(14,{top + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle">'
-                 f'dev {esc(table.metric)} ×100</text>')
     for i, (row, grid, vals) in enumerate(series):
         color = PALETTE[i % len(PALETTE)]
         dash = ("", ' stroke-dasharray="6 3"', ' stroke-dasharray="2 2"')[(i // len(PALETTE)) % 3]
-        name = f"{row.rank}. {row.sub['agent']['name']} ({row.sub['submitter']})"
+        name = _entry_name(row)
         ok = np.isfinite(vals)
-        if ok.any():
-            points = " ".join(f"{x(c):.1f},{y(v):.1f}" for c, v in _staircase(grid[ok], vals[ok]))
-            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.8"{dash} points="{points}">'
-                         f"<title>{esc(name)}</title></polyline>")
-            last_c, last_v = grid[ok][-1], vals[ok][-1]
-            parts.append(f'<circle cx="{x(last_c):.1f}" cy="{y(last_v):.1f}" r="2.5" fill="{color}"/>')
-        ly = top + 16 * i + 8
-        lx = left + plot_w + 20
-        parts.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 18}" y2="{ly}" stroke="{color}" stroke-width="2.5"{dash}/>')
-        label = name if len(name) <= 40 else name[:39] + "…"
-        parts.append(f'<text x="{lx + 24}" y="{ly + 4}">{esc(label)}{"" if ok.any() else " (no curve)"}</text>')
+        if not ok.any():
+            items.append(("", f"{name}: {_calls(row.calls)} calls, no dev curve"))
+            continue
+        if _is_reference(row, budget):
+            level = float(vals[ok][-1])
+            lines.append(f'<line class="reference" x1="{left}" y1="{y(level):.1f}" x2="{left + plot_w}" '
+                         f'y2="{y(level):.1f}" stroke="{color}" stroke-width="1.5" stroke-dasharray="8 4">'
+                         f"<title>{esc(name)}: {100 * level:.1f}</title></line>")
+            refs.append((level, f"{row.sub['agent']['name']} ({_calls(row.calls)} calls)", color))
+            items.append((f'<line x1="0" y1="0" x2="18" y2="0" stroke="{color}" stroke-width="2" '
+                          f'stroke-dasharray="5 3"/>', f"{name}: reference, {_calls(row.calls)} calls"))
+            continue
+        points = " ".join(f"{x(c):.1f},{y(v):.1f}" for c, v in _staircase(grid[ok], vals[ok]))
+        lines.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.8"{dash} points="{points}">'
+                     f"<title>{esc(name)}</title></polyline>")
+        lines.append(f'<circle cx="{x(grid[ok][-1]):.1f}" cy="{y(vals[ok][-1]):.1f}" r="2.5" fill="{color}"/>')
+        items.append((f'<line x1="0" y1="0" x2="18" y2="0" stroke="{color}" stroke-width="2.5"{dash}/>', name))
+
+    legend_w, legend_h = _legend_size(items)
+    legend_x = left + plot_w + 24
+    width = int(math.ceil(legend_x + legend_w + 12))
+    height = int(max(top + plot_h + 44, top + legend_h + 12))
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="curves" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(_title(table))} learning curves">',
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
+    parts += _y_ticks(lo, hi, step, left, plot_w, y)
+    for k in range(5):
+        c = budget * k / 4
+        parts.append(f'<text x="{x(c):.1f}" y="{top + plot_h + 17}" text-anchor="middle">{_calls(c)}</text>')
+    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 36}" text-anchor="middle">LM calls</text>')
+    parts.append(f'<text transform="translate(16,{top + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle">'
+                 f'dev {esc(table.metric)} ×100</text>')
+    parts += lines
+    placed: list[float] = []
+    for level, label, color in sorted(refs, key=lambda r: -r[0]):  # top to bottom, pushed apart to stay legible
+        ty = y(level) - 5
+        if placed and ty < placed[-1] + FONT_PX + 2:
+            ty = placed[-1] + FONT_PX + 2
+        placed.append(ty)
+        parts.append(f'<text class="halo reference-label" x="{left + plot_w - 6}" y="{ty:.1f}" text-anchor="end" '
+                     f'fill="{color}">{esc(label)}</text>')
+    parts.append(_legend(items, legend_x, top))
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _y_ticks(lo: float, hi: float, step: float, left: float, plot_w: float, y: Any) -> list[str]:
+    parts = []
+    for k in range(int(round((hi - lo) / step)) + 1):
+        v = lo + k * step
+        parts.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{left + plot_w}" y2="{y(v):.1f}" stroke="#eee"/>')
+        parts.append(f'<text x="{left - 5}" y="{y(v) + 4:.1f}" text-anchor="end">{100 * v:g}</text>')
+    return parts
+
+
+def _ci_svg(table: Table) -> str:
+    """Each entry's test score with its 95% CI, one line per entry in rank order (a dot-and-whisker
+    chart); baselines are hollow diamonds and the best baseline of each model a dashed vertical line."""
+    esc = html.escape
+    rows = table.rows
+    best = sorted({round(r.mean - r.versus.diff, 12) for r in rows if r.versus is not None})
+    ends = [v for r in rows for v in r.ci] + best
+    lo, hi, step = _nice_range(min(ends), max(ends)) if ends else (0.0, 1.0, 0.25)
+    names = [_entry_name(r) for r in rows]
+    values = [f"{_pct(r.mean)} [{_pct(r.ci[0])}, {_pct(r.ci[1])}]" for r in rows]
+    label_w = 8 + max((_text_px(n) for n in names), default=0.0)
+    left, top, plot_w, row_h = label_w + 12, 10, 480, 22
+    plot_h = row_h * max(len(rows), 1)
+    value_x = left + plot_w + 10
+
+    def x(v: float) -> float:
+        return left + plot_w * (v - lo) / (hi - lo)
+
+    items = [('<circle cx="9" cy="0" r="4.5" fill="#555"/>', "entry: mean over seeds"),
+             ('<path d="M9,-5.5 L14.5,0 L9,5.5 L3.5,0 Z" fill="#fff" stroke="#555" stroke-width="1.8"/>',
+              "baseline"),
+             ('<line x1="0" y1="0" x2="18" y2="0" stroke="#555" stroke-width="2"/>', "95% CI"),
+             ('<line x1="9" y1="-7" x2="9" y2="7" stroke="#777" stroke-dasharray="4 3"/>', "best baseline")]
+    legend_y = top + plot_h + 44
+    legend_w, legend_h = _legend_size(items, across=True)
+    width = int(math.ceil(max(value_x + max((_text_px(v) for v in values), default=0.0), left + legend_w) + 12))
+    height = int(legend_y + legend_h + 6)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="ci" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(_title(table))} test scores with 95% CIs">',
+             f'<rect x="{left:.1f}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
+    for k in range(int(round((hi - lo) / step)) + 1):
+        v = lo + k * step
+        parts.append(f'<line x1="{x(v):.1f}" y1="{top}" x2="{x(v):.1f}" y2="{top + plot_h}" stroke="#eee"/>')
+        parts.append(f'<text x="{x(v):.1f}" y="{top + plot_h + 17}" text-anchor="middle">{100 * v:g}</text>')
+    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 34}" text-anchor="middle">'
+                 f'test {esc(table.metric)} ×100</text>')
+    models = {r.model for r in rows}
+    for level in best:
+        bases = sorted({r.model for r in rows if r.versus is not None and round(r.mean - r.versus.diff, 12) == level})
+        title = "best baseline" + (f" ({', '.join(bases)})" if len(models) > 1 else "") + f": {_pct(level)}"
+        parts.append(f'<line class="best-baseline" x1="{x(level):.1f}" y1="{top}" x2="{x(level):.1f}" '
+                     f'y2="{top + plot_h}" stroke="#777" stroke-dasharray="4 3"><title>{esc(title)}</title></line>')
+    for i, (row, name, value) in enumerate(zip(rows, names, values)):
+        color = PALETTE[i % len(PALETTE)]
+        cy = top + row_h * i + row_h / 2
+        parts.append(f'<text x="{left - 8:.1f}" y="{cy + 4:.1f}" text-anchor="end">{esc(name)}</text>')
+        parts.append(f'<line class="whisker" x1="{x(row.ci[0]):.1f}" y1="{cy:.1f}" x2="{x(row.ci[1]):.1f}" '
+                     f'y2="{cy:.1f}" stroke="{color}" stroke-width="2"/>')
+        for end in row.ci:
+            parts.append(f'<line x1="{x(end):.1f}" y1="{cy - 4:.1f}" x2="{x(end):.1f}" y2="{cy + 4:.1f}" '
+                         f'stroke="{color}" stroke-width="2"/>')
+        cx, tip = x(row.mean), f"<title>{esc(name)}: {esc(value)}</title>"
+        if row.is_baseline:
+            parts.append(f'<path class="dot baseline" d="M{cx:.1f},{cy - 5.5:.1f} L{cx + 5.5:.1f},{cy:.1f} '
+                         f'L{cx:.1f},{cy + 5.5:.1f} L{cx - 5.5:.1f},{cy:.1f} Z" fill="#fff" stroke="{color}" '
+                         f'stroke-width="1.8">{tip}</path>')
+        else:
+            parts.append(f'<circle class="dot" cx="{cx:.1f}" cy="{cy:.1f}" r="4.5" fill="{color}">{tip}</circle>')
+        parts.append(f'<text x="{value_x:.1f}" y="{cy + 4:.1f}">{esc(value)}</text>')
+    parts.append(_legend(items, left, legend_y, across=True))
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -283,11 +470,19 @@ def _staircase(grid: np.ndarray, values: np.ndarray) -> list[tuple[float, float]
     return pts
 
 
-def _nice_range(lo: float, hi: float) -> tuple[float, float, float]:
-    """Axis limits on round numbers with 2-6 ticks, e.g. (0.48, 0.76) -> (0.4, 0.8, 0.1)."""
-    if hi - lo < 0.02:  # a flat curve: centre it in a small window instead of on an axis edge
+def _nice_range(lo: float, hi: float, min_span: float = MIN_Y_SPAN) -> tuple[float, float, float]:
+    """Axis limits on round numbers with 2-6 ticks, e.g. (0.48, 0.76) -> (0.4, 0.8, 0.1).
+
+    The range spans at least ``min_span`` so a flat or nearly flat series is not blown up into
+    apparent differences the data cannot resolve; the window is centred on the data and, for scores
+    in [0, 1], kept inside [0, 1].
+    """
+    if hi - lo < min_span:
         mid = (lo + hi) / 2
-        lo, hi = mid - 0.01, mid + 0.01
+        lo, hi = mid - min_span / 2, mid + min_span / 2
+        if 0.0 <= mid <= 1.0:
+            shift = max(0.0, -lo) - max(0.0, hi - 1.0)
+            lo, hi = lo + shift, hi + shift
     span = hi - lo
     magnitude = 10.0 ** math.floor(math.log10(span / 4))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if span / (m * magnitude) <= 5)

@@ -37,7 +37,7 @@ __all__ = ["LEADERBOARD_DIR", "add_submission", "canonical_json", "content_sha25
            "load_entries", "submission_filename", "write_text_atomic"]
 
 LEADERBOARD_DIR = "leaderboards"
-_GENERATED = {"README.md", "index.html", "PROTOCOL.md", "submission.schema.json"}  # not entries
+_GENERATED = {"README.md", "index.html", "PROTOCOL.md", "submission.schema.json", "screenshot.png"}  # not entries
 
 
 def canonical_json(sub: dict[str, Any]) -> str:
