@@ -11,9 +11,21 @@ agent, built-in or a user's own, without the agent's cooperation.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from promptgym.envs.scoring import Outcome
+
+#: calls timed before the whole run's wall time is estimated (the first call also pays warm-up)
+ESTIMATE_AFTER = 5
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def fmt(x: float | None, digits: int = 4) -> str:
@@ -48,6 +60,22 @@ class LiveMonitor:
                                  TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
                                  disable=not enabled)
         self.task = self.progress.add_task(label, total=base.budget.max_calls, train="-", dev="-")
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self.calls_at_start = base.budget.calls
+        self.estimate: str | None = None  # printed once, after the first few calls
+
+    def estimate_line(self) -> str | None:
+        """"about N min for the whole budget at M calls/s" once ``ESTIMATE_AFTER`` calls were timed."""
+        done = self.base.budget.calls - self.calls_at_start
+        seconds = time.monotonic() - self.started
+        if done < min(ESTIMATE_AFTER, self.base.budget.max_calls) or seconds <= 0:
+            return None
+        rate = done / seconds
+        left = self.base.budget.remaining / rate
+        return (f"measured {rate:.2f} calls/s over the first {done} calls: the remaining "
+                f"{self.base.budget.remaining:,} of {self.base.budget.max_calls:,} calls would take about "
+                f"{_duration(left)} (the bar refines this as the run goes)")
 
     def __call__(self, split: str, outcomes: list[Outcome]) -> None:
         if split == "train":
@@ -56,6 +84,10 @@ class LiveMonitor:
             self.best_dev = max(self.best_dev, *(o.metric for o in outcomes))
         self.progress.update(self.task, completed=self.base.budget.calls,
                              train=fmt(self.best_train), dev=fmt(self.best_dev))
+        if self.estimate is None:
+            self.estimate = self.estimate_line()
+            if self.estimate is not None and self.enabled:
+                self.progress.console.print(self.estimate)
 
     def __enter__(self) -> LiveMonitor:
         self.progress.start()
