@@ -29,21 +29,59 @@ How a request becomes tensors (one row per example)::
   it is what an API never offers.
 * ``torch.inference_mode()`` is used for every scoring forward. (Calling ``requires_grad_(False)``
   on bf16 weights was measured ~7x slower on CPU, so weights are left untouched.)
+
+Fast paths (causal LMs only; :mod:`promptgym.lm.kv_cache` has the mechanics). Each is a flag of the
+constructor and a plain attribute of the instance (``lm.input_cache = False`` turns it off on the
+shared instance; :meth:`LocalLM.fast_paths` does it for a ``with`` block). All three are on by
+default: in fp32 they give the plain path's scores to ~1e-6 (tests allow 1e-4); in bf16 the logits
+move by rounding only (argmax agreement with the plain path is tested on the SST-2 test split).
+
+* ``input_cache`` (prompt placed *after* the input, i.e. a non-empty left segment): the keys/values
+  of ``[special prefix] left`` are computed once per distinct token sequence and kept across calls in
+  an LRU bounded in bytes (``cache_bytes``, default 2 GiB; SmolLM2-135M needs 23,040 bytes per token
+  in bf16, twice that in fp32). A call then runs only ``prompt + cue`` per row. A call whose distinct
+  inputs alone would not fit in the budget is scored by the plain path (nothing could be reused).
+* ``prefix_cache`` (prompt *before* the input, i.e. an empty left segment, non-empty prompt): the
+  keys/values of ``[special prefix] prompt`` are computed once per request and shared by all its rows,
+  which run only ``text + cue``. Token and soft prompts alike.
+* ``memo``: a request identical to an earlier one (same prompt, rows, label words and scoring settings)
+  returns the stored scores without a forward pass (an LRU of ``memo_size`` requests). It still counts
+  in ``batch_calls``, and an env still charges it as an API call: a hosted API charges repeats too.
+
+Masked LMs (bidirectional: every token sees the prompt) and causal models with sliding-window
+attention always take the plain path (the memo applies to them too).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from promptgym.errors import InvalidPromptError, InvalidRequestError
 from promptgym.lm.base import ScoreRequest, ScoreResult, SoftPrompt, TokenPrompt
+from promptgym.lm.kv_cache import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_MEMO_SIZE,
+    KVStore,
+    Memo,
+    assemble,
+    nbytes_per_token,
+    prompt_key,
+    split_cache,
+    supports_kv_reuse,
+)
 from promptgym.lm.presets import LoadedModel
 
 #: cost of one extra forward pass, in padded tokens (see :func:`plan_chunks`)
 CHUNK_OVERHEAD = 128
+#: at most this many padded past tokens (rows x longest past) in one fast-path forward
+PAST_BUDGET = 8192
+#: cost of one past token of a row relative to one computed token, when fast-path chunks are planned
+PAST_WEIGHT = 0.05
 
 
 def plan_chunks(lengths: Sequence[int], max_rows: int, overhead: int = CHUNK_OVERHEAD) -> list[tuple[int, int]]:
@@ -90,10 +128,24 @@ def plan_chunks(lengths: Sequence[int], max_rows: int, overhead: int = CHUNK_OVE
 
 
 class LocalLM:
-    """A frozen transformers LM behind the :class:`~promptgym.lm.base.BlackBoxLM` contract."""
+    """A frozen transformers LM behind the :class:`~promptgym.lm.base.BlackBoxLM` contract.
+
+    :param chunk_size: most rows in one forward pass; ``chunk_overhead``: see :func:`plan_chunks`
+    :param input_cache: reuse the keys/values of each example's text when the prompt follows it
+        (causal LMs; see the module docstring). Also an attribute, like the next two.
+    :param prefix_cache: share the keys/values of ``[special prefix] prompt`` among a request's rows
+        when the prompt comes first (causal LMs)
+    :param memo: return stored scores for a repeated identical request (any LM)
+    :param cache_bytes: byte budget of the input cache (an LRU, ``kv_store``)
+    :param memo_size: most requests the memo keeps (an LRU, ``memo_store``; an entry holds the
+        ``rows x labels`` float32 scores)
+    :param past_budget: most padded past tokens (rows x longest past) in one fast-path forward
+    """
 
     def __init__(self, loaded: LoadedModel, chunk_size: int = 64, max_length: int | None = None,
-                 chunk_overhead: int = CHUNK_OVERHEAD) -> None:
+                 chunk_overhead: int = CHUNK_OVERHEAD, *, input_cache: bool = True, prefix_cache: bool = True,
+                 memo: bool = True, cache_bytes: int = DEFAULT_CACHE_BYTES, memo_size: int = DEFAULT_MEMO_SIZE,
+                 past_budget: int = PAST_BUDGET) -> None:
         self._model = loaded.model
         self.name = loaded.name
         self.tokenizer = loaded.tokenizer
@@ -111,6 +163,17 @@ class LocalLM:
         self.max_length = int(max_length or min(limit, 1024))
         self.batch_calls = 0
         self.forward_passes = 0
+        self.tokens_computed = 0  # real (non-padding) tokens run through the model, all forwards
+        self.tokens_padded = 0  # rows x width of every forward (what the hardware computed)
+        self.input_cache, self.prefix_cache, self.memo = bool(input_cache), bool(prefix_cache), bool(memo)
+        self.past_budget = int(past_budget)
+        self.past_weight = PAST_WEIGHT
+        self.kv_store = KVStore(cache_bytes)
+        self.memo_store = Memo(memo_size)
+        self._kv_ok = not loaded.is_masked and supports_kv_reuse(self._model)
+        self._kv_bytes = nbytes_per_token(self._model) if self._kv_ok else 0
+        params = inspect.signature(self._model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._cache: dict[str, tuple[int, ...]] = {}
         self._prefix, self._suffix = self._special_tokens()
         self.pad_id = self._pad_id()
@@ -165,23 +228,71 @@ class LocalLM:
         if not requests:
             raise InvalidRequestError("score() needs at least one request")
         rows, owners, label_ids = self._build_rows(requests)
-        logprobs = self._run(rows)
+        # memo: a request seen before (or twice in this call) is not run again
+        keys = [self._memo_key(req, label_ids[r]) for r, req in enumerate(requests)] if self.memo else None
+        scores: list[np.ndarray | None] = [None] * len(requests)
+        todo, first = [], {}
+        for r in range(len(requests)):
+            if keys is not None:
+                if keys[r] in first:
+                    continue
+                first[keys[r]] = r
+                hit = self.memo_store.get(keys[r])
+                if hit is not None:
+                    scores[r] = hit
+                    continue
+            todo.append(r)
+        run_rows = [i for r in todo for i in owners[r]]
+        logprobs = self._run([rows[i] for i in run_rows], [len(requests[r].prompt) for r in todo for _ in owners[r]])
         self.batch_calls += 1
-        results = []
         start = 0
-        for r_idx, req in enumerate(requests):
-            n = len(req.segments)
-            lp_full = logprobs[start:start + n]
-            lp = np.take_along_axis(lp_full, np.asarray(label_ids[r_idx])[None, :].repeat(n, 0), axis=1)
+        for r in todo:
+            n = len(owners[r])
+            lp = np.take_along_axis(logprobs[start:start + n], np.asarray(label_ids[r])[None, :].repeat(n, 0), axis=1)
             start += n
+            scores[r] = lp
+            if keys is not None:
+                self.memo_store.put(keys[r], lp)
+        results = []
+        for r, req in enumerate(requests):
+            lp = scores[r] if scores[r] is not None else scores[first[keys[r]]]
+            lp = lp.copy()
             norm = lp - _logsumexp(lp)
             preds = np.argmax(lp, axis=1)
-            ntok = sum(len(rows[i][0]) for i in owners[r_idx])
+            ntok = sum(len(rows[i][0]) for i in owners[r])
             if req.label_only:
                 results.append(ScoreResult(predictions=preds, num_tokens=ntok))
             else:
                 results.append(ScoreResult(predictions=preds, logprobs=lp, label_logprobs=norm, num_tokens=ntok))
         return results
+
+    # ------------------------------------------------------------------ fast-path switches
+    @contextmanager
+    def fast_paths(self, input_cache: bool | None = None, prefix_cache: bool | None = None,
+                   memo: bool | None = None) -> Iterator[LocalLM]:
+        """Set fast-path flags for a ``with`` block (None keeps a flag), restoring them afterwards.
+
+        ``with lm.fast_paths(False, False, False):`` scores by the plain path only.
+        """
+        saved = (self.input_cache, self.prefix_cache, self.memo)
+        try:
+            for name, value in (("input_cache", input_cache), ("prefix_cache", prefix_cache), ("memo", memo)):
+                if value is not None:
+                    setattr(self, name, bool(value))
+            yield self
+        finally:
+            self.input_cache, self.prefix_cache, self.memo = saved
+
+    def clear_caches(self) -> None:
+        """Forget every stored key/value past and memoised result."""
+        self.kv_store.clear()
+        self.memo_store.clear()
+
+    def _memo_key(self, req: ScoreRequest, label_ids: Sequence[int]):
+        # the scoring settings are part of the key: results may differ by rounding between them
+        settings = (self.chunk_size, self.chunk_overhead, self.input_cache, self.prefix_cache, self.max_length)
+        segments = req.segments if isinstance(req.segments, tuple) else tuple(tuple(s) for s in req.segments)
+        return (prompt_key(req.prompt), segments, tuple(label_ids), settings)
 
     # ------------------------------------------------------------------ white-box (never an API's)
     def white_box(self) -> WhiteBox:
@@ -275,19 +386,153 @@ class LocalLM:
             return l_ids[excess:], r_ids
         return l_ids, r_ids[excess:]
 
-    def _run(self, rows) -> np.ndarray:
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+    def _run(self, rows, prompt_lengths: Sequence[int] | None = None) -> np.ndarray:
+        """Vocabulary log-probs at every row's answer: fast paths where they apply, else plain chunks."""
         out = np.empty((len(rows), self.vocab_size), dtype=np.float32)
+        fast = self._fast_rows(rows, prompt_lengths) if prompt_lengths is not None else {}
+        plain = [i for i in range(len(rows)) if i not in fast]
+        order = sorted(plain, key=lambda i: len(rows[i][0]))
         with torch.inference_mode():
             for start, end in plan_chunks([len(rows[i][0]) for i in order], self.chunk_size, self.chunk_overhead):
                 chunk = order[start:end]
                 out[chunk] = self._forward([rows[i] for i in chunk])
+            if fast:
+                self._run_fast(fast, out)
         return out
+
+    # ------------------------------------------------------------------ fast paths (causal only)
+    def _fast_rows(self, rows, prompt_lengths: Sequence[int]) -> dict:
+        """``{row: (past_key, stored, past_row, new_ids, new_soft)}`` for rows a fast path can score.
+
+        ``past_row`` is ``(ids, soft_start, soft, answer)`` of the reused part (the plain layout);
+        ``new_soft`` is ``(start, embeds)`` of a soft prompt inside the new part, or None.
+        """
+        if not self._kv_ok or not (self.input_cache or self.prefix_cache):
+            return {}
+        n_pre = len(self._prefix)
+        fast = {}
+        soft_keys: dict[int, object] = {}  # id(embeds) -> key: hash each soft prompt once
+        for i, ((ids, soft_start, soft, _), p_len) in enumerate(zip(rows, prompt_lengths, strict=True)):
+            if soft_start > n_pre and self.input_cache and len(ids) > soft_start:
+                past = tuple(ids[:soft_start])
+                fast[i] = (("in", past), True, (past, 0, None, soft_start - 1), tuple(ids[soft_start:]),
+                           (0, soft) if soft is not None else None)
+            elif soft_start == n_pre and p_len > 0 and self.prefix_cache and len(ids) > n_pre + p_len:
+                cut = n_pre + p_len
+                past = tuple(ids[:cut])
+                if soft is None:
+                    key = ("pre", past)
+                else:
+                    if id(soft) not in soft_keys:
+                        soft_keys[id(soft)] = ("pre", past[:n_pre], prompt_key(SoftPrompt(soft)))
+                    key = soft_keys[id(soft)]
+                fast[i] = (key, False, (past, n_pre, soft, cut - 1), tuple(ids[cut:]), None)
+        # inputs that cannot all be kept would be computed and evicted: no gain, use the plain path
+        distinct = {v[0]: len(v[2][0]) for v in fast.values() if v[1]}
+        if sum(distinct.values()) * self._kv_bytes > self.kv_store.max_bytes:
+            fast = {i: v for i, v in fast.items() if not v[1]}
+        return fast
+
+    def _run_fast(self, fast: dict, out: np.ndarray) -> None:
+        pasts: dict = {}
+        missing: dict = {}
+        for key, stored, past_row, _, _ in fast.values():
+            if key in pasts or key in missing:
+                continue
+            value = self.kv_store.get(key) if stored else None
+            if value is None:
+                missing[key] = past_row
+            else:
+                pasts[key] = value
+        if missing:
+            computed = self._compute_pasts(list(missing.values()))
+            for key, value in zip(missing, computed, strict=True):
+                pasts[key] = value
+                if fast_stored(key):
+                    self.kv_store.put(key, value)
+        # a row costs its new tokens plus (attention, cache copies) a fraction of its padded past
+        width = {i: len(fast[i][3]) + self.past_weight * pasts[fast[i][0]].shape[3] for i in fast}
+        order = sorted(fast, key=lambda i: width[i])
+        plan = plan_chunks([int(round(width[i])) for i in order], self.chunk_size, self.chunk_overhead)
+        for start, end in plan:
+            for chunk in self._past_budget_split(order[start:end], [pasts[fast[i][0]].shape[3] for i in
+                                                                     order[start:end]]):
+                out[chunk] = self._forward_with_past([pasts[fast[i][0]] for i in chunk],
+                                                     [(fast[i][3], fast[i][4]) for i in chunk])
+
+    def _past_budget_split(self, chunk: list[int], past_lengths: list[int]) -> list[list[int]]:
+        """Cut a chunk so that rows x longest past stays within ``past_budget`` (memory of one forward)."""
+        parts, current, longest = [], [], 0
+        for i, n in sorted(zip(chunk, past_lengths, strict=True), key=lambda t: t[1]):
+            if current and (len(current) + 1) * max(longest, n) > self.past_budget:
+                parts.append(current)
+                current, longest = [], 0
+            current.append(i)
+            longest = max(longest, n)
+        if current:
+            parts.append(current)
+        return parts
+
+    def _compute_pasts(self, past_rows: list) -> list[torch.Tensor]:
+        """Keys/values of each row (plain layout), as :func:`promptgym.lm.kv_cache.split_cache` pasts."""
+        result: list = [None] * len(past_rows)
+        order = sorted(range(len(past_rows)), key=lambda i: len(past_rows[i][0]))
+        for start, end in plan_chunks([len(past_rows[i][0]) for i in order], self.chunk_size, self.chunk_overhead):
+            chunk = order[start:end]
+            rows = [past_rows[i] for i in chunk]
+            self.forward_passes += 1
+            inputs, offsets = self._inputs(rows)
+            position_ids = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            output = self._model(**inputs, position_ids=position_ids, use_cache=True, logits_to_keep=1)
+            cache = getattr(output, "cache", None) or output.past_key_values
+            for i, value in zip(chunk, split_cache(cache, offsets, [len(r[0]) for r in rows]), strict=True):
+                result[i] = value
+        return result
+
+    def _forward_with_past(self, pasts: list[torch.Tensor], news: list) -> np.ndarray:
+        """Log-probs at the last token of each new part, run on top of its right-aligned past."""
+        self.forward_passes += 1
+        cache, past_mask = assemble(pasts)
+        width = max(len(ids) for ids, _ in news)
+        n = len(news)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        offsets = []
+        for b, (row_ids, _) in enumerate(news):
+            off = width - len(row_ids)
+            ids[b, off:] = torch.tensor(row_ids, dtype=torch.long)
+            mask[b, off:] = 1
+            offsets.append(off)
+        self.tokens_computed += int(mask.sum())
+        self.tokens_padded += n * width
+        inputs: dict = {"attention_mask": torch.cat([past_mask, mask], dim=1)}
+        if any(soft is not None for _, soft in news):
+            emb = self._embed(ids)
+            for b, (_, soft) in enumerate(news):
+                if soft is not None:
+                    s = offsets[b] + soft[0]
+                    emb[b, s:s + soft[1].shape[0]] = torch.as_tensor(soft[1], dtype=emb.dtype)
+            inputs["inputs_embeds"] = emb
+        else:
+            inputs["input_ids"] = ids
+        past_lengths = torch.tensor([p.shape[3] for p in pasts], dtype=torch.long)
+        position_ids = past_lengths[:, None] + (mask.cumsum(-1) - 1).clamp(min=0)
+        inputs[self._cache_kw] = cache
+        logits = self._model(**inputs, position_ids=position_ids, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+        return torch.log_softmax(logits.float(), dim=-1).numpy()
 
     def _forward(self, rows) -> np.ndarray:
         """Log-probabilities over the vocabulary at each row's answer position (no grad)."""
         self.forward_passes += 1
+        inputs, offsets = self._inputs(rows)
+        logits = self._answer_logits(inputs, [offsets[b] + r[3] for b, r in enumerate(rows)])
+        return torch.log_softmax(logits.float(), dim=-1).numpy()
+
+    def _inputs(self, rows) -> tuple[dict, list[int]]:
+        """Model inputs (``attention_mask`` and ``input_ids`` or ``inputs_embeds``) of plain rows."""
         ids, mask, offsets = self._layout(rows)
+        self.tokens_computed += int(mask.sum())
+        self.tokens_padded += int(mask.numel())
         inputs: dict = {"attention_mask": mask}
         if any(r[2] is not None for r in rows):
             emb = self._embed(ids)
@@ -298,8 +543,7 @@ class LocalLM:
             inputs["inputs_embeds"] = emb
         else:
             inputs["input_ids"] = ids
-        logits = self._answer_logits(inputs, [offsets[b] + r[3] for b, r in enumerate(rows)])
-        return torch.log_softmax(logits.float(), dim=-1).numpy()
+        return inputs, offsets
 
     def _layout(self, rows) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """Pad rows into ``(ids, attention_mask, offsets)``; a row's tokens start at its offset.
@@ -397,6 +641,11 @@ class WhiteBox:
         answers = [off + row[3] for off, row in zip(offsets, chosen, strict=True)]
         logits = self.lm._answer_logits({"attention_mask": mask, "inputs_embeds": emb}, answers)
         return logits.float()[:, rows.label_ids]
+
+
+def fast_stored(key) -> bool:
+    """True for keys of the input cache (kept across calls), False for per-call prompt prefixes."""
+    return key[0] == "in"
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:
