@@ -1,6 +1,7 @@
 """In-process transformers backends: one class for causal and masked LMs.
 
-How a request becomes tensors (one row per example)::
+How a request becomes tensors (one row per example; the rows are built by :mod:`promptgym.lm.layout`,
+which the OpenAI-compatible client shares)::
 
     causal:  [special prefix] left [prompt] right              -> answer = next token after the row
     masked:  [CLS]            left [prompt] right [SEP]        -> answer at the mask inside ``right``
@@ -61,8 +62,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from promptgym.errors import InvalidPromptError, InvalidRequestError
-from promptgym.lm.base import ScoreRequest, ScoreResult, SoftPrompt, TokenPrompt
+from promptgym.errors import InvalidRequestError
+from promptgym.lm.base import ScoreRequest, ScoreResult, SoftPrompt
 from promptgym.lm.kv_cache import (
     DEFAULT_CACHE_BYTES,
     DEFAULT_MEMO_SIZE,
@@ -74,6 +75,7 @@ from promptgym.lm.kv_cache import (
     split_cache,
     supports_kv_reuse,
 )
+from promptgym.lm.layout import CachedTokenizer, RowLayout, label_result, label_token_ids, pad_token_id, special_tokens
 from promptgym.lm.presets import LoadedModel
 
 #: cost of one extra forward pass, in padded tokens (see :func:`plan_chunks`)
@@ -174,9 +176,9 @@ class LocalLM:
         self._kv_bytes = nbytes_per_token(self._model) if self._kv_ok else 0
         params = inspect.signature(self._model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self._cache: dict[str, tuple[int, ...]] = {}
-        self._prefix, self._suffix = self._special_tokens()
-        self.pad_id = self._pad_id()
+        self._codec = CachedTokenizer(self.tokenizer)
+        self._prefix, self._suffix = special_tokens(self.tokenizer)
+        self.pad_id = pad_token_id(self.tokenizer)
         self.mask_id = getattr(self.tokenizer, "mask_token_id", None) if self.is_masked else None
         if self.is_masked and self.mask_id is None:
             raise InvalidRequestError(f"masked LM {self.name!r} has a tokenizer without a mask token")
@@ -194,35 +196,26 @@ class LocalLM:
         return self._stats
 
     def embed_tokens(self, ids: Sequence[int]) -> np.ndarray:
-        idx = self._check_ids(tuple(int(i) for i in ids))
+        idx = self.layout.check_ids(tuple(int(i) for i in ids))
         with torch.inference_mode():
             return self._embed(torch.tensor(idx, dtype=torch.long)).float().numpy().copy()
 
     def encode(self, text: str) -> tuple[int, ...]:
         """Token ids of ``text`` without special tokens (cached)."""
-        ids = self._cache.get(text)
-        if ids is None:
-            ids = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-            self._cache[text] = ids
-        return ids
+        return self._codec.encode(text)
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids))
+        return self._codec.decode(ids)
 
     def label_token_ids(self, words: Sequence[str]) -> list[int]:
-        if not words:
-            raise InvalidRequestError("at least one label word is needed")
-        ids = []
-        for w in words:
-            if not isinstance(w, str) or not w.strip():
-                raise InvalidRequestError(f"label words must be non-empty strings, got {w!r} in {list(words)}")
-            toks = self.encode(" " + w.strip())
-            if not toks:
-                raise InvalidRequestError(f"label word {w!r} has no tokens")
-            ids.append(toks[0])
-        if len(set(ids)) != len(ids):
-            raise InvalidRequestError(f"label words {list(words)} share a first token; choose distinct words")
-        return ids
+        return label_token_ids(words, self.encode)
+
+    @property
+    def layout(self) -> RowLayout:
+        """How this model's rows are built (read from the current attributes: tests may shorten
+        ``max_length``); the OpenAI-compatible client builds the same rows from the same layout."""
+        return RowLayout(self._prefix, self._suffix, self.pad_id, self.max_length, self.vocab_size,
+                         self.embedding_dim, self.is_masked, self.mask_id)
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         if not requests:
@@ -256,14 +249,8 @@ class LocalLM:
         results = []
         for r, req in enumerate(requests):
             lp = scores[r] if scores[r] is not None else scores[first[keys[r]]]
-            lp = lp.copy()
-            norm = lp - _logsumexp(lp)
-            preds = np.argmax(lp, axis=1)
             ntok = sum(len(rows[i][0]) for i in owners[r])
-            if req.label_only:
-                results.append(ScoreResult(predictions=preds, num_tokens=ntok))
-            else:
-                results.append(ScoreResult(predictions=preds, logprobs=lp, label_logprobs=norm, num_tokens=ntok))
+            results.append(label_result(lp.copy(), req.label_only, ntok))
         return results
 
     # ------------------------------------------------------------------ fast-path switches
@@ -304,87 +291,9 @@ class LocalLM:
         return WhiteBox(self)
 
     # ------------------------------------------------------------------ internals
-    def _special_tokens(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        plain = list(self.tokenizer("x", add_special_tokens=False)["input_ids"])
-        full = list(self.tokenizer("x")["input_ids"])
-        for i in range(len(full) - len(plain) + 1):
-            if full[i:i + len(plain)] == plain:
-                return tuple(full[:i]), tuple(full[i + len(plain):])
-        return (), ()
-
-    def _pad_id(self) -> int:
-        for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
-            value = getattr(self.tokenizer, attr, None)
-            if value is not None:
-                return int(value)
-        return 0
-
-    def _check_ids(self, ids: tuple[int, ...]) -> tuple[int, ...]:
-        bad = [i for i in ids if not 0 <= i < self.vocab_size]
-        if bad:
-            raise InvalidPromptError(f"token ids {bad[:5]} are outside the vocabulary [0, {self.vocab_size})")
-        return ids
-
-    def _check_prompt(self, prompt: object) -> None:
-        if isinstance(prompt, TokenPrompt):
-            self._check_ids(tuple(prompt.ids))
-        elif isinstance(prompt, SoftPrompt):
-            e = np.asarray(prompt.embeds)
-            if e.ndim != 2 or e.shape[1] != self.embedding_dim:
-                raise InvalidPromptError(
-                    f"soft prompt must have shape (length, {self.embedding_dim}), got {tuple(e.shape)}")
-            if not np.all(np.isfinite(e)):
-                raise InvalidPromptError("soft prompt contains NaN or inf values")
-        else:
-            raise InvalidPromptError(f"prompt must be a TokenPrompt or SoftPrompt, got {type(prompt).__name__}")
-
     def _build_rows(self, requests: Sequence[ScoreRequest]):
-        """Validate everything first (nothing runs on a bad request), then lay out the rows.
-
-        A row is ``(ids, soft_start, soft_embeds_or_None, answer_index)``; soft positions hold the
-        pad id in ``ids`` and are overwritten in embedding space.
-        """
-        label_ids = []
-        for req in requests:
-            if not req.segments:
-                raise InvalidRequestError("a request needs at least one example")
-            self._check_prompt(req.prompt)
-            label_ids.append(self.label_token_ids(req.label_words))
-        rows, owners = [], []
-        for req in requests:
-            mine = []
-            soft = req.prompt.embeds if isinstance(req.prompt, SoftPrompt) else None
-            p_ids = (self.pad_id,) * len(req.prompt) if soft is not None else tuple(req.prompt.ids)
-            for left, right in req.segments:
-                l_ids, r_ids = self.encode(left), self.encode(right)
-                l_ids, r_ids = self._fit(l_ids, r_ids, len(p_ids))
-                ids = self._prefix + l_ids + p_ids + r_ids + self._suffix
-                if not ids:
-                    raise InvalidRequestError("an example renders to zero tokens (empty segments and no prompt)")
-                soft_start = len(self._prefix) + len(l_ids)
-                if self.is_masked:
-                    pos = [i for i, t in enumerate(r_ids) if t == self.mask_id]
-                    if not pos:
-                        raise InvalidRequestError("masked LM: the rendered example has no mask token in its cue")
-                    answer = soft_start + len(p_ids) + pos[-1]
-                else:
-                    answer = len(ids) - 1
-                mine.append(len(rows))
-                rows.append((ids, soft_start, soft, answer))
-            owners.append(mine)
-        return rows, owners, label_ids
-
-    def _fit(self, l_ids: tuple[int, ...], r_ids: tuple[int, ...], n_prompt: int):
-        """Cut tokens from the start of the longer segment until the row fits ``max_length``."""
-        budget = self.max_length - len(self._prefix) - len(self._suffix) - n_prompt
-        if budget < 2:
-            raise InvalidPromptError(f"prompt of {n_prompt} tokens leaves no room within {self.max_length}")
-        excess = len(l_ids) + len(r_ids) - budget
-        if excess <= 0:
-            return l_ids, r_ids
-        if len(l_ids) >= len(r_ids):
-            return l_ids[excess:], r_ids
-        return l_ids, r_ids[excess:]
+        """Validate everything, then lay out the rows (:meth:`promptgym.lm.layout.RowLayout.build`)."""
+        return self.layout.build(requests, self.encode)
 
     def _run(self, rows, prompt_lengths: Sequence[int] | None = None) -> np.ndarray:
         """Vocabulary log-probs at every row's answer: fast paths where they apply, else plain chunks."""
@@ -646,8 +555,3 @@ class WhiteBox:
 def fast_stored(key) -> bool:
     """True for keys of the input cache (kept across calls), False for per-call prompt prefixes."""
     return key[0] == "in"
-
-
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    m = np.max(x, axis=1, keepdims=True)
-    return m + np.log(np.sum(np.exp(x - m), axis=1, keepdims=True))
