@@ -93,3 +93,8 @@ class UnknownAgentError(ConfigError, KeyError):
 
 class IncompatibleAgentError(ConfigError):
     """An agent that cannot run on the env it was given (wrong env kind, reward or backend)."""
+
+
+class InvalidProbabilitiesError(PromptGymError, ValueError):
+    """Predictive probabilities a metric cannot read: a wrong shape, non-finite values, rows that do
+    not sum to 1, or labels outside the classes."""
