@@ -98,3 +98,11 @@ class IncompatibleAgentError(ConfigError):
 class InvalidProbabilitiesError(PromptGymError, ValueError):
     """Predictive probabilities a metric cannot read: a wrong shape, non-finite values, rows that do
     not sum to 1, or labels outside the classes."""
+
+
+class AuthenticationError(ConfigError):
+    """An LM server refused the API key (HTTP 401): unknown, revoked or missing."""
+
+
+class ServiceError(PromptGymError, ConnectionError):
+    """An LM server could not be reached, kept answering "busy" after every retry, or failed (5xx)."""
