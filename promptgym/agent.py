@@ -49,6 +49,15 @@ class Result:
     ``(cost, best-so-far dev metric)`` points and ``train_curve`` ``(cost, best-so-far train
     reward)`` points, the cost counted in ``curve_unit`` ("calls": API calls; the white-box
     reference counts "passes": forward+backward passes).
+
+    A Result may be a weighted *prompt set* (distributional agents: ensembles, variational and
+    likelihood-free posteriors): ``members`` are actions of the env's space, ``weights`` one per
+    member (normalised when scored; None = uniform) and ``combine`` says how test predictions are
+    made of them: "mean" averages the members' label distributions, "vote" takes the weighted
+    histogram of their predicted labels (for agents that only ever saw labels). ``action`` is then
+    the member with the largest weight, what a single-prompt reader shows. ``label_bias`` is either
+    one bias ``(C,)`` for every member or one per member ``(K, C)``. A single-prompt Result is a
+    one-member set (:func:`result_members`).
     """
 
     agent: str
@@ -65,6 +74,28 @@ class Result:
     extra: dict = field(default_factory=dict)
     soft_prompt: np.ndarray | None = None
     curve_unit: str = "calls"
+    members: list[Any] | None = None    # actions forming a prompt set; None = the single prompt above
+    weights: list[float] | None = None  # one per member, >= 0 with a positive sum; None = uniform
+    combine: str = "mean"               # "mean" of label distributions, or "vote" histogram of predicted labels
+
+    def __post_init__(self) -> None:
+        if self.combine not in COMBINE_RULES:
+            raise ConfigError(f"Result.combine must be one of {COMBINE_RULES}, got {self.combine!r}")
+        if self.members is None:
+            if self.weights is not None:
+                raise ConfigError("Result.weights needs Result.members (weights of a prompt set)")
+            return
+        self.members = list(self.members)
+        if not self.members:
+            raise ConfigError("Result.members must hold at least one action (or be None for a single prompt)")
+        if self.soft_prompt is not None or self.demonstrations is not None:
+            raise ConfigError("a prompt set's members are actions; it cannot also have a soft prompt or demonstrations")
+        if self.weights is not None:
+            w = np.asarray(self.weights, dtype=np.float64)
+            if w.shape != (len(self.members),) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+                raise ConfigError(f"Result.weights must be {len(self.members)} finite numbers >= 0 with a positive "
+                                  f"sum, got {self.weights!r}")
+            self.weights = [float(x) for x in w]
 
     @property
     def prompt_kind(self) -> str:
@@ -74,6 +105,42 @@ class Result:
         if self.demonstrations is not None:
             return "demonstrations"
         return "template" if self.action is None else "action"
+
+    @property
+    def is_set(self) -> bool:
+        """Whether the Result is a prompt set (``members`` given), even of one member."""
+        return self.members is not None
+
+
+#: how a prompt set's members make one prediction (see :class:`Result`)
+COMBINE_RULES = ("mean", "vote")
+
+
+def result_members(result: Result) -> list[tuple[Any, float]]:
+    """``(action, weight)`` of every member of ``result``, the weights normalised to sum 1.
+
+    A single-prompt Result is the one member ``(result.action, 1.0)`` (its action may be None: the
+    template, or a Result whose prompt is a soft prompt or demonstrations; the runner's
+    ``member_prompts`` turns members into LM prompts).
+    """
+    if result.members is None:
+        return [(result.action, 1.0)]
+    w = np.ones(len(result.members)) if result.weights is None else np.asarray(result.weights, dtype=np.float64)
+    w = w / w.sum()
+    return [(m, float(x)) for m, x in zip(result.members, w)]
+
+
+def max_members(agent: Any) -> int:
+    """The most members ``agent``'s Result can have: its ``max_members`` attribute, else 1.
+
+    An agent returning a prompt set states this bound (from its config) so that the calibration
+    option can reserve one call per member out of the budget before the agent starts.
+    """
+    n = getattr(agent, "max_members", 1)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError(f"agent {getattr(agent, 'name', agent)!r}: max_members must be a whole number >= 1, "
+                          f"got {n!r}")
+    return int(n)
 
 
 @runtime_checkable
@@ -462,6 +529,7 @@ def _register_builtins() -> None:
 
 _register_builtins()
 
-__all__ = ["AGENT_REGISTRY", "ALL_KINDS", "Agent", "AgentConfig", "AgentSpec", "ConfiguredAgent", "DevSelector",
-           "Result", "TrainCurve", "agent_spec", "check_compatible", "check_kind", "config_dict", "config_fields",
-           "is_white_box", "make_agent", "make_config", "parse_field", "register_agent", "require"]
+__all__ = ["AGENT_REGISTRY", "ALL_KINDS", "COMBINE_RULES", "Agent", "AgentConfig", "AgentSpec", "ConfiguredAgent",
+           "DevSelector", "Result", "TrainCurve", "agent_spec", "check_compatible", "check_kind", "config_dict",
+           "config_fields", "is_white_box", "make_agent", "make_config", "max_members", "parse_field",
+           "register_agent", "require", "result_members"]

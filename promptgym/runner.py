@@ -14,22 +14,33 @@ env's own :class:`~promptgym.envs.scoring.Scorer`, uncharged: the test split nev
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from promptgym.agent import AGENT_REGISTRY, Agent, Result, check_compatible, check_kind, make_agent
+from promptgym.agent import (
+    AGENT_REGISTRY,
+    COMBINE_RULES,
+    Agent,
+    Result,
+    check_compatible,
+    check_kind,
+    make_agent,
+    result_members,
+)
 from promptgym.bench.stats import expected_calibration_error
 from promptgym.envs.budget import QueryBudget
 from promptgym.envs.registration import check_env_id, env_kind
-from promptgym.envs.scoring import Outcome
+from promptgym.envs.scoring import Segments, is_approximate
 from promptgym.errors import ConfigError, PromptGymError
 from promptgym.lm import DEFAULT_MODEL, in_dtype
-from promptgym.lm.base import Prompt, SoftPrompt, TokenPrompt
+from promptgym.lm.base import Prompt, ScoreRequest, SoftPrompt, TokenPrompt
 from promptgym.progress import LiveMonitor
 from promptgym.tasks import load_split
+from promptgym.tasks.metrics import compute_metric
 
 #: env arguments the driver sets itself; passing them in ``env_kwargs`` too would be ambiguous
 DRIVER_ENV_ARGS = ("model", "dtype", "split_seed", "budget")
@@ -119,7 +130,7 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
 
 # ---------------------------------------------------------------------------------------------- test split
 def result_prompt(env: gym.Env, result: Any) -> Prompt:
-    """The LM prompt a Result stands for: soft prompt, demonstrations, the action's prompt, or none."""
+    """The LM prompt of a single-prompt Result: soft prompt, demonstrations, the action's prompt, or none."""
     base = env.unwrapped
     soft = getattr(result, "soft_prompt", None)
     if soft is not None:
@@ -131,45 +142,186 @@ def result_prompt(env: gym.Env, result: Any) -> Prompt:
     return base.prompt_of(result.action)
 
 
+def member_prompts(env: gym.Env, result: Result) -> list[tuple[Prompt, float]]:
+    """``(LM prompt, normalised weight)`` of every member of ``result`` (one member for a single prompt)."""
+    if not result.is_set:
+        return [(result_prompt(env, result), 1.0)]
+    base = env.unwrapped
+    return [(base.prompt_of(m), w) for m, w in result_members(result)]
+
+
+def member_biases(result: Result, n_members: int, n_labels: int) -> np.ndarray | None:
+    """The label bias of each member, ``(K, C)``, from a shared ``(C,)`` or a per-member ``(K, C)`` bias."""
+    if result.label_bias is None:
+        return None
+    bias = np.asarray(result.label_bias, dtype=np.float64)
+    if bias.shape == (n_labels,):
+        return np.broadcast_to(bias, (n_members, n_labels))
+    if bias.shape != (n_members, n_labels):
+        raise ConfigError(f"label_bias must have shape ({n_labels},) or ({n_members}, {n_labels}), got {bias.shape}")
+    return bias
+
+
+def combine_members(label_logprobs: np.ndarray, weights: np.ndarray | None = None, combine: str = "mean",
+                    label_bias: np.ndarray | None = None) -> np.ndarray:
+    """One predictive distribution ``(n, C)`` from the members' label log-probs ``(K, n, C)``.
+
+    "mean": the weighted average of the members' label distributions (each softmax-normalised
+    after its bias); "vote": the weighted histogram of their predicted labels (argmax after the
+    bias), which uses nothing a label-only API would not return. ``weights`` (K,) are normalised
+    (None: uniform); ``label_bias`` is ``(K, C)``, ``(C,)`` or None.
+    """
+    if combine not in COMBINE_RULES:
+        raise ConfigError(f"combine must be one of {COMBINE_RULES}, got {combine!r}")
+    z = np.asarray(label_logprobs, dtype=np.float64)
+    if z.ndim != 3:
+        raise ConfigError(f"label_logprobs must be (members, examples, labels), got shape {z.shape}")
+    k, _, c = z.shape
+    w = np.ones(k) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    if label_bias is not None:
+        z = z + np.broadcast_to(np.asarray(label_bias, dtype=np.float64), (k, c))[:, None, :]
+    if combine == "vote":
+        return np.einsum("k,knc->nc", w, np.eye(c)[np.argmax(z, axis=2)])
+    z = z - z.max(axis=2, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=2, keepdims=True)
+    return np.einsum("k,knc->nc", w, p)
+
+
+@dataclass
+class TestScore:
+    """A Result's predictions on the test split and what leaderboards report of them.
+
+    ``probs`` is the combined predictive distribution (a vote histogram for "vote" sets), the one
+    the uncertainty ``metrics`` (ECE, NLL, Brier, AURC) are computed from; ``approximate`` is set
+    when the backend flagged its scores approximate (they cannot be verified).
+    """
+
+    metric: float
+    predictions: np.ndarray
+    ece: float
+    n: int
+    probs: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    approximate: bool = False
+
+
+TestScore.__test__ = False  # type: ignore[attr-defined]  # not a pytest class, despite its name
+
+
+def member_probs(env: gym.Env, result: Result, segments: Segments | None = None, labels: np.ndarray | None = None,
+                 dtype: str | None = "float32") -> np.ndarray:
+    """The combined predictive distribution ``(n, C)`` of ``result``'s members, uncharged.
+
+    On the env task's test split (``segments`` None) or on given rendered rows (e.g. OOD inputs
+    rendered with the in-domain label words; ``labels`` are then not needed, the distribution does
+    not depend on them). Per-member label biases apply; "vote" sets give their vote histogram.
+    """
+    del labels  # the distribution does not depend on gold labels; kept for callers that have them
+    scores = _member_scores(env, result, segments, dtype)
+    return _combine(result, scores)[0]
+
+
 def score_test(env: gym.Env, result: Any, dtype: str | None = "float32") -> TestScore:
-    """Score ``result``'s prompt on the task's test split, outside any budget.
+    """Score ``result`` on the task's test split, outside any budget.
 
     Handles every kind of Result: an action of the env, a label bias (added to the label scores
-    before the argmax), in-context demonstrations and a white-box soft prompt. ``dtype``
-    "float32" (default) re-checks bf16 searches in fp32; None scores with the env's own LM.
+    before the argmax), in-context demonstrations, a white-box soft prompt and a prompt set (every
+    member scored, in one LM call, and combined by the Result's rule). ``dtype`` "float32"
+    (default) re-checks bf16 searches in fp32; None scores with the env's own LM.
     """
     base = env.unwrapped
-    scorer = base.scorer.with_lm(in_dtype(base.lm, dtype), reward_kind="ce")
     test = load_split(base.spec_task, "test", None, base.data_dir)
-    prompt = result_prompt(env, result)
-    key = (id(scorer.lm), test.sha256, base.template, base.prompt_position, _prompt_key(prompt))
-    cached = _TEST_SCORES.get(key)
-    outcome = cached[1] if cached is not None and cached[0] is scorer.lm else None  # the LM is kept: ids stay unique
-    if outcome is None:
-        outcome = scorer.score([prompt], test)[0]
-        if len(_TEST_SCORES) >= 8:
-            _TEST_SCORES.pop(next(iter(_TEST_SCORES)))
-        _TEST_SCORES[key] = (scorer.lm, outcome)
-    if result.label_bias is not None:
-        outcome = scorer.rebias(outcome, np.asarray(result.label_bias))
-    return _test_score(outcome)
+    scores = _member_scores(env, result, None, dtype)
+    probs, predictions = _combine(result, scores)
+    labels = np.asarray(test.labels)
+    approximate = bool(getattr(scores.lm, "approximate", False)) or scores.approximate
+    return TestScore(float(compute_metric(base.spec_task.metric, labels, predictions)), predictions,
+                     expected_calibration_error(probs, labels), len(labels), probs, labels,
+                     _uncertainty(probs, labels), approximate)
 
 
 score_test.__test__ = False  # type: ignore[attr-defined]
 
 
-def _test_score(outcome: Outcome) -> TestScore:
-    scores = np.asarray(outcome.label_logprobs, dtype=np.float64)
-    scores = scores - scores.max(axis=1, keepdims=True)
-    probs = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
-    labels = np.asarray(outcome.labels)
-    return TestScore(float(outcome.metric), np.asarray(outcome.predictions), expected_calibration_error(probs, labels),
-                     len(labels))
+@dataclass
+class _Scores:
+    lm: Any
+    label_logprobs: np.ndarray  # (K, n, C)
+    predictions: np.ndarray  # (K, n) the LM's own argmax (exact for a one-member set)
+    weights: np.ndarray  # (K,) normalised
+    approximate: bool
 
 
-# the test outcomes of the last few prompts: a calibrated Result shares the manual template's scores
-# (only the bias differs), so comparing the two costs one pass over the test split, not two
-_TEST_SCORES: dict[tuple, tuple[Any, Outcome]] = {}
+def _member_scores(env: gym.Env, result: Result, segments: Segments | None, dtype: str | None) -> _Scores:
+    """Every member's label log-probs on test (cached per prompt) or on ``segments``, in ONE LM call."""
+    base = env.unwrapped
+    scorer = base.scorer.with_lm(in_dtype(base.lm, dtype), reward_kind="ce")
+    members = member_prompts(env, result)
+    prompts = [p for p, _ in members]
+    weights = np.array([w for _, w in members])
+    if segments is not None:
+        words = base.template.verbalizers
+        out = scorer.lm.score([ScoreRequest(p, tuple(segments), words, False) for p in prompts])
+        return _Scores(scorer.lm, np.stack([np.asarray(r.label_logprobs, np.float64) for r in out]),
+                       np.stack([np.asarray(r.predictions) for r in out]), weights,
+                       any(is_approximate(r) for r in out))
+    test = load_split(base.spec_task, "test", None, base.data_dir)
+    keys = [(id(scorer.lm), test.sha256, base.template, base.prompt_position, _prompt_key(p)) for p in prompts]
+    found = {}
+    for key in keys:
+        hit = _TEST_SCORES.get(key)
+        if hit is not None and hit[0] is scorer.lm:  # the LM is kept in the entry: ids stay unique
+            found[key] = hit
+            _TEST_SCORES.move_to_end(key)
+    first = {key: i for i, key in reversed(list(enumerate(keys)))}  # a repeated member is scored once
+    todo = sorted(i for key, i in first.items() if key not in found)
+    if todo:
+        outcomes = scorer.score([prompts[i] for i in todo], test)
+        for i, o in zip(todo, outcomes):
+            entry = (scorer.lm, np.asarray(o.label_logprobs, np.float64), np.asarray(o.predictions), o.approximate)
+            found[keys[i]] = entry
+            _remember(keys[i], entry)
+    entries = [found[key] for key in keys]
+    return _Scores(scorer.lm, np.stack([e[1] for e in entries]), np.stack([e[2] for e in entries]), weights,
+                   any(e[3] for e in entries))
+
+
+def _combine(result: Result, scores: _Scores) -> tuple[np.ndarray, np.ndarray]:
+    """(combined probs, predictions); a one-member "mean" set keeps the LM's own argmax bit for bit."""
+    k, _, c = scores.label_logprobs.shape
+    bias = member_biases(result, k, c)
+    probs = combine_members(scores.label_logprobs, scores.weights, result.combine, bias)
+    if k == 1 and result.combine == "mean":
+        preds = scores.predictions[0] if bias is None else np.argmax(scores.label_logprobs[0] + bias[0], axis=1)
+    else:
+        preds = np.argmax(probs, axis=1)
+    return probs, np.asarray(preds)
+
+
+def _uncertainty(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    try:
+        from promptgym.bench.uncertainty import uncertainty_metrics
+    except ImportError:  # the metrics module lands separately; until then only ECE
+        return {"ece": expected_calibration_error(probs, labels)}
+    return {k: float(v) for k, v in uncertainty_metrics(probs, labels).items()}
+
+
+# the test label scores of recent prompts, least recently used first: a calibrated Result shares the
+# manual template's scores (only the bias differs), and a prompt set re-scored or compared with its
+# own best member costs nothing more. Bounded by stored score cells, not entries (sets can be large).
+_TEST_SCORES: OrderedDict[tuple, tuple[Any, np.ndarray, np.ndarray, bool]] = OrderedDict()
+TEST_CACHE_CELLS = 8_000_000  # label scores kept (64 MB of float64)
+
+
+def _remember(key: tuple, entry: tuple[Any, np.ndarray, np.ndarray, bool]) -> None:
+    _TEST_SCORES[key] = entry
+    total = sum(e[1].size for e in _TEST_SCORES.values())
+    while total > TEST_CACHE_CELLS and len(_TEST_SCORES) > 1:
+        _, old = _TEST_SCORES.popitem(last=False)
+        total -= old[1].size
 
 
 def _prompt_key(prompt: Prompt) -> tuple:

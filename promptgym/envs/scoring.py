@@ -41,6 +41,13 @@ class Outcome:
     logprobs: np.ndarray | None = None  # label-word log-probs over the full vocabulary (None if label-only)
     labels: np.ndarray | None = None  # gold labels of the scored rows
     num_tokens: int = 0  # tokens the LM processed for this prompt (the meter counts them)
+    approximate: bool = False  # the backend flagged its scores approximate (e.g. a top-k-only remote API)
+
+
+def is_approximate(result: ScoreResult) -> bool:
+    """Whether a backend flagged ``result`` approximate (``extra["approximate"]``: e.g. label scores
+    reconstructed from a remote API's top-k log-probs). Approximate scores cannot be verified."""
+    return bool((result.extra or {}).get("approximate"))
 
 
 def render_rows(template: Template, split: TaskSplit, position: str, mask_token: str | None) -> Segments:
@@ -61,7 +68,7 @@ def with_label_bias(result: ScoreResult, bias: np.ndarray | Sequence[float]) -> 
     top = z.max(axis=1, keepdims=True)
     norm = z - top - np.log(np.exp(z - top).sum(axis=1, keepdims=True))
     return ScoreResult(predictions=np.argmax(z, axis=1), logprobs=z, label_logprobs=norm,
-                       num_tokens=result.num_tokens)
+                       num_tokens=result.num_tokens, extra=dict(result.extra or {}))
 
 
 class Scorer:
@@ -135,14 +142,16 @@ class Scorer:
             logprobs=result.logprobs,
             labels=np.asarray(labels),
             num_tokens=int(result.num_tokens),
+            approximate=is_approximate(result),
         )
 
     def rebias(self, outcome: Outcome, label_bias: np.ndarray) -> Outcome:
         """``outcome`` re-read with a label bias, without an LM call (calibration fits on scores it has)."""
         if outcome.label_logprobs is None or outcome.labels is None:
             raise ValueError("a label bias needs label log-probabilities; the LM returned labels only")
-        result = ScoreResult(outcome.predictions, outcome.logprobs, outcome.label_logprobs)
+        result = ScoreResult(outcome.predictions, outcome.logprobs, outcome.label_logprobs,
+                             extra={"approximate": True} if outcome.approximate else {})
         return self.outcome(result, outcome.labels, outcome.rows, label_bias)
 
 
-__all__ = ["Outcome", "Scorer", "Segments", "render_rows", "with_label_bias"]
+__all__ = ["Outcome", "Scorer", "Segments", "is_approximate", "render_rows", "with_label_bias"]
