@@ -275,6 +275,44 @@ class LocalLM:
         self.kv_store.clear()
         self.memo_store.clear()
 
+    def next_token_logprobs(self, inputs: Sequence[Sequence[int] | np.ndarray],
+                            all_positions: bool = False) -> list[np.ndarray]:
+        """Full-vocabulary log-probs after each input (causal LMs): what an OpenAI-style server returns.
+
+        An input is token ids used as they are (no special tokens added) or an array ``(L, d)`` of input
+        embeddings. Returns per input a ``(V,)`` array for its next token, or with ``all_positions`` an
+        ``(L, V)`` array (row t: the distribution of token t+1). Rows are chunked as :meth:`score`'s plain
+        path chunks them, so rows laid out as :meth:`score` lays them out get its plain-path bytes.
+        """
+        if self.is_masked:
+            raise InvalidRequestError(f"{self.name} is a masked LM: it has no next-token distribution")
+        rows = []
+        for x in inputs:
+            if isinstance(x, np.ndarray) and x.dtype.kind == "f":
+                if x.ndim != 2 or x.shape[1] != self.embedding_dim or x.shape[0] < 1 or not np.all(np.isfinite(x)):
+                    raise InvalidRequestError(f"input embeddings must be finite, shape (L >= 1, {self.embedding_dim})")
+                rows.append(((self.pad_id,) * x.shape[0], 0, x, x.shape[0] - 1))
+            else:
+                ids = tuple(int(i) for i in x)
+                if not ids or any(not 0 <= i < self.vocab_size for i in ids):
+                    raise InvalidRequestError(f"an input needs 1 or more token ids in [0, {self.vocab_size})")
+                rows.append((ids, len(ids), None, len(ids) - 1))
+        out: list[np.ndarray] = [np.empty(0)] * len(rows)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+        with torch.inference_mode():
+            for start, end in plan_chunks([len(rows[i][0]) for i in order], self.chunk_size, self.chunk_overhead):
+                chunk = order[start:end]
+                if not all_positions:
+                    for i, lp in zip(chunk, self._forward([rows[i] for i in chunk]), strict=True):
+                        out[i] = lp
+                    continue
+                for i in chunk:  # one row at a time: (L, V) log-probs are large
+                    self.forward_passes += 1
+                    model_inputs, _ = self._inputs([rows[i]])
+                    logits = self._model(**model_inputs).logits[0]
+                    out[i] = torch.log_softmax(logits.float(), dim=-1).numpy()
+        return out
+
     def _memo_key(self, req: ScoreRequest, label_ids: Sequence[int]):
         # the scoring settings are part of the key: results may differ by rounding between them
         settings = (self.chunk_size, self.chunk_overhead, self.input_cache, self.prefix_cache, self.max_length)
