@@ -11,6 +11,7 @@ are checked on dev; the best dev prompt is returned.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -39,30 +40,43 @@ class BBTAgent(ConfiguredAgent):
     config_class = BBTConfig
 
     def learn(self, env: gym.Env) -> Result:
-        import cma
-
         cfg = self.config
         base = self.start(env)
-        space = base.action_space
-        d = space.shape[0]
-        opts = {"popsize": cfg.popsize, "seed": cfg.seed + 1, "verbose": -9,
-                "bounds": [float(space.low.min()), float(space.high.max())]}
-        es = cma.CMAEvolutionStrategy(np.zeros(d), cfg.sigma0, opts)
         dev, train = DevSelector(env), TrainCurve()
-        gen = 0
-        while base.budget.remaining >= cfg.popsize + 2:
-            asked = es.ask()
-            sols = [np.clip(np.asarray(s, dtype=np.float32), space.low, space.high) for s in asked]
-            outs = base.score_actions(sols)
-            rewards = [o.reward for o in outs]
-            train.update(base.budget.calls, sols, rewards)
-            # tell the exact float64 points asked for: float32 copies break the mirrored pair that
-            # pycma's TPA step-size rule (its default from d = 300) relies on
-            es.tell(asked, [-r for r in rewards])
-            gen += 1
-            if gen % cfg.dev_every == 0:
-                dev.consider(np.clip(es.mean, space.low, space.high).astype(np.float32))
-                dev.consider(sols[int(np.argmax(rewards))], max(rewards))
-        mean = np.clip(es.mean, space.low, space.high).astype(np.float32)
-        dev.consider(mean)
+        mean, gen = cma_search(base, dev, train, cfg.popsize, cfg.sigma0, cfg.dev_every, cfg.seed + 1)
         return dev.result(self.name, mean, train, cfg, {"generations": gen})
+
+
+def cma_search(base: Any, dev: DevSelector, train: TrainCurve, popsize: int, sigma0: float, dev_every: int,
+               cma_seed: int, calls: int | None = None) -> tuple[np.ndarray, int]:
+    """BBT's search: CMA-ES from ``z = 0`` on the unwrapped env ``base`` within ``calls`` API calls (None: the
+    rest of the budget), dev checks by ``dev`` included; returns the final mean (clipped, float32, also
+    considered on dev when a call is left) and the number of generations. ``cma_seed`` must be >= 1 (pycma
+    draws a random seed for 0). Ensembles run it once per member on a share of the budget."""
+    import cma
+
+    space = base.action_space
+    d = space.shape[0]
+    start = base.budget.calls
+    limit = base.budget.remaining if calls is None else min(int(calls), base.budget.remaining)
+    opts = {"popsize": popsize, "seed": cma_seed, "verbose": -9,
+            "bounds": [float(space.low.min()), float(space.high.max())]}
+    es = cma.CMAEvolutionStrategy(np.zeros(d), sigma0, opts)
+    gen = 0
+    while limit - (base.budget.calls - start) >= popsize + 2:
+        asked = es.ask()
+        sols = [np.clip(np.asarray(s, dtype=np.float32), space.low, space.high) for s in asked]
+        outs = base.score_actions(sols)
+        rewards = [o.reward for o in outs]
+        train.update(base.budget.calls, sols, rewards)
+        # tell the exact float64 points asked for: float32 copies break the mirrored pair that
+        # pycma's TPA step-size rule (its default from d = 300) relies on
+        es.tell(asked, [-r for r in rewards])
+        gen += 1
+        if gen % dev_every == 0:
+            dev.consider(np.clip(es.mean, space.low, space.high).astype(np.float32))
+            dev.consider(sols[int(np.argmax(rewards))], max(rewards))
+    mean = np.clip(es.mean, space.low, space.high).astype(np.float32)
+    if base.budget.calls - start < limit:
+        dev.consider(mean)
+    return mean, gen
