@@ -53,6 +53,10 @@ class InvalidRequestError(PromptGymError, ValueError):
     """A malformed scoring request, e.g. an empty batch."""
 
 
+class RequestTooLargeError(InvalidRequestError):
+    """A request over a server's size limits (HTTP 413): nothing was charged; send it in parts."""
+
+
 class InvalidActionError(PromptGymError, ValueError):
     """An action outside the environment's action space; the budget is not charged."""
 
