@@ -6,7 +6,8 @@ Every learned prompt must beat these at its budget, or it has not earned its cal
   its dev metric). ``Result.action`` is None, which every env scores as the empty prompt.
 * :class:`CalibratedAgent`: the template plus one additive bias per label on the label
   log-probabilities, fitted on the train examples from ONE call (contextual calibration in spirit,
-  Zhao et al. 2021, but fitted on labelled rows rather than a content-free input). Zero-shot
+  Zhao et al. 2021, but fitted on labelled rows rather than a content-free input) by
+  ``promptgym.calibration.fit_label_bias``, which fits any agent's final prompts too. Zero-shot
   templates are often lopsided (SmolLM2 says "great" for 99% of SST-2 rows after "It was"); a bias
   undoes that without touching the prompt. The bias is in ``Result.label_bias``; the env re-reads
   scores with it (``env.unwrapped.with_label_bias``, no call), as the test harness will.
@@ -29,11 +30,11 @@ import gymnasium as gym
 import numpy as np
 
 from promptgym.agent import AgentConfig, ConfiguredAgent, Result, config_dict, require
+from promptgym.calibration import CALIBRATION_METHODS, check_calibratable, fit_label_bias
 from promptgym.errors import IncompatibleAgentError
 from promptgym.lm.base import TokenPrompt
 
 EMPTY = TokenPrompt(())
-CALIBRATION_METHODS = ("ce", "uniform")
 
 
 def dev_check(base: Any, prompt: TokenPrompt, enabled: bool,
@@ -84,58 +85,6 @@ class CalibrationConfig(AgentConfig):
         require(self.seed >= 0, f"CalibrationConfig.seed must be >= 0, got {self.seed}")
 
 
-def fit_label_bias(label_logprobs: np.ndarray, labels: np.ndarray, method: str = "ce", l2: float = 1e-3,
-                   iterations: int = 50) -> np.ndarray:
-    """One additive bias per label for ``label_logprobs`` (n, C); returned with mean zero.
-
-    ``"ce"``: minimise mean cross-entropy of ``softmax(label_logprobs + b)`` plus ``l2 * |b|^2`` by
-    Newton's method with backtracking (the objective is convex in b; C <= 14, so the C x C Hessian
-    is free).
-    ``"uniform"``: iterate ``b <- b - log(C * mean predicted probability)`` until the mean prediction
-    is uniform (contextual calibration's aim), without using the labels.
-    """
-    lp = np.asarray(label_logprobs, dtype=np.float64)
-    n, c = lp.shape
-    if method == "uniform":
-        b = np.zeros(c)
-        for _ in range(iterations):  # fixed point of b <- b - log(mean prediction): a uniform mean
-            z = lp + b
-            p = np.exp(z - z.max(axis=1, keepdims=True))
-            p /= p.sum(axis=1, keepdims=True)
-            b -= np.log(p.mean(axis=0) * c + 1e-12)
-        return b - b.mean()
-    if method != "ce":
-        raise ValueError(f"unknown calibration method {method!r}; choose one of {CALIBRATION_METHODS}")
-    y = np.asarray(labels)
-    onehot = np.eye(c)[y]
-    ones = np.ones((c, c)) / c  # the objective ignores b -> b + t: fix the gauge (sum b = 0)
-
-    def objective(b: np.ndarray) -> tuple[float, np.ndarray]:
-        z = lp + b
-        top = z.max(axis=1, keepdims=True)
-        p = np.exp(z - top)
-        total = p.sum(axis=1, keepdims=True)
-        ce = float(np.mean(top[:, 0] + np.log(total[:, 0]) - z[np.arange(n), y]))
-        return ce + l2 * float(b @ b), p / total
-
-    b = np.zeros(c)
-    f, p = objective(b)
-    for _ in range(iterations):
-        grad = (p - onehot).mean(axis=0) + 2 * l2 * b
-        hess = (np.diag(p.sum(axis=0)) - p.T @ p) / n + 2 * l2 * np.eye(c) + ones
-        step = np.linalg.solve(hess, grad)
-        t = 1.0
-        while True:  # backtracking: Newton's full step can overshoot far from the optimum
-            f_new, p_new = objective(b - t * step)
-            if f_new <= f - 1e-4 * t * float(grad @ step) or t < 1e-6:
-                break
-            t /= 2
-        b, f, p = b - t * step, f_new, p_new
-        if np.abs(t * step).max() < 1e-9:
-            break
-    return b - b.mean()
-
-
 class CalibratedAgent(ConfiguredAgent):
     """The template plus a per-label bias fitted on the train rows of ONE call (see module docstring)."""
 
@@ -144,9 +93,7 @@ class CalibratedAgent(ConfiguredAgent):
 
     def learn(self, env: gym.Env) -> Result:
         cfg = self.config
-        if env.unwrapped.reward_kind == "label_only":
-            raise IncompatibleAgentError("calibration needs label log-probabilities; this env uses "
-                                         "reward='label_only'")
+        check_calibratable(env.unwrapped.reward_kind)
         base = self.start(env)
         out = base.score_prompts([EMPTY], "train")[0]
         bias = fit_label_bias(out.label_logprobs, out.labels, cfg.method, cfg.l2)

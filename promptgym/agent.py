@@ -395,6 +395,7 @@ class AgentSpec:
     :param prompt_free: it learns no prompt, so its runs are the same on every env kind of a task
     :param needs_logprobs: it cannot run with ``reward="label_only"``
     :param prompt_position: the placement it requires, if any
+    :param fits_label_bias: it fits a label bias itself (so the calibration option is refused)
     """
 
     name: str
@@ -406,6 +407,7 @@ class AgentSpec:
     prompt_free: bool = False
     needs_logprobs: bool = False
     prompt_position: str | None = None
+    fits_label_bias: bool = False
 
     def load(self) -> type:
         """The agent class (imported now)."""
@@ -514,7 +516,7 @@ def _register_builtins() -> None:
                    baseline=True, prompt_free=True)
     register_agent("calibrated", "agents.manual:CalibratedAgent", ALL_KINDS,
                    "template + one bias per label fitted on train (1 call)", baseline=True, prompt_free=True,
-                   needs_logprobs=True)
+                   needs_logprobs=True, fits_label_bias=True)
     register_agent("icl", "agents.manual:ICLAgent", ALL_KINDS, "in-context demonstrations from train as a text prefix",
                    baseline=True, prompt_free=True, prompt_position="before")
     register_agent("ppo", "agents.sb3:PPOAgent", ALL_KINDS, "Stable-Baselines3 PPO")

@@ -32,10 +32,11 @@ from promptgym.agent import (
     result_members,
 )
 from promptgym.bench.stats import expected_calibration_error
+from promptgym.calibration import calibrate_result, calibration_calls, check_calibratable
 from promptgym.envs.budget import QueryBudget
 from promptgym.envs.registration import check_env_id, env_kind
 from promptgym.envs.scoring import Segments, is_approximate
-from promptgym.errors import ConfigError, PromptGymError
+from promptgym.errors import ConfigError, IncompatibleAgentError, PromptGymError
 from promptgym.lm import DEFAULT_MODEL, in_dtype
 from promptgym.lm.base import Prompt, ScoreRequest, SoftPrompt, TokenPrompt
 from promptgym.progress import LiveMonitor
@@ -103,29 +104,62 @@ def prepare_agent(agent: str | Agent, seed: int, agent_kwargs: dict[str, Any] | 
 
 def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split_seed: int = 13,
               model: Any = DEFAULT_MODEL, dtype: str = "bfloat16", env_kwargs: dict[str, Any] | None = None,
-              agent_kwargs: dict[str, Any] | None = None, progress: bool = True, label: str | None = None) -> Run:
+              agent_kwargs: dict[str, Any] | None = None, progress: bool = True, label: str | None = None,
+              calibrate: bool = False) -> Run:
     """Let ``agent`` learn on ``env_id`` under ``budget`` API calls; return its Result and the env.
 
     ``seed`` is the agent's seed; ``split_seed`` picks the 16-shot split. Checks run before the
     model loads; the agent's compatibility with the env (kind, reward, backend) before any call.
+
+    ``calibrate``: after ``learn()``, fit one bias per label for each final prompt on the train
+    batch (:func:`promptgym.calibration.calibrate_result`, one charged call per member). The agent
+    learns with the budget minus those calls, reserved up front, so the run stays within ``budget``.
     """
     check_env_id(env_id)
     QueryBudget(budget)  # a bad budget is refused before the model loads
-    check_env_kwargs(env_kwargs)
+    kwargs = check_env_kwargs(env_kwargs)
     learner, name = prepare_agent(agent, seed, agent_kwargs)
     if name in AGENT_REGISTRY:
         check_kind(name, env_kind(env_id))
+    reserve = 0
+    if calibrate:
+        check_calibration_request(name, kwargs)
+        reserve = calibration_calls(learner)
+        if reserve >= budget:
+            raise ConfigError(f"calibration needs {reserve} call(s) after the agent learns; a budget of {budget} "
+                              "leaves the agent none")
     env = make_env(env_id, budget, split_seed, model, dtype, env_kwargs)
     if name in AGENT_REGISTRY:
         check_compatible(name, env)
     base = env.unwrapped
+    if calibrate:
+        check_calibratable(base.reward_kind)
     started = time.time()
     with LiveMonitor(base, label or name, enabled=progress):
-        result = learner.learn(env)
+        base.budget.max_calls -= reserve  # the agent sees the budget without calibration's calls
+        try:
+            result = learner.learn(env)
+        finally:
+            base.budget.max_calls += reserve
+        if calibrate:
+            members = len(result.members) if result.is_set else 1
+            if members > reserve:
+                raise PromptGymError(f"agent {name!r} returned {members} members but declared max_members = "
+                                     f"{reserve}: calibration would exceed the budget")
+            result = calibrate_result(env, result)
     seconds = time.time() - started
     if base.budget.calls > budget:  # cannot happen through the env; checked anyway
         raise PromptGymError(f"agent used {base.budget.calls} calls, over the budget of {budget}")
     return Run(result, env, learner, name, seconds)
+
+
+def check_calibration_request(agent: str, env_kwargs: dict[str, Any] | None) -> None:
+    """Refuse ``calibrate=True`` before the model loads where it cannot work: a label-only env, or an
+    agent that already fits a label bias (the calibrated baseline)."""
+    check_calibratable(str((env_kwargs or {}).get("reward", "ce")))
+    if agent in AGENT_REGISTRY and AGENT_REGISTRY[agent].fits_label_bias:
+        raise IncompatibleAgentError(f"agent {agent!r} fits a label bias itself; calibrating it again would fit a "
+                                     "bias on top of a bias")
 
 
 # ---------------------------------------------------------------------------------------------- test split
