@@ -18,7 +18,7 @@ from promptgym.envs.budget import DEFAULT_BUDGET, BudgetView, QueryBudget
 from promptgym.envs.reward import check_reward_kind
 from promptgym.envs.scoring import Outcome, Scorer, Segments
 from promptgym.errors import ConfigError, InvalidActionError, UnknownSeedError
-from promptgym.lm import DEFAULT_MODEL, get_lm
+from promptgym.lm import DEFAULT_MODEL, get_lm, is_served, parse_served
 from promptgym.lm.base import Prompt, TokenPrompt
 from promptgym.tasks import get_task, load_split
 from promptgym.tasks.data import SEEDS
@@ -30,7 +30,12 @@ class PromptEnvBase(gym.Env):
 
     Arguments common to all kinds:
         task: task name ("sst2", ...).
-        model: preset name or Hugging Face id, or any object implementing ``BlackBoxLM``.
+        model: preset name or Hugging Face id, or any object implementing ``BlackBoxLM``, or the URL of a
+            served model: ``http://host:port`` (``promptgym serve``) or ``openai+http://host:port`` (vLLM and
+            other OpenAI-compatible servers; see ``promptgym.lm.parse_served``).
+        api_key: the served model's API key (default ``$PROMPTGYM_API_KEY``). When the server says the
+            key has fewer calls left than ``budget``, the budget is capped at them (the server is the
+            authority; a call it refuses raises ``BudgetExhausted`` with its message).
         dtype: "bfloat16" (default, fast on CPU) or "float32".
         split_seed: which published 16-shot split (13, 21, 42, 87, 100) to train and validate on.
         budget: API calls for the env's lifetime (default 8,000), or a shared ``QueryBudget``.
@@ -51,7 +56,7 @@ class PromptEnvBase(gym.Env):
     def __init__(self, task: str = "sst2", model: Any = DEFAULT_MODEL, dtype: str = "bfloat16", split_seed: int = 13,
                  budget: int | QueryBudget = DEFAULT_BUDGET, reward: str = "ce", batch_size: int | None = None,
                  prompt_position: str = "before", template: str = "auto", data_dir: str | None = None,
-                 render_mode: str | None = None) -> None:
+                 render_mode: str | None = None, api_key: str | None = None) -> None:
         super().__init__()
         # every argument is checked before the data and the model load: a typo costs nothing
         self.spec_task = get_task(task)
@@ -71,6 +76,11 @@ class PromptEnvBase(gym.Env):
             raise ConfigError(f"batch_size must be a positive whole number or None, got {batch_size!r}")
         if template != "auto":
             self.spec_task.template(template)  # an unknown template name raises here
+        if is_served(model):
+            parse_served(model)  # a malformed URL or option is refused before any connection
+        elif api_key is not None:
+            raise ConfigError("api_key is for a served model (model='http://host:port'), got model "
+                              f"{model if isinstance(model, str) else type(model).__name__!r}")
         self.budget = budget if isinstance(budget, QueryBudget) else QueryBudget(budget)
         self.render_mode = render_mode
         self.prompt_position = prompt_position
@@ -81,7 +91,8 @@ class PromptEnvBase(gym.Env):
         if batch_size is not None and int(batch_size) > len(self.train):
             raise ConfigError(f"batch_size must be in 1..{len(self.train)} or None, got {batch_size}")
         self.batch_size = None if batch_size is None else int(batch_size)
-        self.lm = get_lm(model, dtype) if isinstance(model, str) else model
+        self.lm = get_lm(model, dtype, api_key=api_key) if isinstance(model, str) else model
+        cap_budget(self.budget, self.lm)
         self.model_name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
         kind = template if template != "auto" else ("masked" if self.lm.is_masked else "causal")
         self.template = self.spec_task.template(kind)
@@ -260,6 +271,21 @@ class OneShotPromptEnv(PromptEnvBase):
         self._last_prompt_text = self.prompt_text(action)
         terminated = self._t >= self.episode_length
         return self._stats_obs(outcome), outcome.reward, terminated, self.budget.exhausted, self._info(outcome)
+
+
+def cap_budget(budget: QueryBudget, lm: Any) -> None:
+    """Cap ``budget`` at the calls a served model's key has left, if the server says fewer remain.
+
+    The server enforces its quota whatever the client does; capping lets agents plan with the calls
+    they really have (BBT stops its generations in time, a run spends exactly the quota). A key with
+    nothing left is not capped to zero: the first call then gets the server's own message.
+    """
+    remaining_calls = getattr(lm, "remaining_calls", None)
+    if not callable(remaining_calls):
+        return
+    remaining = remaining_calls()
+    if remaining is not None and 0 < remaining < budget.remaining:
+        budget.max_calls = budget.calls + int(remaining)
 
 
 def check_whole(name: str, value: Any, minimum: int = 1) -> int:

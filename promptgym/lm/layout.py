@@ -79,6 +79,28 @@ def label_token_ids(words: Sequence[str], encode: Encode) -> list[int]:
     return ids
 
 
+def check_token_ids(ids: tuple[int, ...], vocab_size: int) -> tuple[int, ...]:
+    """``ids`` if every id lies in ``[0, vocab_size)``, else an InvalidPromptError."""
+    bad = [i for i in ids if not 0 <= i < vocab_size]
+    if bad:
+        raise InvalidPromptError(f"token ids {bad[:5]} are outside the vocabulary [0, {vocab_size})")
+    return ids
+
+
+def check_prompt(prompt: object, vocab_size: int, embedding_dim: int) -> None:
+    """Refuse a prompt the model cannot take: ids outside the vocabulary, wrong shape, NaN/inf."""
+    if isinstance(prompt, TokenPrompt):
+        check_token_ids(tuple(prompt.ids), vocab_size)
+    elif isinstance(prompt, SoftPrompt):
+        e = np.asarray(prompt.embeds)
+        if e.ndim != 2 or e.shape[1] != embedding_dim:
+            raise InvalidPromptError(f"soft prompt must have shape (length, {embedding_dim}), got {tuple(e.shape)}")
+        if not np.all(np.isfinite(e)):
+            raise InvalidPromptError("soft prompt contains NaN or inf values")
+    else:
+        raise InvalidPromptError(f"prompt must be a TokenPrompt or SoftPrompt, got {type(prompt).__name__}")
+
+
 class CachedTokenizer:
     """``encode``/``decode`` of a tokenizer without special tokens; encodings are cached.
 
@@ -134,24 +156,10 @@ class RowLayout:
                    bool(is_masked), mask_id)
 
     def check_ids(self, ids: tuple[int, ...]) -> tuple[int, ...]:
-        bad = [i for i in ids if not 0 <= i < self.vocab_size]
-        if bad:
-            raise InvalidPromptError(f"token ids {bad[:5]} are outside the vocabulary [0, {self.vocab_size})")
-        return ids
+        return check_token_ids(ids, self.vocab_size)
 
     def check_prompt(self, prompt: object) -> None:
-        """Refuse a prompt the model cannot take: ids outside the vocabulary, wrong shape, NaN/inf."""
-        if isinstance(prompt, TokenPrompt):
-            self.check_ids(tuple(prompt.ids))
-        elif isinstance(prompt, SoftPrompt):
-            e = np.asarray(prompt.embeds)
-            if e.ndim != 2 or e.shape[1] != self.embedding_dim:
-                raise InvalidPromptError(
-                    f"soft prompt must have shape (length, {self.embedding_dim}), got {tuple(e.shape)}")
-            if not np.all(np.isfinite(e)):
-                raise InvalidPromptError("soft prompt contains NaN or inf values")
-        else:
-            raise InvalidPromptError(f"prompt must be a TokenPrompt or SoftPrompt, got {type(prompt).__name__}")
+        check_prompt(prompt, self.vocab_size, self.embedding_dim)
 
     def fit(self, l_ids: tuple[int, ...], r_ids: tuple[int, ...], n_prompt: int) -> tuple[tuple[int, ...], ...]:
         """Cut tokens from the start of the longer segment until the row fits ``max_length``."""
@@ -217,5 +225,5 @@ def label_result(lp: np.ndarray, label_only: bool, num_tokens: int) -> ScoreResu
     return ScoreResult(predictions=preds, logprobs=lp, label_logprobs=norm, num_tokens=num_tokens)
 
 
-__all__ = ["CachedTokenizer", "Row", "RowLayout", "label_result", "label_token_ids", "pad_token_id",
-           "special_tokens"]
+__all__ = ["CachedTokenizer", "Row", "RowLayout", "check_prompt", "check_token_ids", "label_result", "label_token_ids",
+           "pad_token_id", "special_tokens"]

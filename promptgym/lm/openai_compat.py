@@ -1,0 +1,475 @@
+"""A model served by an OpenAI-compatible completions server (vLLM and the like) as a black box.
+
+This is how a user outgrows one machine: a large causal LM on GPU servers, scored by an engine built
+for that, behind the same :class:`~promptgym.lm.base.BlackBoxLM` contract as the in-process model.
+
+* **Rows are ours.** The client tokenises locally and builds every example's row with
+  :mod:`promptgym.lm.layout`, the code the in-process backend scores, and sends token ids (never
+  text, which the server would re-tokenise and prefix with its own special tokens). Each row is one
+  prompt of ``/v1/completions``; the label word is scored at the first generated position.
+* **The best exact method the server has**, probed once (or forced with ``method=``):
+
+  1. ``"token_ids"``: ``logprob_token_ids`` asks for the log-probs of the label ids at the first
+     generated position (an extension our server has; one prompt per row);
+  2. ``"prompt_logprobs"``: the label token appended to the row, read back with ``echo`` +
+     ``prompt_logprobs`` (vLLM has it; one prompt per row *and label*);
+  3. ``"full_vocab"``: ``logprobs=-1``, the whole next-token distribution (vLLM started with
+     ``--max-logprobs -1``; large answers);
+  4. ``"top_k"``: only the top ``top_k`` log-probs (hosted APIs). A label outside them gets the mass
+     the top-k leave, spread evenly over the other tokens: **approximate** scores, flagged in every
+     result (``ScoreResult.extra["approximate"] = True``) and in :attr:`OpenAICompatLM.approximate`;
+     ``promptgym submit`` refuses them.
+
+* **Soft prompts** travel as ``prompt_embeds`` (base64 of a ``torch.save``d ``(L, d)`` tensor, vLLM
+  started with ``--enable-prompt-embeds``): the whole row as input embeddings, the prompt's vectors
+  in place. Such a server hands out no embeddings, so the client reads the model's input-embedding
+  matrix itself from a path or Hugging Face id named by ``embeddings=`` (only that one tensor is read
+  from the safetensors files). A row given as embeddings has no token ids, so prompt log-probs cannot
+  name the label: with method 2 soft rows are read from ``logprobs=-1`` (probed when first needed).
+* **Masked LMs** are refused: a completions server predicts the next token only.
+* Against ``promptgym serve``, each prompt of a completions request is one API call charged to the
+  key, i.e. one *row* here (a 32-example request costs 32 calls, or 64 with two labels and method 2);
+  use our native protocol (:class:`promptgym.lm.remote.RemoteLM`) when the key's quota matters.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from promptgym.errors import ConfigError, InvalidRequestError, RequestTooLargeError, ServiceError
+from promptgym.lm.base import ScoreRequest, ScoreResult, SoftPrompt
+from promptgym.lm.layout import CachedTokenizer, Row, RowLayout, check_token_ids, label_result, label_token_ids
+from promptgym.lm.transport import RetryPolicy, Transport, resolve_api_key
+
+#: scoring methods, best first (see the module docstring)
+METHODS = ("token_ids", "prompt_logprobs", "full_vocab", "top_k")
+#: longest row when neither the caller nor the server says (LocalLM's cap)
+DEFAULT_MAX_LENGTH = 1024
+
+
+# ---------------------------------------------------------------------------------------------- embeddings
+def load_input_embeddings(source: Any) -> np.ndarray:
+    """The input-embedding matrix ``(vocab, d)`` (float32) of a model, and nothing else of it.
+
+    ``source``: an array; a promptgym preset name (the model is loaded once); or a local folder or
+    Hugging Face id whose safetensors hold the weights: the embedding's parameter name is found on a
+    weightless (meta-device) copy of the architecture, and only the file that holds it is read.
+    """
+    if isinstance(source, np.ndarray) or type(source).__name__ == "Tensor":
+        emb = np.asarray(source.detach().float().cpu() if hasattr(source, "detach") else source, dtype=np.float32)
+        if emb.ndim != 2 or not np.all(np.isfinite(emb)):
+            raise ConfigError(f"embeddings must be a finite (vocab, dim) matrix, got shape {emb.shape}")
+        return emb
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConfigError(f"embeddings must be a path, a Hugging Face id or an array, got {type(source).__name__}")
+    from promptgym.lm.presets import PRESETS, load_model
+
+    if str(source) in PRESETS:
+        loaded = load_model(str(source), "float32")
+        if loaded.is_masked:
+            raise ConfigError(masked_message(str(source)))
+        return loaded.model.get_input_embeddings().weight.detach().float().numpy().copy()
+    return _embeddings_from_safetensors(str(source))
+
+
+def _embeddings_from_safetensors(source: str) -> np.ndarray:
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except Exception as exc:
+        raise ConfigError(f"cannot read a model config from {source!r} for its embeddings ({type(exc).__name__}); "
+                          "name a local model folder or a Hugging Face id") from None
+    if any(a.endswith("ForMaskedLM") for a in (config.architectures or [])):
+        raise ConfigError(masked_message(source))
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    weight = skeleton.get_input_embeddings().weight
+    name = next(n for n, p in skeleton.named_parameters() if p is weight)
+    index = _fetch(source, "model.safetensors.index.json", required=False)
+    if index is not None:
+        weight_map = json.loads(Path(index).read_text())["weight_map"]
+        key = _match_key(name, weight_map)
+        path = _fetch(source, weight_map[key])
+    else:
+        path = _fetch(source, "model.safetensors")
+        key = None
+    with safe_open(str(path), framework="pt") as fh:
+        key = key or _match_key(name, list(fh.keys()))
+        return fh.get_tensor(key).float().numpy().copy()
+
+
+def _match_key(name: str, keys) -> str:
+    """The stored key of parameter ``name`` (checkpoints may add or drop a ``model.`` prefix)."""
+    keys = list(keys)
+    if name in keys:
+        return name
+    short = name.split(".", 1)[-1]
+    found = [k for k in keys if k.endswith("." + short) or k == short or name.endswith("." + k)]
+    if len(found) != 1:
+        raise ConfigError(f"cannot find the input embeddings {name!r} among the checkpoint's tensors")
+    return found[0]
+
+
+def _fetch(source: str, filename: str, required: bool = True) -> Path | None:
+    """A file of a local model folder or of a Hugging Face repo (downloaded to the hub cache)."""
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        path = folder / filename
+        if path.is_file():
+            return path
+        if required:
+            raise ConfigError(f"{folder} has no {filename}: embeddings are read from safetensors files")
+        return None
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(source, filename))
+    except Exception as exc:
+        if required:
+            raise ConfigError(f"cannot fetch {filename} of {source!r} ({type(exc).__name__})") from None
+        return None
+
+
+def masked_message(name: str) -> str:
+    return (f"{name} is a masked LM; OpenAI-compatible completions servers score causal LMs only "
+            "(serve it with `promptgym serve` and use the native protocol)")
+
+
+def encode_prompt_embeds(embeds: np.ndarray) -> str:
+    """An ``(L, d)`` matrix as vLLM's ``prompt_embeds``: base64 of a ``torch.save``d float32 tensor."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(torch.from_numpy(np.ascontiguousarray(embeds, dtype=np.float32)), buf)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------------------------------------- answers
+def token_logprob(entries: dict | None, token_id: int, tokenizer=None) -> float | None:
+    """The log-prob of ``token_id`` in a ``top_logprobs`` entry, whatever the server's key style.
+
+    ``"token_id:123"`` (vLLM's ``return_tokens_as_token_ids``) or ``"123"`` are exact; a decoded token
+    text (hosted APIs) is matched through ``tokenizer`` and can be ambiguous (used for top-k only).
+    """
+    if not entries:
+        return None
+    for key in (f"token_id:{token_id}", str(token_id)):
+        if key in entries:
+            value = entries[key]
+            return float(value["logprob"] if isinstance(value, dict) else value)
+    if tokenizer is not None:
+        text = tokenizer.decode([token_id])
+        if text in entries:
+            value = entries[text]
+            return float(value["logprob"] if isinstance(value, dict) else value)
+    return None
+
+
+def _choices(answer: Any, n: int) -> list[dict]:
+    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+        raise ServiceError("the server's completions answer has no choices")
+    choices = sorted(answer["choices"], key=lambda c: c.get("index", 0))
+    if len(choices) != n:
+        raise ServiceError(f"the server answered {len(choices)} choices for {n} prompts")
+    return choices
+
+
+def _first_top(choice: dict) -> dict | None:
+    lp = choice.get("logprobs") or {}
+    top = lp.get("top_logprobs") or []
+    return top[0] if top else None
+
+
+def _last_prompt_entry(choice: dict) -> dict | None:
+    entries = choice.get("prompt_logprobs") or []
+    return entries[-1] if entries else None
+
+
+class OpenAICompatLM:
+    """A causal LM behind an OpenAI-compatible ``/v1/completions`` server (see the module docstring).
+
+    :param url: the server's base URL, e.g. ``http://gpu-box:8000`` (the client adds ``/v1/...``)
+    :param api_key: sent as a Bearer token if given (default ``$PROMPTGYM_API_KEY``; vLLM needs one
+        only when started with ``--api-key``)
+    :param model: the served model's name (default: the first of ``GET /v1/models``)
+    :param tokenizer: a tokenizer object, local folder or Hugging Face id (default: our server's
+        published tokenizer, else ``embeddings``' folder, else the served model's name as an id)
+    :param embeddings: the input-embedding matrix, or where to read it (path, Hugging Face id or
+        preset name); needed for soft prompts and word embeddings only
+    :param method: "auto" (probe once) or one of :data:`METHODS` to force it
+    :param top_k: how many log-probs to ask for with the "top_k" method
+    :param max_length: longest row (default: the server's ``max_model_len`` capped at 1024, as in process)
+    :param max_prompts: most prompts in one POST (an answer the server finds too large is split)
+    """
+
+    def __init__(self, url: str, api_key: str | None = None, *, model: str | None = None, tokenizer: Any = None,
+                 embeddings: Any = None, method: str = "auto", top_k: int = 20, max_length: int | None = None,
+                 max_prompts: int = 64, timeout: float = 600.0, retry: RetryPolicy | None = None) -> None:
+        if method != "auto" and method not in METHODS:
+            raise ConfigError(f"method must be 'auto' or one of {METHODS}, got {method!r}")
+        for field, value in (("top_k", top_k), ("max_prompts", max_prompts), ("max_length", max_length)):
+            if value is None and field == "max_length":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{field} must be a whole number >= 1, got {value!r}")
+        self.url = url
+        self.transport = Transport(url, resolve_api_key(api_key, required=False), timeout=timeout, retry=retry)
+        self.top_k, self.max_prompts = top_k, max_prompts
+        served = self._served_models()
+        if model is None and served:
+            model = str(served[0].get("id"))
+        self.served_model = model
+        info = self._promptgym_info()
+        if info is not None and info.is_masked:
+            raise ConfigError(masked_message(info.name))
+        self.name = model or (info.name if info else url)
+        self.tokenizer = self._load_tokenizer(tokenizer, embeddings, info)
+        self._codec = CachedTokenizer(self.tokenizer)
+        self._embeddings = None if embeddings is None else load_input_embeddings(embeddings)
+        if self._embeddings is not None:
+            self.vocab_size, self.embedding_dim = (int(s) for s in self._embeddings.shape)
+        elif info is not None:
+            self.vocab_size, self.embedding_dim = info.vocab_size, info.embedding_dim
+        else:
+            self.vocab_size, self.embedding_dim = len(self.tokenizer), 0  # 0: unknown until embeddings are given
+        self.is_masked = False
+        self.mask_token = None
+        server_len = next((m.get("max_model_len") for m in served if str(m.get("id")) == model), None)
+        limit = min(int(server_len), DEFAULT_MAX_LENGTH) if isinstance(server_len, int) else DEFAULT_MAX_LENGTH
+        self.layout = RowLayout.for_tokenizer(self.tokenizer, max_length=max_length or limit,
+                                              vocab_size=self.vocab_size, embedding_dim=self.embedding_dim,
+                                              is_masked=False)
+        self.batch_calls = 0
+        self.prompts_sent = 0  # completions prompts sent for scoring (what a per-prompt server charges)
+        self._stats: tuple[float, float] | None = None
+        #: how token-prompt rows are scored (:data:`METHODS`)
+        self.method = self._probe() if method == "auto" else method
+        #: how soft-prompt rows are scored: prompt log-probs need token ids, so method 2 falls back to the
+        #: full vocabulary (probed when a soft prompt first comes, unless forced); None until then
+        self.soft_method: str | None = self.method
+        if self.method == "prompt_logprobs":
+            self.soft_method = None if method == "auto" else "full_vocab"
+
+    # ------------------------------------------------------------------ construction helpers
+    def _served_models(self) -> list[dict]:
+        try:
+            answer = self.transport.get("/v1/models")
+        except InvalidRequestError:  # not every compatible server lists its models
+            return []
+        data = answer.get("data") if isinstance(answer, dict) else None
+        return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+
+    def _promptgym_info(self):
+        """Our server's model description, or None for another server (no ``/v1/model``)."""
+        from promptgym.lm.wire import ModelInfo
+
+        try:
+            return ModelInfo.model_validate(self.transport.get("/v1/model"))
+        except (InvalidRequestError, ValueError):
+            return None
+
+    def _load_tokenizer(self, tokenizer: Any, embeddings: Any, info) -> Any:
+        from transformers import AutoTokenizer
+
+        if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)):
+            return tokenizer
+        if tokenizer is None and info is not None:
+            from promptgym.lm.remote import load_served_tokenizer
+
+            return load_served_tokenizer(self.transport, info.weights_sha256)
+        source = tokenizer
+        if source is None and isinstance(embeddings, (str, os.PathLike)):
+            source = embeddings
+        if source is None:
+            source = self.served_model
+        if source is None:
+            raise ConfigError("name the model's tokenizer: tokenizer='path or Hugging Face id'")
+        if str(source) in ("smollm2-135m", "tiny-random-causal"):
+            from promptgym.lm.presets import smollm2_tokenizer
+
+            return smollm2_tokenizer()
+        try:
+            return AutoTokenizer.from_pretrained(str(source))
+        except Exception as exc:
+            raise ConfigError(f"cannot load a tokenizer from {str(source)!r} ({type(exc).__name__}); "
+                              "pass tokenizer='path or Hugging Face id'") from None
+
+    def _probe_row(self) -> tuple[list[int], list[int]]:
+        ids = list(self.layout.prefix) + list(self.encode("The movie was"))
+        labels = [self.encode(" great")[0], self.encode(" terrible")[0]]
+        if labels[0] == labels[1]:
+            labels = [0, 1]
+        return ids, labels
+
+    def _probe(self) -> str:
+        """The best method the server answers exactly (one small request per method tried)."""
+        ids, labels = self._probe_row()
+        for method in ("token_ids", "prompt_logprobs", "full_vocab"):
+            if self._supports(method, [ids], labels):
+                return method
+        return "top_k"
+
+    def _supports(self, method: str, prompts: list, labels: list[int], soft: bool = False) -> bool:
+        try:
+            self._scores_of(method, prompts, labels, soft=soft)
+        except (InvalidRequestError, ServiceError, KeyError, TypeError, ValueError):
+            return False
+        return True
+
+    # ------------------------------------------------------------------ what an API exposes
+    @property
+    def approximate(self) -> bool:
+        """True when scores are reconstructed from top-k log-probs (not exact; refused by ``submit``)."""
+        return "top_k" in (self.method, self.soft_method)
+
+    def encode(self, text: str) -> tuple[int, ...]:
+        return self._codec.encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._codec.decode(ids)
+
+    def label_token_ids(self, words: Sequence[str]) -> list[int]:
+        return label_token_ids(words, self.encode)
+
+    def embedding_matrix(self) -> np.ndarray:
+        if self._embeddings is None:
+            raise ConfigError("soft prompts and word embeddings over an OpenAI-compatible server need the model's "
+                              "input embeddings: pass embeddings='model folder or Hugging Face id'")
+        return self._embeddings
+
+    def embedding_stats(self) -> tuple[float, float]:
+        if self._stats is None:
+            import torch
+
+            w = torch.from_numpy(self.embedding_matrix())
+            self._stats = (float(w.mean()), float(w.std()))
+        return self._stats
+
+    def embed_tokens(self, ids: Sequence[int]) -> np.ndarray:
+        idx = check_token_ids(tuple(int(i) for i in ids), self.vocab_size)
+        return self.embedding_matrix()[list(idx)].copy()
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        if not requests:
+            raise InvalidRequestError("score() needs at least one request")
+        if any(isinstance(r.prompt, SoftPrompt) for r in requests):
+            self.embedding_matrix()  # a clear error before anything is sent
+        rows, owners, label_ids = self.layout.build(requests, self.encode)
+        if self.soft_method is None and any(isinstance(r.prompt, SoftPrompt) for r in requests):
+            self.soft_method = self._probe_soft()
+        results = []
+        # rows of one request share a prompt kind and label ids: score them together
+        for r, req in enumerate(requests):
+            soft = isinstance(req.prompt, SoftPrompt)
+            method = self.soft_method if soft else self.method
+            mine = [rows[i] for i in owners[r]]
+            prompts = [self._row_embeds(row) if soft else list(row.ids) for row in mine]
+            lp = self._scores_of(method, prompts, label_ids[r], soft=soft)
+            result = label_result(lp, req.label_only, sum(len(row.ids) for row in mine))
+            if method == "top_k":
+                result.extra["approximate"] = True
+            results.append(result)
+        self.batch_calls += 1
+        return results
+
+    # ------------------------------------------------------------------ scoring
+    def _probe_soft(self) -> str:
+        ids, labels = self._probe_row()
+        emb = self.embedding_matrix()[ids]
+        return "full_vocab" if self._supports("full_vocab", [emb], labels, soft=True) else "top_k"
+
+    def _row_embeds(self, row: Row) -> np.ndarray:
+        """A soft row as input embeddings: the words' embeddings, the prompt's vectors in place."""
+        emb = self.embedding_matrix()[list(row.ids)]
+        emb[row.soft_start:row.soft_start + len(row.soft)] = row.soft
+        return emb
+
+    def _scores_of(self, method: str, prompts: list, labels: list[int], soft: bool) -> np.ndarray:
+        """Label log-probs ``(len(prompts), len(labels))`` at each prompt's next token, by ``method``."""
+        if method == "prompt_logprobs":
+            if soft:
+                raise InvalidRequestError("prompt log-probs need token ids; soft rows use another method")
+            expanded = [p + [c] for p in prompts for c in labels]
+            choices = self._complete(expanded, {"echo": True, "prompt_logprobs": 1})
+            out = np.empty(len(expanded), dtype=np.float32)
+            for i, (choice, prompt) in enumerate(zip(choices, expanded, strict=True)):
+                value = token_logprob(_last_prompt_entry(choice), prompt[-1])
+                if value is None:
+                    raise ServiceError("the server's prompt log-probs miss the appended label token")
+                out[i] = value
+            return out.reshape(len(prompts), len(labels))
+        fields: dict[str, Any] = {"logprobs": {"token_ids": 0, "full_vocab": -1, "top_k": self.top_k}[method]}
+        if method == "token_ids":
+            fields["logprob_token_ids"] = list(labels)
+        choices = self._complete(prompts, fields, soft=soft)
+        out = np.empty((len(prompts), len(labels)), dtype=np.float32)
+        for i, choice in enumerate(choices):
+            top = _first_top(choice)
+            if method == "top_k":
+                out[i] = self._approximate(top, labels)
+                continue
+            if method == "full_vocab" and (top is None or len(top) < min(self.vocab_size, len(self.tokenizer))):
+                raise ServiceError("the server did not return the full-vocabulary log-probs asked for")
+            for j, c in enumerate(labels):
+                value = token_logprob(top, c)
+                if value is None:
+                    raise ServiceError(f"the server's log-probs miss label token {c}")
+                out[i, j] = value
+        return out
+
+    def _approximate(self, top: dict | None, labels: list[int]) -> np.ndarray:
+        """Label log-probs from a top-k answer: a label outside the top-k gets the leftover mass spread
+        evenly over the tokens not listed (never more than the smallest listed log-prob)."""
+        values = {c: token_logprob(top, c, self.tokenizer) for c in labels}
+        listed = [float(v["logprob"] if isinstance(v, dict) else v) for v in (top or {}).values()]
+        rest_mass = max(1.0 - sum(math.exp(v) for v in listed), 1e-12)
+        floor = math.log(rest_mass) - math.log(max(self.vocab_size - len(listed), 1))
+        if listed:
+            floor = min(floor, min(listed))
+        return np.asarray([floor if values[c] is None else values[c] for c in labels], dtype=np.float32)
+
+    def _complete(self, prompts: list, fields: dict, soft: bool = False) -> list[dict]:
+        """The choices of ``prompts`` (token-id lists, or embeddings with ``soft``), in POSTs of
+        ``max_prompts``; a POST the server finds too large is split in halves (nothing was charged)."""
+        out: list[dict] = []
+        step = self.max_prompts
+        start = 0
+        while start < len(prompts):
+            part = prompts[start:start + step]
+            body: dict[str, Any] = {"max_tokens": 1, "temperature": 0.0, "return_tokens_as_token_ids": True, **fields}
+            if self.served_model:
+                body["model"] = self.served_model
+            if soft:
+                body["prompt_embeds"] = [encode_prompt_embeds(p) for p in part]
+            else:
+                body["prompt"] = [[int(t) for t in p] for p in part]
+            try:
+                answer = self.transport.post("/v1/completions", body)
+            except RequestTooLargeError:
+                if step == 1:
+                    raise
+                step = max(1, step // 2)
+                self.max_prompts = step
+                continue
+            out.extend(_choices(answer, len(part)))
+            self.prompts_sent += len(part)
+            start += len(part)
+        return out
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatLM({self.url!r}, model={self.name!r}, method={self.method!r})"

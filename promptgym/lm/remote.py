@@ -1,0 +1,174 @@
+"""A model served by ``promptgym serve``, behind the same :class:`~promptgym.lm.base.BlackBoxLM` contract.
+
+What a user of a hosted LM has, and nothing more: the model's description, its published tokenizer
+(clients tokenise locally), the embeddings of chosen token ids, and scoring. Scoring sends exactly
+what :meth:`BlackBoxLM.score` takes (:mod:`promptgym.lm.wire`), so a remote env computes what a local
+one does, soft prompts included; one request is one API call charged to the key, **by the server**,
+which is the authority on the quota: :meth:`RemoteLM.remaining_calls` lets an env cap its budget at
+what the key has left, and a call past the quota raises
+:class:`~promptgym.errors.BudgetExhausted` with the server's message (never retried).
+
+The tokenizer's files are fetched once and kept under the promptgym cache folder
+(``$PROMPTGYM_CACHE/tokenizers/<weights sha256>``), so a second client starts without downloading.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from promptgym.errors import ConfigError, InvalidRequestError, RequestTooLargeError, ServiceError
+from promptgym.lm.base import ScoreRequest, ScoreResult
+from promptgym.lm.layout import CachedTokenizer, check_prompt, label_token_ids
+from promptgym.lm.presets import cache_root
+from promptgym.lm.transport import RetryPolicy, Transport, resolve_api_key
+from promptgym.lm.wire import (
+    EmbeddingsResponse,
+    ModelInfo,
+    ScoreBatch,
+    ScoreResponse,
+    TokenizerFiles,
+    Usage,
+    decode_array,
+    request_to_wire,
+    result_from_wire,
+)
+
+_SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SAFE_DIGEST = re.compile(r"^[0-9a-fA-F]{16,128}$")
+
+
+def load_served_tokenizer(transport: Transport, weights_sha256: str):
+    """The server's tokenizer, from the local cache or fetched once from ``GET /v1/tokenizer``.
+
+    File names come from the server and are checked (no paths); the folder is written atomically
+    and marked complete, so a half-written cache is never loaded.
+    """
+    from transformers import AutoTokenizer
+
+    if not _SAFE_DIGEST.match(weights_sha256):
+        raise ServiceError(f"the server's weights_sha256 is not a hex digest: {weights_sha256[:80]!r}")
+    folder = cache_root() / "tokenizers" / weights_sha256.lower()
+    if not (folder / "COMPLETE").is_file():
+        files = TokenizerFiles.model_validate(transport.get("/v1/tokenizer")).files
+        tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name, data in files.items():
+            if not _SAFE_FILE.match(name) or name == "COMPLETE":
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise ServiceError(f"the server sent a tokenizer file with an unsafe name: {name[:80]!r}")
+            (tmp / name).write_bytes(base64.b64decode(data))
+        (tmp / "COMPLETE").write_text("ok\n")
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process finished first: use its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+    return AutoTokenizer.from_pretrained(Path(folder))
+
+
+class RemoteLM:
+    """A :class:`~promptgym.lm.base.BlackBoxLM` whose model runs behind ``promptgym serve``.
+
+    :param url: the server, e.g. ``http://127.0.0.1:8000``
+    :param api_key: the key (default ``$PROMPTGYM_API_KEY``; required)
+    :param timeout: seconds to wait for one HTTP answer
+    :param retry: retries on connection errors, 503 and rate limits (:class:`RetryPolicy`)
+    :param max_requests: most requests sent in one POST; a larger ``score()`` call is split, and a
+        POST the server finds too large (413) is split in halves and resent (nothing was charged)
+
+    ``batch_calls`` counts ``score()`` invocations, as in-process; ``usage`` is the key's usage as of the
+    last answer (calls, quota, remaining), straight from the server.
+    """
+
+    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 600.0,
+                 retry: RetryPolicy | None = None, max_requests: int = 256) -> None:
+        key = resolve_api_key(api_key, required=True)
+        if isinstance(max_requests, bool) or not isinstance(max_requests, int) or max_requests < 1:
+            raise ConfigError(f"max_requests must be a whole number >= 1, got {max_requests!r}")
+        self.url = url
+        self.transport = Transport(url, key, timeout=timeout, retry=retry)
+        self.info = ModelInfo.model_validate(self.transport.get("/v1/model"))
+        self.name = self.info.name
+        self.weights_sha256 = self.info.weights_sha256
+        self.vocab_size = self.info.vocab_size
+        self.embedding_dim = self.info.embedding_dim
+        self.is_masked = self.info.is_masked
+        self.mask_token = self.info.mask_token
+        self.dtype = self.info.dtype
+        self.tokenizer = load_served_tokenizer(self.transport, self.weights_sha256)
+        self._codec = CachedTokenizer(self.tokenizer)
+        self.max_requests = max_requests
+        self.batch_calls = 0
+        self.usage: Usage | None = None
+
+    # ------------------------------------------------------------------ what an API exposes
+    def embedding_stats(self) -> tuple[float, float]:
+        return self.info.embedding_mean, self.info.embedding_std
+
+    def embed_tokens(self, ids: Sequence[int]) -> np.ndarray:
+        ids = [int(i) for i in ids]
+        answer = EmbeddingsResponse.model_validate(self.transport.post("/v1/embeddings", {"ids": ids}))
+        emb = decode_array(answer.embeddings, max(1, len(ids)) * self.embedding_dim)
+        if emb.shape != (len(ids), self.embedding_dim):
+            raise ServiceError(f"the server sent embeddings of shape {emb.shape} for {len(ids)} ids")
+        return emb.astype(np.float32, copy=False)
+
+    def encode(self, text: str) -> tuple[int, ...]:
+        """Token ids of ``text`` without special tokens, by the server's tokenizer run locally."""
+        return self._codec.encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._codec.decode(ids)
+
+    def label_token_ids(self, words: Sequence[str]) -> list[int]:
+        return label_token_ids(words, self.encode)
+
+    def remaining_calls(self) -> int | None:
+        """Calls the key has left on the server (None: no quota); asks the server."""
+        self.usage = Usage.model_validate(self.transport.get("/v1/usage"))
+        return self.usage.remaining
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Score ``requests`` on the server: one POST (or a few, see ``max_requests``), one call each."""
+        if not requests:
+            raise InvalidRequestError("score() needs at least one request")
+        for req in requests:  # refuse locally what the server would refuse: a clear message, no round trip
+            if not req.segments:
+                raise InvalidRequestError("a request needs at least one example")
+            check_prompt(req.prompt, self.vocab_size, self.embedding_dim)
+            self.label_token_ids(req.label_words)
+        wire = [request_to_wire(r) for r in requests]
+        results: list[ScoreResult] = []
+        for start in range(0, len(wire), self.max_requests):
+            results.extend(self._post_scores(wire[start:start + self.max_requests]))
+        self.batch_calls += 1
+        return results
+
+    def _post_scores(self, wire: list) -> list[ScoreResult]:
+        try:
+            answer = self.transport.post("/v1/score", ScoreBatch(requests=wire).model_dump(mode="json"))
+        except RequestTooLargeError:
+            if len(wire) == 1:
+                raise
+            half = len(wire) // 2  # too large for the server's limits: nothing was charged, send halves
+            self.max_requests = max(1, half)
+            return self._post_scores(wire[:half]) + self._post_scores(wire[half:])
+        response = ScoreResponse.model_validate(answer)
+        if len(response.results) != len(wire):
+            raise ServiceError(f"the server answered {len(response.results)} results for {len(wire)} requests")
+        self.usage = response.usage
+        return [result_from_wire(r) for r in response.results]
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __repr__(self) -> str:
+        return f"RemoteLM({self.url!r}, model={self.name!r})"
