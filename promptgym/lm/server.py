@@ -1,0 +1,744 @@
+"""A promptgym model behind HTTP: API keys, per-key call quotas, limits, and an OpenAI-compatible subset.
+
+This is the black box the papers assume (a model users may only query, billed per call), made real:
+the budget is enforced by the server from its key store (:mod:`promptgym.lm.keys`), not by the
+client's good will. Wire shapes are :mod:`promptgym.lm.wire`.
+
+Endpoints (``Authorization: Bearer <key>`` on all but ``/health``):
+
+* ``GET /health`` - liveness and the served model's name.
+* ``GET /v1/model`` - name, weight sha256, vocabulary size, embedding dimension and statistics,
+  masked or causal, mask token, dtype.
+* ``GET /v1/tokenizer`` - the tokenizer's ``save_pretrained`` files (clients tokenize locally).
+* ``POST /v1/embeddings`` - input embeddings of chosen token ids (free of charge).
+* ``GET /v1/usage`` - the key's calls, quota and remaining calls.
+* ``POST /v1/score`` - the native protocol: exactly :meth:`~promptgym.lm.base.BlackBoxLM.score`;
+  one request = one API call charged.
+* ``POST /v1/completions`` - OpenAI-compatible, vLLM dialect, **scoring only** (``max_tokens`` 0
+  or 1; the one generated token is the argmax whatever the sampling fields say). Each prompt is one
+  API call. Follows vLLM's shapes: ``choices[i].logprobs`` with ``tokens``/``token_logprobs``/
+  ``top_logprobs``/``text_offset`` (prompt tokens first with ``echo``, the first one ``None``);
+  ``choices[i].prompt_logprobs`` = ``[None, {"<id>": {"logprob", "rank", "decoded_token"}}, ...]``
+  (the actual token plus the top-k); ``return_tokens_as_token_ids`` spells tokens ``token_id:<id>``;
+  ``logprobs=-1`` / ``prompt_logprobs=-1`` mean the whole vocabulary (vLLM needs
+  ``--max-logprobs -1`` for that); ``prompt_embeds`` is base64 of a ``torch.save``d (L, d) float
+  tensor (vLLM needs ``--enable-prompt-embeds``), loaded with ``weights_only=True``.
+  Differences: ``logprob_token_ids`` (recent vLLM releases have it; older ones ignore it) adds the
+  log-probs of those ids to ``top_logprobs`` of the generated position; giving both ``prompt`` and
+  ``prompt_embeds`` is refused; ``n`` must be 1 and ``stream`` false. Causal models only.
+
+Execution: one worker thread owns the model (torch on 2 cores gains nothing from parallel
+forwards); the event loop only parses, checks and answers. Quota: a job reserves its calls in the
+key store when the worker takes it, after every check passed (bad input is never charged), and gives
+them back if scoring fails or the client's timeout expired first (a timed-out request is never
+charged: the client will retry it).
+
+Batching: merging different requests into one ``lm.score`` call changes their bf16 scores by
+rounding (LocalLM cuts rows into chunks by length, and a row's padding width depends on its chunk
+mates: 1e-6 to 6e-5 measured on the tiny model) and saves at most ~7% on a CPU (LocalLM's own
+docstring). So with ``batching`` on, the worker drains every queued ``/v1/score`` job (waiting up to
+``batch_window_ms`` for more) and scores **identical** jobs once (same prompts, rows, label words and
+mode: each still charged); distinct jobs are never merged, and every result is byte-for-byte what it
+would be with batching off (tested).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import logging
+import math
+import queue
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from promptgym.errors import ConfigError, InvalidPromptError, InvalidRequestError, PromptGymError
+from promptgym.lm.keys import KeyStore
+from promptgym.lm.kv_cache import prompt_key
+from promptgym.lm.wire import (
+    CompletionChoice,
+    CompletionLogProbs,
+    CompletionRequest,
+    CompletionResponse,
+    CompletionUsage,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    ErrorBody,
+    Health,
+    ModelInfo,
+    PromptLogprob,
+    ScoreBatch,
+    ScoreResponse,
+    SoftPromptIn,
+    TokenizerFiles,
+    Usage,
+    encode_array,
+    error_body,
+    request_from_wire,
+    result_to_wire,
+)
+
+log = logging.getLogger("promptgym.server")
+#: vLLM's floor for log-probs in JSON (-inf is not JSON)
+LOGPROB_FLOOR = -9999.0
+
+
+@dataclass
+class ServerConfig:
+    """Limits and behaviour of a server; validated on construction (ConfigError names the field)."""
+
+    max_body_bytes: int = 16 * 1024 * 1024  # a larger request body answers 413 before it is parsed
+    max_requests: int = 256  # most requests (API calls) in one /v1/score batch
+    max_rows: int = 1024  # most examples per score request; most prompts per /v1/completions
+    max_prompt_length: int = 512  # most prompt tokens / soft vectors per score request
+    max_array_elements: int = 1 << 22  # most elements of one array (soft prompt, prompt_embeds, ids)
+    request_timeout_s: float = 300.0  # a request not answered by then gets 503 and is not charged
+    rate_limit: float | None = None  # requests per second per key (a burst of max(1, rate) allowed); None: off
+    batching: bool = True  # score identical concurrent /v1/score jobs once (never changes a score)
+    batch_window_ms: float = 0.0  # with batching, wait this long for more jobs before scoring
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_requests", "max_rows", "max_prompt_length", "max_array_elements"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"ServerConfig.{name} must be an integer >= 1, got {value!r}")
+        for name in ("request_timeout_s", "batch_window_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"ServerConfig.{name} must be a finite number >= 0, got {value!r}")
+        if self.request_timeout_s <= 0:
+            raise ConfigError(f"ServerConfig.request_timeout_s must be > 0, got {self.request_timeout_s!r}")
+        if self.rate_limit is not None and (isinstance(self.rate_limit, bool) or not isinstance(
+                self.rate_limit, int | float) or not math.isfinite(self.rate_limit) or self.rate_limit <= 0):
+            raise ConfigError(f"ServerConfig.rate_limit must be a number > 0 or None, got {self.rate_limit!r}")
+        if not isinstance(self.batching, bool):
+            raise ConfigError(f"ServerConfig.batching must be true or false, got {self.batching!r}")
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"type", "message"}}`` with ``status``."""
+
+    def __init__(self, status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.type, self.message, self.headers = status, type_, message, headers
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, "invalid_request", message)
+
+
+# ---------------------------------------------------------------------------------------------- worker
+class _Job:
+    """One unit of model work; ``fn(job, cycle)`` runs on the worker thread (``cycle``: a dict shared by
+    the jobs of one batching cycle). The state machine decides who refunds: a job the handler
+    abandoned (timeout) before it finished is refunded by the worker."""
+
+    def __init__(self, fn: Callable[[_Job, dict], Any], loop: asyncio.AbstractEventLoop, batchable: bool) -> None:
+        self.fn, self.loop, self.batchable = fn, loop, batchable
+        self.future: asyncio.Future = loop.create_future()
+        self.lock = threading.Lock()
+        self.state = "queued"  # -> running -> done | abandoned
+        self.refund: Callable[[], None] | None = None  # set by fn once calls are reserved
+
+    def _deliver(self, value: Any, error: BaseException | None) -> None:
+        def put() -> None:
+            if not self.future.done():
+                if error is not None:
+                    self.future.set_exception(error)
+                else:
+                    self.future.set_result(value)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self.loop.call_soon_threadsafe(put)
+
+
+class ModelWorker:
+    """The single thread that owns the LM and runs jobs in arrival order."""
+
+    def __init__(self, batching: bool, window_s: float) -> None:
+        self.batching, self.window_s = batching, window_s
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="promptgym-model-worker", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: _Job) -> None:
+        self._queue.put(job)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            jobs = [job]
+            if self.batching and job.batchable:
+                deadline = time.monotonic() + self.window_s
+                while True:
+                    try:
+                        nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic())) if self.window_s > 0 \
+                            else self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    jobs.append(nxt)
+                    if nxt is None:
+                        break
+            cycle: dict = {}
+            for j in jobs:
+                if j is None:
+                    return
+                self._run(j, cycle if self.batching else {})
+
+    @staticmethod
+    def _run(job: _Job, cycle: dict) -> None:
+        with job.lock:
+            if job.state == "abandoned":
+                return
+            job.state = "running"
+        value, error = None, None
+        try:
+            value = job.fn(job, cycle)
+        except BaseException as e:  # delivered to the handler, which answers JSON
+            error = e
+            if job.refund is not None:
+                job.refund()
+                job.refund = None
+        with job.lock:
+            if job.state == "abandoned":
+                if job.refund is not None:
+                    job.refund()
+                return
+            job.state = "done"
+        job._deliver(value, error)
+
+
+class _RateLimiter:
+    """A token bucket per key: ``rate`` requests per second, bursts of ``max(1, rate)``."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.burst = float(rate), max(1.0, float(rate))
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, name: str) -> float:
+        """0 if a request may go now, else the seconds to wait."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(name, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[name] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[name] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+# ---------------------------------------------------------------------------------------------- body limit
+class _BodyLimit:
+    """ASGI middleware: 413 for a body over ``max_bytes``, checked on the header and while streaming."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await JSONResponse(error_body("too_large", f"request body over the server's limit of {self.max_bytes} "
+                                          "bytes"), status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message.get("type") == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise StarletteHTTPException(413, f"request body over the server's limit of {self.max_bytes} "
+                                                      "bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+# ---------------------------------------------------------------------------------------------- app
+_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 401, 413, 422, 429, 503)}
+_STATUS_TYPES = {400: "invalid_request", 401: "unauthorized", 403: "unauthorized", 404: "not_found",
+                 405: "invalid_request", 413: "too_large", 415: "invalid_request", 422: "invalid_request",
+                 429: "rate_limited", 503: "unavailable"}
+
+
+def _error(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(type_, message), status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return 400, "the body is not valid JSON"
+    parts = []
+    for e in errors[:3]:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return 422, "; ".join(parts) + more
+
+
+def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None) -> FastAPI:
+    """The FastAPI app serving ``lm`` (a :class:`~promptgym.lm.local.LocalLM` or any backend with its
+    public API) with keys from ``key_store``. Call ``app.state.shutdown()`` to stop its worker thread."""
+    config = config or ServerConfig()
+    worker = ModelWorker(config.batching, config.batch_window_ms / 1000.0)
+    limiter = _RateLimiter(config.rate_limit) if config.rate_limit else None
+    bearer = HTTPBearer(auto_error=False, description="an API key made by `promptgym keys add`")
+    mean, std = lm.embedding_stats()
+    info = ModelInfo(name=str(lm.name), weights_sha256=str(getattr(lm, "weights_sha256", "") or ""),
+                     vocab_size=int(lm.vocab_size), embedding_dim=int(lm.embedding_dim), embedding_mean=float(mean),
+                     embedding_std=float(std), is_masked=bool(lm.is_masked),
+                     mask_token=getattr(lm, "mask_token", None) if lm.is_masked else None,
+                     dtype=str(getattr(lm, "dtype", "unknown")).replace("torch.", ""))
+    tokenizer_files = _tokenizer_files(lm.tokenizer)
+
+    app = FastAPI(title="promptgym LM service", version="1",
+                  description="A frozen LM as a black box: scoring calls charged to API keys with quotas.")
+    app.add_middleware(_BodyLimit, max_bytes=config.max_body_bytes)
+    app.state.config, app.state.keys, app.state.worker, app.state.lm = config, key_store, worker, lm
+    app.state.shutdown = worker.stop
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.type, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, message = _validation_message(exc)
+        return _error(status, "invalid_request", message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, _STATUS_TYPES.get(exc.status_code, "invalid_request"), str(exc.detail),
+                      getattr(exc, "headers", None))
+
+    @app.exception_handler(PromptGymError)
+    async def _pg(request: Request, exc: PromptGymError) -> JSONResponse:
+        return _error(400, "invalid_request", str(exc))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error on %s %s: %s", request.method, request.url.path, type(exc).__name__,
+                  exc_info=exc)
+        return _error(500, "internal", "internal server error (nothing was charged)")
+
+    # ------------------------------------------------------------------ helpers
+    async def auth(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:  # noqa: B008
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise ApiError(401, "unauthorized", "missing API key: send the header 'Authorization: Bearer <key>'")
+        name = await asyncio.to_thread(key_store.authenticate, credentials.credentials)
+        if name is None:
+            raise ApiError(401, "unauthorized", "unknown or revoked API key")
+        if limiter is not None:
+            wait = limiter.take(name)
+            if wait > 0:
+                raise ApiError(429, "rate_limited", f"more than {config.rate_limit:g} requests per second for this "
+                               "key; retry later", {"Retry-After": str(max(1, math.ceil(wait)))})
+        return name
+
+    async def run_job(fn: Callable[[_Job, dict], Any], batchable: bool = False) -> Any:
+        job = _Job(fn, asyncio.get_running_loop(), batchable)
+        worker.submit(job)
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), timeout=config.request_timeout_s)
+        except asyncio.TimeoutError:
+            with job.lock:
+                finished = job.state == "done"
+                if not finished:  # queued: never runs; running: the worker refunds when it sees this
+                    job.state = "abandoned"
+            if finished:
+                return await job.future
+            raise ApiError(503, "unavailable", f"not answered within the server's timeout of "
+                           f"{config.request_timeout_s:g} s; nothing was charged, retry later") from None
+
+    def charge(job: _Job, name: str, n: int) -> None:
+        """Reserve ``n`` calls for ``name`` (on the worker thread) or raise the quota 429."""
+        if not key_store.reserve(name, n):
+            rec = key_store.get(name)
+            left = "no limit" if rec.remaining is None else f"{rec.remaining} of {rec.quota} calls left"
+            raise ApiError(429, "quota_exceeded", f"quota exceeded for key {name!r}: this request needs {n} calls, "
+                           f"{left}; nothing was charged")
+        job.refund = lambda: key_store.refund(name, n)
+
+    # ------------------------------------------------------------------ endpoints
+    @app.get("/health", response_model=Health, tags=["service"])
+    async def health() -> Health:
+        return Health(status="ok", model=info.name)
+
+    @app.get("/v1/model", response_model=ModelInfo, responses=_ERRORS, tags=["model"])
+    async def model(name: str = Depends(auth)) -> ModelInfo:
+        return info
+
+    @app.get("/v1/tokenizer", response_model=TokenizerFiles, responses=_ERRORS, tags=["model"])
+    async def tokenizer(name: str = Depends(auth)) -> TokenizerFiles:
+        return tokenizer_files
+
+    @app.get("/v1/usage", response_model=Usage, responses=_ERRORS, tags=["service"])
+    async def usage(name: str = Depends(auth)) -> Usage:
+        return Usage(**(await asyncio.to_thread(key_store.usage, name)))
+
+    @app.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=_ERRORS, tags=["model"])
+    async def embeddings(body: EmbeddingsRequest, name: str = Depends(auth)) -> EmbeddingsResponse:
+        if not body.ids:
+            raise _bad("ids must hold at least one token id")
+        if len(body.ids) * info.embedding_dim > config.max_array_elements:
+            raise _bad(f"{len(body.ids)} ids x {info.embedding_dim} dims exceed the server's "
+                       f"{config.max_array_elements} array elements")
+        _check_ids(body.ids, info.vocab_size, "ids")
+        out = await run_job(lambda job, cycle: lm.embed_tokens(body.ids))
+        return EmbeddingsResponse(embeddings=encode_array(np.asarray(out, dtype=np.float32)))
+
+    @app.post("/v1/score", response_model=ScoreResponse, responses=_ERRORS, tags=["scoring"])
+    async def score(body: ScoreBatch, name: str = Depends(auth)) -> ScoreResponse:
+        requests = _check_score(body, config, info)
+        key = tuple((prompt_key(r.prompt), r.segments, r.label_words, r.label_only) for r in requests)
+
+        def work(job: _Job, cycle: dict) -> list:
+            charge(job, name, len(requests))
+            if key in cycle:
+                return cycle[key]
+            try:
+                results = lm.score(requests)
+            except (InvalidPromptError, InvalidRequestError) as e:
+                raise _bad(str(e)) from None
+            cycle[key] = results
+            return results
+
+        results = await run_job(work, batchable=True)
+        return ScoreResponse(results=[result_to_wire(r) for r in results], calls=len(requests),
+                             usage=Usage(**(await asyncio.to_thread(key_store.usage, name))))
+
+    @app.post("/v1/completions", response_model=CompletionResponse, responses=_ERRORS, tags=["openai-compatible"])
+    async def completions(body: CompletionRequest, name: str = Depends(auth)) -> CompletionResponse:
+        plan = _check_completion(body, config, info)
+
+        def work(job: _Job, cycle: dict) -> CompletionResponse:
+            inputs = _completion_inputs(lm, plan, info, config)
+            charge(job, name, len(inputs))
+            try:
+                return _complete(lm, body, plan, inputs)
+            except (InvalidPromptError, InvalidRequestError) as e:
+                raise _bad(str(e)) from None
+
+        return await run_job(work)
+
+    return app
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def _check_ids(ids: list[int], vocab: int, what: str) -> None:
+    bad = [i for i in ids if not 0 <= i < vocab]
+    if bad:
+        raise _bad(f"{what}: token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
+
+
+def _too_large(message: str) -> ApiError:
+    return ApiError(413, "too_large", message)
+
+
+def _check_score(body: ScoreBatch, config: ServerConfig, info: ModelInfo) -> list:
+    """The :class:`ScoreRequest` list of a batch, every server limit and model bound checked (nothing charged)."""
+    n = len(body.requests)
+    if n == 0:
+        raise _bad("requests must hold at least one request")
+    if n > config.max_requests:
+        raise _too_large(f"{n} requests in one batch, the server allows {config.max_requests}")
+    out = []
+    for i, req in enumerate(body.requests):
+        where = f"requests[{i}]"
+        if not req.segments:
+            raise _bad(f"{where}.segments must hold at least one example")
+        if len(req.segments) > config.max_rows:
+            raise _too_large(f"{where} has {len(req.segments)} rows, the server allows {config.max_rows}")
+        if not req.label_words:
+            raise _bad(f"{where}.label_words must hold at least one word")
+        if isinstance(req.prompt, SoftPromptIn):
+            shape = req.prompt.embeds.shape
+            if len(shape) != 2 or shape[1] != info.embedding_dim:
+                raise _bad(f"{where}.prompt.embeds must have shape (length, {info.embedding_dim}), got {tuple(shape)}")
+            length = shape[0]
+            if shape[0] * shape[1] > config.max_array_elements:
+                raise _too_large(f"{where}.prompt.embeds has {shape[0] * shape[1]} elements, the server allows "
+                                 f"{config.max_array_elements}")
+        else:
+            length = len(req.prompt.ids)
+            _check_ids(req.prompt.ids, info.vocab_size, f"{where}.prompt.ids")
+        if length > config.max_prompt_length:
+            raise _too_large(f"{where}.prompt has {length} positions, the server allows {config.max_prompt_length}")
+        try:
+            out.append(request_from_wire(req, config.max_array_elements))
+        except InvalidRequestError as e:
+            raise _bad(f"{where}.prompt.embeds: {e}") from None
+    return out
+
+
+@dataclass
+class _CompletionPlan:
+    kind: str  # "ids" | "text" | "embeds"
+    items: list
+    max_tokens: int
+    top: int | None  # logprobs: top-k per returned position (-1: vocabulary); None: no logprobs object
+    prompt_top: int | None  # prompt_logprobs
+    extra_ids: list[int]
+    echo: bool
+    as_ids: bool
+    add_special_tokens: bool
+
+
+def _check_completion(body: CompletionRequest, config: ServerConfig, info: ModelInfo) -> _CompletionPlan:
+    if info.is_masked:
+        raise _bad(f"{info.name} is a masked LM: /v1/completions needs a causal LM (use /v1/score)")
+    if body.model is not None and body.model != info.name:
+        raise ApiError(404, "not_found", f"model {body.model!r} is not served here; this server serves {info.name!r}")
+    if body.max_tokens not in (0, 1):
+        raise _bad(f"max_tokens must be 0 or 1 (this server scores, it does not generate), got {body.max_tokens}")
+    if body.n != 1 or (body.best_of not in (None, 1)):
+        raise _bad("n and best_of must be 1")
+    if body.stream:
+        raise _bad("stream is not supported")
+    for field in ("logprobs", "prompt_logprobs"):
+        value = getattr(body, field)
+        if value is not None and not -1 <= value <= info.vocab_size:
+            raise _bad(f"{field} must be -1 (whole vocabulary) or 0..{info.vocab_size}, got {value}")
+    extra = list(body.logprob_token_ids or [])
+    if len(extra) > config.max_array_elements:
+        raise _too_large(f"logprob_token_ids has {len(extra)} ids, the server allows {config.max_array_elements}")
+    _check_ids(extra, info.vocab_size, "logprob_token_ids")
+    if (body.prompt is None) == (body.prompt_embeds is None):
+        raise _bad("give exactly one of prompt and prompt_embeds")
+    if body.prompt_embeds is not None:
+        kind, items = "embeds", [body.prompt_embeds] if isinstance(body.prompt_embeds, str) else body.prompt_embeds
+        if body.echo or body.prompt_logprobs is not None:
+            raise _bad("echo and prompt_logprobs need token prompts, not prompt_embeds")
+    elif isinstance(body.prompt, str):
+        kind, items = "text", [body.prompt]
+    elif body.prompt and all(isinstance(p, int) for p in body.prompt):
+        kind, items = "ids", [body.prompt]
+    elif body.prompt and all(isinstance(p, str) for p in body.prompt):
+        kind, items = "text", list(body.prompt)
+    else:
+        kind, items = "ids", list(body.prompt or [])
+    if not items:
+        raise _bad("prompt must hold at least one prompt")
+    if len(items) > config.max_rows:
+        raise _too_large(f"{len(items)} prompts in one request, the server allows {config.max_rows}")
+    if kind == "ids":
+        for i, ids in enumerate(items):
+            if not ids:
+                raise _bad(f"prompt[{i}] is empty")
+            _check_ids(ids, info.vocab_size, f"prompt[{i}]")
+    return _CompletionPlan(kind=kind, items=items, max_tokens=int(body.max_tokens), top=body.logprobs,
+                           prompt_top=body.prompt_logprobs, extra_ids=extra, echo=bool(body.echo),
+                           as_ids=bool(body.return_tokens_as_token_ids),
+                           add_special_tokens=body.add_special_tokens is not False)
+
+
+def _completion_inputs(lm, plan: _CompletionPlan, info: ModelInfo, config: ServerConfig) -> list:
+    """Token-id tuples or (L, d) float32 arrays, each checked against the model's length limit."""
+    max_len = int(getattr(lm, "max_length", 1024))
+    inputs: list = []
+    for i, item in enumerate(plan.items):
+        if plan.kind == "ids":
+            x: Any = tuple(item)
+        elif plan.kind == "text":
+            x = tuple(lm.tokenizer(item, add_special_tokens=plan.add_special_tokens)["input_ids"])
+            if not x:
+                raise _bad(f"prompt[{i}] has no tokens")
+        else:
+            x = _load_embeds(item, i, info, config)
+        if len(x) > max_len:
+            raise _bad(f"prompt[{i}] has {len(x)} positions, the model takes at most {max_len}")
+        inputs.append(x)
+    return inputs
+
+
+def _load_embeds(item: str, i: int, info: ModelInfo, config: ServerConfig) -> np.ndarray:
+    import torch
+
+    where = f"prompt_embeds[{i}]"
+    if len(item) > 4 * (config.max_array_elements * 8 // 3) + 4096:
+        raise _too_large(f"{where} is larger than {config.max_array_elements} elements can be")
+    try:
+        raw = base64.b64decode(item, validate=True)
+        tensor = torch.load(io.BytesIO(raw), weights_only=True, map_location="cpu")
+    except Exception:
+        raise _bad(f"{where} is not the base64 of a torch.save'd tensor") from None
+    if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+        raise _bad(f"{where} must hold a floating-point tensor")
+    if tensor.dim() == 3 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.dim() != 2 or tensor.shape[1] != info.embedding_dim or tensor.shape[0] < 1:
+        raise _bad(f"{where} must have shape (length, {info.embedding_dim}), got {tuple(tensor.shape)}")
+    if tensor.numel() > config.max_array_elements:
+        raise _too_large(f"{where} has {tensor.numel()} elements, the server allows {config.max_array_elements}")
+    x = tensor.detach().to(torch.float32).numpy().copy()
+    if not np.all(np.isfinite(x)):
+        raise _bad(f"{where} contains NaN or inf values")
+    return x
+
+
+def _top(lp: np.ndarray, k: int | None) -> np.ndarray:
+    """Ids of the ``k`` largest log-probs, best first (-1: all)."""
+    if k is None or k == 0:
+        return np.empty(0, dtype=np.int64)
+    if k < 0 or k >= lp.shape[0]:
+        return np.argsort(-lp, kind="stable")
+    part = np.argpartition(-lp, k - 1)[:k]
+    return part[np.argsort(-lp[part], kind="stable")]
+
+
+def _complete(lm, body: CompletionRequest, plan: _CompletionPlan, inputs: list) -> CompletionResponse:
+    need_all = plan.kind != "embeds" and (plan.echo or plan.prompt_top is not None)
+    lps = lm.next_token_logprobs(inputs, all_positions=need_all)
+    tok = (lambda i: f"token_id:{i}") if plan.as_ids else (lambda i: lm.decode([int(i)]))
+
+    def val(x: float) -> float:
+        return float(max(float(x), LOGPROB_FLOOR))
+
+    choices, prompt_tokens = [], 0
+    for c, (x, lp) in enumerate(zip(inputs, lps, strict=True)):
+        ids = None if isinstance(x, np.ndarray) else [int(t) for t in x]
+        length = len(x)
+        prompt_tokens += length
+        last = lp[-1] if need_all else lp
+        gen = int(np.argmax(last)) if plan.max_tokens == 1 else None
+        prompt_text = lm.decode(ids) if (ids is not None and plan.echo) else ""
+        text = prompt_text + (lm.decode([gen]) if gen is not None else "")
+        logprobs = None
+        if plan.top is not None or plan.extra_ids:
+            entries: list[tuple[int, float | None, dict | None]] = []
+            if plan.echo and ids is not None:
+                for t, token in enumerate(ids):
+                    if t == 0:
+                        entries.append((token, None, None))
+                    else:
+                        row = lp[t - 1]
+                        top = {tok(j): val(row[j]) for j in _top(row, plan.top)}
+                        top[tok(token)] = val(row[token])
+                        entries.append((token, val(row[token]), top))
+            if gen is not None:
+                top = {tok(j): val(last[j]) for j in _top(last, plan.top)}
+                top[tok(gen)] = val(last[gen])
+                for j in plan.extra_ids:
+                    top[tok(j)] = val(last[j])
+                entries.append((gen, val(last[gen]), top))
+            offsets, pos = [], 0
+            for token, _, _ in entries:
+                offsets.append(pos)
+                pos += len(tok(token))
+            logprobs = CompletionLogProbs(text_offset=offsets, token_logprobs=[e[1] for e in entries],
+                                          tokens=[tok(e[0]) for e in entries], top_logprobs=[e[2] for e in entries])
+        prompt_lps = None
+        if plan.prompt_top is not None and ids is not None:
+            prompt_lps = [None]
+            for t in range(1, length):
+                row, token = lp[t - 1], ids[t]
+                entry = {}
+                for j in _top(row, plan.prompt_top):
+                    entry[str(int(j))] = PromptLogprob(logprob=val(row[j]), rank=int(np.sum(row > row[j])) + 1,
+                                                       decoded_token=tok(j))
+                entry[str(token)] = PromptLogprob(logprob=val(row[token]), rank=int(np.sum(row > row[token])) + 1,
+                                                  decoded_token=tok(token))
+                prompt_lps.append(entry)
+        choices.append(CompletionChoice(index=c, text=text, logprobs=logprobs, finish_reason="length",
+                                        prompt_logprobs=prompt_lps,
+                                        prompt_token_ids=ids if (plan.echo or plan.prompt_top is not None) else None))
+    completion_tokens = len(inputs) * plan.max_tokens
+    return CompletionResponse(id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=str(lm.name),
+                              choices=choices, usage=CompletionUsage(prompt_tokens=prompt_tokens,
+                                                                     completion_tokens=completion_tokens,
+                                                                     total_tokens=prompt_tokens + completion_tokens))
+
+
+def _tokenizer_files(tokenizer) -> TokenizerFiles:
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        files = {p.name: base64.b64encode(p.read_bytes()).decode("ascii") for p in sorted(Path(tmp).iterdir())
+                 if p.is_file()}
+    return TokenizerFiles(files=files)
+
+
+# ---------------------------------------------------------------------------------------------- running
+def _resolve(model, keys_db, dtype: str):
+    from promptgym.lm import get_lm
+
+    lm = get_lm(model, dtype) if isinstance(model, str) else model
+    store = keys_db if isinstance(keys_db, KeyStore) else KeyStore(keys_db)
+    return lm, store
+
+
+def serve(model, keys_db, host: str = "127.0.0.1", port: int = 8000, dtype: str = "bfloat16",
+          config: ServerConfig | None = None, log_level: str = "info") -> None:
+    """Serve until interrupted (the ``promptgym serve`` command)."""
+    import uvicorn
+
+    lm, store = _resolve(model, keys_db, dtype)
+    app = create_app(lm, store, config)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=True)
+    finally:
+        app.state.shutdown()
+        store.close()
+
+
+@contextlib.contextmanager
+def serve_in_background(model, keys_db, host: str = "127.0.0.1", port: int = 0, dtype: str = "bfloat16",
+                        log_level: str = "warning", **options) -> Iterator[str]:
+    """Run a server in a thread on ``host:port`` (0: a free port) and yield its base URL; stops on exit.
+
+    ``model``: a preset / Hugging Face name (loaded with ``dtype``) or an LM object; ``keys_db``: a
+    path or a :class:`KeyStore`; ``options``: :class:`ServerConfig` fields.
+    """
+    import uvicorn
+
+    config = ServerConfig(**options)
+    lm, store = _resolve(model, keys_db, dtype)
+    app = create_app(lm, store, config)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
+                                           timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="promptgym-server", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+        app.state.shutdown()
+        if store is not keys_db:
+            store.close()
