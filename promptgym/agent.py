@@ -510,6 +510,14 @@ def _register_builtins() -> None:
     register_agent("bdpl", "agents.bdpl:BDPLAgent", both,
                    "BDPL: variance-reduced policy gradient over candidate distributions")
     register_agent("bbt", "agents.bbt:BBTAgent", ("subspace",), "BBT: CMA-ES in a random subspace")
+    register_agent("ensemble", "agents.ensemble:EnsembleAgent", ("subspace",),
+                   "prompt ensemble: K BBT runs sharing the budget, mean of label distributions", needs_logprobs=True)
+    register_agent("cma_elbo", "agents.cma_elbo:CMAELBOAgent", ("subspace",),
+                   "CMA-ELBO: CMA-ES on a diagonal Gaussian over z (variational inference)", needs_logprobs=True)
+    register_agent("abc_smc", "agents.abc_smc:ABCSMCAgent", ("subspace",),
+                   "ABC-SMC on predicted labels only (likelihood-free), weighted vote")
+    register_agent("snpe", "agents.snpe:SNPEAgent", ("subspace",),
+                   "SNPE (sbi): neural posterior over z given the gold labels (likelihood-free), vote")
     register_agent("random", "agents.random_search:RandomSearchAgent", ALL_KINDS, "random search baseline",
                    baseline=True)
     register_agent("manual", "agents.manual:ManualAgent", ALL_KINDS, "the task's template, no learned prompt",
