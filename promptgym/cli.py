@@ -296,6 +296,52 @@ def _add_run_options(p: argparse.ArgumentParser, budget: int | None) -> None:
     p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a model over HTTP with API keys and quotas (see ``promptgym.lm.server``)."""
+    from promptgym.lm.keys import KeyStore
+    from promptgym.lm.server import ServerConfig, serve
+
+    config = ServerConfig(max_body_bytes=args.max_body_bytes, max_requests=args.max_requests, max_rows=args.max_rows,
+                          max_prompt_length=args.max_prompt_length, max_array_elements=args.max_array_elements,
+                          request_timeout_s=args.timeout, rate_limit=args.rate_limit, batching=not args.no_batching,
+                          batch_window_ms=args.batch_window_ms)
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535, got {args.port}")
+    store = KeyStore(args.keys)  # a bad path fails here, before the model loads
+    if not store.records():
+        print(f"promptgym: warning: {args.keys} holds no key yet; add one with `promptgym keys add NAME --calls N "
+              f"--keys {args.keys}`", file=sys.stderr)
+    print(f"promptgym: serving {args.model} ({args.dtype}) on http://{args.host}:{args.port} "
+          f"(OpenAPI document at /openapi.json, docs at /docs)", file=sys.stderr)
+    serve(args.model, store, host=args.host, port=args.port, dtype=args.dtype, config=config,
+          log_level=args.log_level)
+    return 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    """Add, list or revoke API keys of a server's key store."""
+    from promptgym.lm.keys import KeyStore
+
+    store = KeyStore(args.keys)
+    if args.keys_command == "add":
+        key = store.add(args.name, args.calls)
+        print(key)
+        print(f"key {args.name!r} with a quota of {args.calls} calls; store it now: only its hash is kept "
+              f"(in {args.keys})", file=sys.stderr)
+    elif args.keys_command == "revoke":
+        store.revoke(args.name)
+        print(f"revoked key {args.name!r}")
+    else:
+        records = store.records()
+        print(f"{'name':20} {'calls':>10} {'quota':>10} {'remaining':>10}  status")
+        for r in records:
+            quota = "-" if r.quota is None else str(r.quota)
+            left = "-" if r.remaining is None else str(r.remaining)
+            print(f"{r.name:20} {r.calls:>10} {quota:>10} {left:>10}  {'revoked' if r.revoked else 'active'}")
+    store.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     import promptgym
 
@@ -360,6 +406,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="regenerate leaderboards/README.md and index.html from the entries")
     p.add_argument("--root", default=None, help="folder holding leaderboards/ (default: the working directory)")
     p.set_defaults(func=_cmd_leaderboard)
+
+    p = sub.add_parser("serve", help="serve a model over HTTP with API keys and per-key call quotas")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model preset or Hugging Face id (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--keys", default="keys.db", help="key store (SQLite) made by `promptgym keys add` "
+                                                     "(default: %(default)s)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="(default: %(default)s)")
+    p.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="(default: %(default)s)")
+    p.add_argument("--max-requests", type=int, default=256, help="API calls per /v1/score batch (default: %(default)s)")
+    p.add_argument("--max-rows", type=int, default=1024, help="examples per score request, prompts per "
+                                                              "/v1/completions (default: %(default)s)")
+    p.add_argument("--max-prompt-length", type=int, default=512, help="prompt tokens or soft vectors "
+                                                                      "(default: %(default)s)")
+    p.add_argument("--max-array-elements", type=int, default=1 << 22, help="(default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds before a request answers 503, uncharged "
+                                                                "(default: %(default)s)")
+    p.add_argument("--rate-limit", type=float, default=None, help="requests per second per key (default: off)")
+    p.add_argument("--no-batching", action="store_true", help="do not score identical concurrent requests once")
+    p.add_argument("--batch-window-ms", type=float, default=0.0, help="(default: %(default)s)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="(default: %(default)s)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("keys", help="add, list or revoke the API keys of a server")
+    keys = p.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    k = keys.add_parser("add", help="create a key and print it once (only its hash is stored)")
+    k.add_argument("name", help="a name for the key (letters, digits, _.@-)")
+    k.add_argument("--calls", type=int, required=True, help="the key's call quota")
+    k = keys.add_parser("list", help="every key's usage and quota")
+    k = keys.add_parser("revoke", help="revoke a key")
+    k.add_argument("name", help="the key's name")
+    for k in keys.choices.values():
+        k.add_argument("--keys", default="keys.db", help="key store (default: %(default)s)")
+    p.set_defaults(func=_cmd_keys)
     return parser
 
 
