@@ -19,6 +19,8 @@ from typing import Any, NoReturn
 from promptgym.errors import ConfigError, InvalidSubmissionError, PromptGymError
 
 DEFAULT_MODEL = "smollm2-135m"
+CALIBRATE_HELP = ("after learning, fit one bias per label for each final prompt on train (one call per prompt, "
+                  "reserved out of the budget)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -159,11 +161,13 @@ def _train_run(args: argparse.Namespace, env_id: str, env_kwargs: dict[str, Any]
     from promptgym.runner import run_agent
     from promptgym.runs import new_run_dir, run_config, write_run
 
+    calibrate = bool(getattr(args, "calibrate", False))
     run = run_agent(env_id, args.agent, args.budget, seed=args.seed, split_seed=args.split_seed, model=args.model,
-                    dtype=args.dtype, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs, progress=not args.no_progress)
+                    dtype=args.dtype, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs, progress=not args.no_progress,
+                    calibrate=calibrate)
     run_dir = new_run_dir(args.out, env_id, args.agent, args.seed, args.split_seed)
     config = run_config(env_id, run.env, args.agent, run.agent, args.budget, args.seed, args.split_seed, args.model,
-                        args.dtype, env_kwargs, run.seconds)
+                        args.dtype, env_kwargs, run.seconds, calibrate)
     write_run(run_dir, run.env, run.result, config)
     return run, run_dir
 
@@ -177,6 +181,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     dev = "-" if res.dev_metric is None else f"{res.dev_metric:.4f}"
     print(f"prompt: {res.prompt_text!r}")
     print(f"dev {metric}: {dev} | calls used: {res.calls_used}/{args.budget} | {run.seconds:.1f} s")
+    if res.is_set:
+        print(f"a set of {len(res.members or [])} prompts, combined by {res.combine!r} (shown: the largest weight)")
+    calibration = res.extra.get("calibration")
+    if calibration:
+        print(f"calibrated ({calibration['calls']} call(s)): train reward "
+              f"{calibration['uncalibrated_train_reward']:.4f} -> {calibration['calibrated_train_reward']:.4f}")
     print(f"run folder: {run_dir}")
     return 0
 
@@ -215,8 +225,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     env_kwargs = parse_kv(args.env_kwarg) or None
     agent_kwargs = parse_agent_kwargs(args.agent, args.agent_kwarg) or None
-    check_request(args.env, args.agent, args.tier, seeds, env_kwargs, agent_kwargs)  # before any folder or model
-    work = Path(args.workdir) if args.workdir else evaluate_workdir(args.env, args.agent, args.tier)
+    check_request(args.env, args.agent, args.tier, seeds, env_kwargs, agent_kwargs,  # before any folder or model
+                  args.calibrate)
+    work = Path(args.workdir) if args.workdir else evaluate_workdir(args.env, args.agent, args.tier,
+                                                                    calibrate=args.calibrate)
     argv = getattr(args, "argv", None) or sys.argv[1:]
     command = "promptgym " + shlex.join(argv) if argv[:1] == ["evaluate"] else ""
 
@@ -225,7 +237,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
               f"calls {run['calls_used']}", flush=True)
 
     sub = evaluate(args.env, args.agent, args.tier, args.model, seeds, env_kwargs, agent_kwargs, work,
-                   args.submitter, command, progress=not args.no_progress, on_seed=report)
+                   args.submitter, command, progress=not args.no_progress, on_seed=report, calibrate=args.calibrate)
     if sub is None:
         missing = [s for s in BENCH_SEEDS if s not in seeds]
         print(f"seed runs saved in {work}; a submission needs every seed: run the same command with "
@@ -370,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE", help="env argument (repeatable)")
     p.add_argument("--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
                    help="agent config field, typed by the config (repeatable)")
+    p.add_argument("--calibrate", action="store_true", help=CALIBRATE_HELP)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("demo", help="a short real run on SST-2 with the default model (~5 min on an idle 2-core CPU)")
@@ -395,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--submitter", default="", help="your name or team, stored in the submission")
     p.add_argument("--out", default=None, help="submission file (default: <workdir>/submission.json)")
     p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--calibrate", action="store_true", help=CALIBRATE_HELP + "; its own work folder and entry")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("submit", help="verify a submission (re-scores every prompt) and add it to the leaderboard")

@@ -7,13 +7,15 @@ A run folder ``<out>/<env>-<agent>-s<split seed>-<agent seed>-<timestamp>/`` (wr
   the calls actually used, fingerprints (LM weights, data files) and package versions, so that the
   run can be repeated and checked.
 * ``prompt.json``: the Result (action, prompt text, train reward, dev metric, label bias,
-  demonstrations, ...); ``soft_prompt.npy`` too for the white-box agent. :func:`load_result` reads it.
+  demonstrations, a prompt set's members, weights and combination rule, the calibration fitted by
+  ``--calibrate``, ...); ``soft_prompt.npy`` too for the white-box agent. :func:`load_result` reads it.
 * ``prompt.txt``: the same for people: the prompt text (discrete), the z vector (subspace), the
   bias or demonstrations, and the first train example rendered with the prompt.
 * ``curve.csv`` / ``curve.png``: best-so-far train reward and dev metric against calls used
   (for the white-box agent, against forward+backward passes).
 
-The protocol's per-seed cache lives in :func:`evaluate_workdir` (``runs/evaluate/<env>-<agent>-<tier>``),
+The protocol's per-seed cache lives in :func:`evaluate_workdir` (``runs/evaluate/<env>-<agent>-<tier>``,
+``<agent>+calibration`` for a calibrated variant),
 the one place that path is built: ``promptgym evaluate``, the benchmark scripts and the README agree.
 """
 
@@ -30,7 +32,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from promptgym.agent import Agent, Result, config_dict
+from promptgym.agent import Agent, Result, config_dict, result_members
 from promptgym.progress import fmt
 
 CURVE_HEADER = ("best_train_reward", "best_dev_metric")
@@ -38,9 +40,12 @@ CURVE_HEADER = ("best_train_reward", "best_dev_metric")
 EVALUATE_ROOT = Path("runs") / "evaluate"
 
 
-def evaluate_workdir(env_id: str, agent: str, tier: str, root: str | Path | None = None) -> Path:
-    """The protocol's per-seed cache for ``env_id`` / ``agent`` / ``tier`` (not created here)."""
-    return Path(root if root is not None else EVALUATE_ROOT) / f"{env_id}-{agent}-{tier}"
+def evaluate_workdir(env_id: str, agent: str, tier: str, root: str | Path | None = None,
+                     calibrate: bool = False) -> Path:
+    """The protocol's per-seed cache for ``env_id`` / ``agent`` / ``tier`` (not created here); the
+    calibrated variant of an agent (``--calibrate``) has its own, ``<env>-<agent>+calibration-<tier>``."""
+    name = f"{agent}+calibration" if calibrate else agent
+    return Path(root if root is not None else EVALUATE_ROOT) / f"{env_id}-{name}-{tier}"
 
 
 def seed_file(workdir: Path, seed: int) -> Path:
@@ -76,7 +81,8 @@ def versions() -> dict[str, str]:
 
 
 def run_config(env_id: str, env: gym.Env, agent: str, learner: Agent, budget: int, seed: int, split_seed: int,
-               model: Any, dtype: str, env_kwargs: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
+               model: Any, dtype: str, env_kwargs: dict[str, Any] | None, seconds: float,
+               calibrate: bool = False) -> dict[str, Any]:
     """Everything needed to repeat and check a run (``config.json``)."""
     base = env.unwrapped
     cands = getattr(base, "candidates", None)
@@ -92,6 +98,7 @@ def run_config(env_id: str, env: gym.Env, agent: str, learner: Agent, budget: in
         "seed": int(seed),
         "agent": agent,
         "agent_config": jsonable(config_dict(getattr(learner, "config", None))),
+        "calibrate": bool(calibrate),
         "budget_used": base.budget.as_dict(),
         "seconds": round(seconds, 2),
         "lm": {"name": getattr(base.lm, "name", None), "weights_sha256": getattr(base.lm, "weights_sha256", None)},
@@ -149,6 +156,10 @@ def result_record(env: gym.Env, result: Result) -> dict[str, Any]:
         "curve_unit": result.curve_unit,
         "config": jsonable(result.config),
         "extra": jsonable(result.extra),
+        "members": None if result.members is None else [np.asarray(m).tolist() for m in result.members],
+        "weights": None if result.weights is None else [float(w) for w in result.weights],
+        "combine": result.combine,
+        "calibration": jsonable(result.extra.get("calibration")),
     }
 
 
@@ -162,7 +173,9 @@ def load_result(run_dir: str | Path) -> Result:
                   rec["calls_used"], [tuple(p) for p in rec["curve"]], [tuple(p) for p in rec["train_curve"]],
                   None if rec["label_bias"] is None else np.asarray(rec["label_bias"], dtype=np.float32),
                   rec["demonstrations"], rec["config"], dict(rec.get("extra") or {}), soft_prompt=soft,
-                  curve_unit=rec.get("curve_unit", "calls"))
+                  curve_unit=rec.get("curve_unit", "calls"),
+                  members=None if rec.get("members") is None else [np.asarray(m) for m in rec["members"]],
+                  weights=rec.get("weights"), combine=rec.get("combine", "mean"))
 
 
 def prompt_report(env: gym.Env, result: Result, config: dict[str, Any]) -> str:
@@ -188,9 +201,19 @@ def prompt_report(env: gym.Env, result: Result, config: dict[str, Any]) -> str:
         lines += ["in-context demonstrations (a text prefix, outside the action space):", result.demonstrations or ""]
     else:
         lines += ["prompt: (none: the task's template alone)"]
+    if result.is_set:
+        weights = [w for _, w in result_members(result)]
+        lines += ["", f"a set of {len(weights)} prompts combined by {result.combine!r} "
+                      f"(the one above has the largest weight); weights: "
+                      + ", ".join(f"{w:.3f}" for w in weights[:20]) + (" ..." if len(weights) > 20 else "")]
     if result.label_bias is not None:
-        lines.append("label bias: " + ", ".join(f"{w} {b:+.4f}" for w, b in
-                                                zip(base.template.verbalizers, np.asarray(result.label_bias))))
+        for row in np.atleast_2d(np.asarray(result.label_bias))[:20]:
+            lines.append("label bias: " + ", ".join(f"{w} {b:+.4f}" for w, b in zip(base.template.verbalizers, row)))
+    calibration = result.extra.get("calibration")
+    if calibration:
+        lines.append(f"calibrated after learning ({calibration['calls']} call(s), method {calibration['method']}): "
+                     f"train reward {fmt(calibration['uncalibrated_train_reward'])} -> "
+                     f"{fmt(calibration['calibrated_train_reward'])}")
     left, right = base.segments("train")[0]
     shown = {"candidate_indices": result.prompt_text, "demonstrations": result.demonstrations,
              "template": ""}.get(kind, "<soft prompt>")

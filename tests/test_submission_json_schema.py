@@ -25,12 +25,17 @@ ENTRIES = sorted((ROOT / "leaderboards").glob("*/*.json"))
 
 
 def _models(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
-    """The model and every model nested in it, by name (the keys of the schema's ``$defs``)."""
+    """The model and every model nested in it (in lists, dicts, unions), by name (the keys of ``$defs``)."""
     found = {model.__name__: model}
+
+    def walk(tp: object) -> None:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            found.update(_models(tp))
+        for arg in getattr(tp, "__args__", ()):
+            walk(arg)
+
     for field in model.model_fields.values():
-        for candidate in (field.annotation, *getattr(field.annotation, "__args__", ())):
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                found.update(_models(candidate))
+        walk(field.annotation)
     return found
 
 
@@ -43,7 +48,7 @@ def test_committed_schema_is_what_the_models_generate() -> None:
 def test_schema_key_sets_match_the_models() -> None:
     schema = submission_json_schema()
     models = _models(Submission)
-    assert set(models) == {"Submission", "Agent", "ModelRef", "Prompt", "Run", "Scores"}
+    assert set(models) == {"Submission", "Agent", "ModelRef", "Prompt", "Run", "Scores", "OodAuroc"}
     assert set(schema["$defs"]) == set(models) - {"Submission"}
     for name, model in models.items():
         node = schema if name == "Submission" else schema["$defs"][name]
@@ -60,12 +65,18 @@ def test_committed_entries_parse_and_have_the_schema_keys() -> None:
     assert ENTRIES, "no committed leaderboard entries found"
     for path in ENTRIES:
         sub = parse_submission(path.read_bytes())
-        assert list(sub) == schema["required"], path
+        _keys_in_schema(sub, schema, path)
         for run in sub["runs"]:
             assert set(schema["$defs"]["Run"]["required"]) == set(run), path
-            assert set(schema["$defs"]["Prompt"]["required"]) <= set(run["prompt"]), path
-            assert set(run["prompt"]) <= set(schema["$defs"]["Prompt"]["properties"]), path
-            assert list(run["test"]) == schema["$defs"]["Scores"]["required"], path
+            _keys_in_schema(run["prompt"], schema["$defs"]["Prompt"], path)
+            _keys_in_schema(run["test"], schema["$defs"]["Scores"], path)
+
+
+def _keys_in_schema(obj: dict, node: dict, path: Path) -> None:
+    """Every required key, optional keys only from the schema's properties, in the schema's order."""
+    order = list(node["properties"])
+    assert set(node["required"]) <= set(obj) <= set(order), path
+    assert list(obj) == sorted(obj, key=order.index), path
 
 
 def test_schema_states_the_main_bounds() -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from promptgym.bench.stats import decode_predictions, encode_predictions
 from promptgym.envs.registration import check_env_id, env_kind, env_task
 from promptgym.errors import ConfigError, InvalidActionError, InvalidSubmissionError, PromptGymError, UnknownEnvError
 from promptgym.lm import DEFAULT_MODEL, get_lm
-from promptgym.runner import check_env_kwargs, make_env, run_agent, score_test
+from promptgym.runner import TestScore, check_calibration_request, check_env_kwargs, make_env, run_agent, score_test
 from promptgym.runs import evaluate_workdir, jsonable, seed_file
 from promptgym.tasks import compute_metric, data_fingerprint, get_task, load_split
 
@@ -41,21 +40,59 @@ from promptgym.tasks import compute_metric, data_fingerprint, get_task, load_spl
 #: test predictions are reproduced.
 METRIC_TOL = 0.005
 AGREEMENT = 0.99
+#: relative slack on top of METRIC_TOL for the uncertainty metrics and OOD AUROCs (NLL is unbounded)
+UNCERTAINTY_RTOL = 0.01
+#: the uncertainty metrics a run's test record carries beside ECE (promptgym.bench.uncertainty)
+UNCERTAINTY_KEYS = ("nll", "brier", "aurc", "aurc_10bin")
 
 
-def _prompt_record(result: Result) -> dict[str, Any]:
-    action = result.action
-    if action is not None:
-        arr = np.asarray(action)
-        action = [int(x) for x in arr.ravel()] if arr.dtype.kind in "iu" else [float(x) for x in arr.ravel()]
+def action_list(action: Any) -> list[int] | list[float]:
+    """An action as JSON numbers: token ids as ints; a vector as the shortest decimals that give back its
+    float32 values exactly (envs score float32 vectors), so a 500-value vector takes ~5 KB, not ~10 KB."""
+    arr = np.asarray(action)
+    if arr.dtype.kind in "iu":
+        return [int(x) for x in arr.ravel()]
+    return [float(np.format_float_positional(x, unique=True)) for x in arr.astype(np.float32).ravel()]
+
+
+def prompt_record(result: Result) -> dict[str, Any]:
+    """A Result's final prompt(s) as a submission's ``prompt`` (members, weights and rule for a set)."""
+    bias = None if result.label_bias is None else np.asarray(result.label_bias, dtype=np.float64).tolist()
     rec: dict[str, Any] = {
-        "action": action,
-        "label_bias": None if result.label_bias is None else [float(x) for x in np.ravel(result.label_bias)],
+        "action": None if result.action is None else action_list(result.action),
+        "label_bias": bias,
         "text": str(result.prompt_text or "")[:5000],
     }
     if result.demonstrations:
         rec["demonstrations"] = result.demonstrations
+    if result.is_set:
+        rec["members"] = [action_list(m) for m in result.members or []]
+        if result.weights is not None:
+            rec["weights"] = [float(w) for w in result.weights]
+        rec["combine"] = result.combine
     return rec
+
+
+def test_record(env: Any, result: Result, test: TestScore) -> dict[str, Any]:
+    """A run's ``test`` record: metric, ECE, predictions, the uncertainty metrics and OOD detection."""
+    rec: dict[str, Any] = {"metric": float(test.metric), "ece": float(test.ece), "n": int(test.n),
+                           "predictions": encode_predictions(test.predictions)}
+    rec.update({k: float(test.metrics[k]) for k in UNCERTAINTY_KEYS if k in test.metrics})
+    ood = _ood_metrics(env, result)
+    if ood:
+        rec["ood"] = {task: {k: float(v) for k, v in scores.items()} for task, scores in ood.items()}
+    return rec
+
+
+test_record.__test__ = False  # type: ignore[attr-defined]
+
+
+def _ood_metrics(env: Any, result: Result) -> dict[str, dict[str, float]]:
+    try:
+        from promptgym.bench.ood import ood_metrics
+    except ImportError:  # the OOD module lands separately; until then no OOD scores
+        return {}
+    return ood_metrics(env, result, "float32")
 
 
 def check_protocol_agent(agent: str, allow_white_box: bool = False) -> None:
@@ -68,30 +105,33 @@ def check_protocol_agent(agent: str, allow_white_box: bool = False) -> None:
 
 def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAULT_MODEL,
              env_kwargs: dict | None = None, agent_kwargs: dict | None = None, progress: bool = False,
-             allow_white_box: bool = False) -> dict:
+             allow_white_box: bool = False, calibrate: bool = False) -> dict:
     """One protocol run: learn on split ``seed`` (agent seed = split seed), score on test in fp32.
 
     ``allow_white_box`` lets the agents benchmark run the back-propagation reference through the
     same harness; its runs can never become submissions (``verify`` rejects white-box agents).
+    ``calibrate`` fits a label bias per final prompt after learning, within the same budget.
     """
     check_protocol_agent(agent, allow_white_box)
     kwargs = {"seed": int(seed), **(agent_kwargs or {})}
     run = run_agent(env_id, agent, budget, int(seed), int(seed), model, "bfloat16", env_kwargs, kwargs,
-                    progress=progress, label=f"{agent} seed {seed}")
+                    progress=progress, label=f"{agent}{' + calibration' if calibrate else ''} seed {seed}",
+                    calibrate=calibrate)
     result, base = run.result, run.env.unwrapped
     started = time.time()
     test = score_test(run.env, result, "float32")
     return {
         "seed": int(seed), "calls_used": int(base.budget.calls), "wall_seconds": round(run.seconds, 3),
-        "prompt": _prompt_record(result),
+        "prompt": prompt_record(result),
         # the protocol's curve counts API calls; a white-box reference's curve counts passes (kept out)
         "curve": [[int(c), float(v)] for c, v in result.curve if np.isfinite(v)] if result.curve_unit == "calls"
         else [],
-        "test": {"metric": float(test.metric), "ece": float(test.ece), "n": int(test.n),
-                 "predictions": encode_predictions(test.predictions)},
+        "test": test_record(run.env, result, test),
         "extra": {"train_reward": float(result.train_reward), "dev_metric": result.dev_metric,
                   "passes": {k: result.extra[k] for k in ("forward_passes", "backward_passes") if k in result.extra},
                   "test_wall_seconds": round(time.time() - started, 3),
+                  "approximate": bool(test.approximate), "calibrate": bool(calibrate),
+                  "calibration": jsonable(result.extra.get("calibration")),
                   # what reproduces this run from its file alone (not part of a submission)
                   "env_id": env_id, "env_kwargs": jsonable(env_kwargs or {}), "model": model,
                   "agent": agent, "agent_config": jsonable(config_dict(getattr(run.agent, "config", None)))},
@@ -99,7 +139,7 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
 
 
 def check_request(env_id: str, agent: str, tier: str, seeds: Sequence[int], env_kwargs: dict | None,
-                  agent_kwargs: dict | None) -> None:
+                  agent_kwargs: dict | None, calibrate: bool = False) -> None:
     """Everything about a protocol request that can be refused before any folder, model or call."""
     check_env_id(env_id)
     if tier not in TIERS:
@@ -111,28 +151,35 @@ def check_request(env_id: str, agent: str, tier: str, seeds: Sequence[int], env_
         raise ConfigError(f"seeds must be a non-empty subset of the protocol seeds {BENCH_SEEDS}, got {list(seeds)}")
     check_env_kwargs(env_kwargs)
     make_config(agent, **{"seed": int(seeds[0]), **(agent_kwargs or {})})
+    if calibrate:
+        check_calibration_request(agent, env_kwargs)
 
 
 def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_MODEL,
              seeds: Sequence[int] = BENCH_SEEDS, env_kwargs: dict | None = None,
              agent_kwargs: dict | None = None, workdir: str | Path | None = None,
              submitter: str = "", command: str = "", progress: bool = False,
-             on_seed: Callable[[dict], None] | None = None) -> dict | None:
+             on_seed: Callable[[dict], None] | None = None, calibrate: bool = False) -> dict | None:
     """Run the protocol (runs cached per seed in ``workdir``); return a validated submission.
 
     Returns None when ``seeds`` is a strict subset of the protocol's: the runs are cached and a
     later call with every seed assembles the submission. ``on_seed`` sees each run as it is ready.
+    ``calibrate`` evaluates the agent's calibrated variant (its own work folder and entry).
     """
-    check_request(env_id, agent, tier, seeds, env_kwargs, agent_kwargs)
+    check_request(env_id, agent, tier, seeds, env_kwargs, agent_kwargs, calibrate)
     budget = TIERS[tier]
-    work = Path(workdir) if workdir else evaluate_workdir(env_id, agent, tier)
+    work = Path(workdir) if workdir else evaluate_workdir(env_id, agent, tier, calibrate=calibrate)
     runs = []
     for seed in seeds:
         path = seed_file(work, seed)
         if path.is_file():
             run = json.loads(path.read_text())
+            if bool(run.get("extra", {}).get("calibrate", False)) != calibrate:
+                raise ConfigError(f"{path} holds a run {'without' if calibrate else 'with'} calibration; use "
+                                  "another --workdir for the other variant")
         else:
-            run = run_seed(env_id, agent, seed, budget, model, env_kwargs, agent_kwargs, progress)
+            run = run_seed(env_id, agent, seed, budget, model, env_kwargs, agent_kwargs, progress,
+                           calibrate=calibrate)
             work.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(run))
@@ -142,11 +189,16 @@ def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_M
         runs.append(run)
     if sorted(seeds) != sorted(BENCH_SEEDS):
         return None
-    return assemble(env_id, agent, tier, model, runs, env_kwargs, agent_kwargs, submitter, command)
+    return assemble(env_id, agent, tier, model, runs, env_kwargs, agent_kwargs, submitter, command, calibrate)
 
 
 def assemble(env_id: str, agent: str, tier: str, model: str, runs: list[dict], env_kwargs: dict | None,
-             agent_kwargs: dict | None, submitter: str = "", command: str = "") -> dict:
+             agent_kwargs: dict | None, submitter: str = "", command: str = "", calibrate: bool = False) -> dict:
+    """The submission of the runs of every protocol seed (refused if a backend flagged its scores approximate)."""
+    flagged = [r["seed"] for r in runs if r.get("extra", {}).get("approximate")]
+    if flagged:
+        raise InvalidSubmissionError(f"seeds {flagged}: the backend flagged its test scores approximate (e.g. "
+                                     "top-k log-probs only); such runs cannot be verified or ranked")
     env = make_env(env_id, 1, runs[0]["seed"], model, "bfloat16", env_kwargs)
     base = env.unwrapped
     config = config_dict(make_config(agent, **(agent_kwargs or {})))
@@ -161,6 +213,8 @@ def assemble(env_id: str, agent: str, tier: str, model: str, runs: list[dict], e
         "runs": [{k: v for k, v in r.items() if k != "extra"} for r in runs],
         "command": command[:1000], "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
     }
+    if calibrate:
+        sub["calibration"] = True
     return validate_submission(sub)
 
 
@@ -169,20 +223,44 @@ def _scalarish(v: Any) -> bool:
         isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float, bool)) for x in v))
 
 
-@dataclass
-class _Replay:
-    """The parts of an agent's Result that define its final prompt, rebuilt from a submission."""
+def replay_result(sub: dict, i: int, env: Any, num_labels: int) -> Result:
+    """The Result a submitted run's ``prompt`` stands for, every action checked against the env."""
+    p = sub["runs"][i]["prompt"]
+    where = f"runs[{i}].prompt"
+    actions = [("action", p["action"])] + [(f"members[{k}]", m) for k, m in enumerate(p.get("members") or [])]
+    for name, action in actions:
+        if action is not None:
+            try:
+                env.unwrapped.validate_action(action)
+            except InvalidActionError as exc:
+                raise InvalidSubmissionError(f"{where}.{name}: not a valid action of the env: {exc}") from exc
+    bias = p["label_bias"]
+    if bias is not None and np.shape(bias)[-1] != num_labels:
+        raise InvalidSubmissionError(f"{where}.label_bias: needs {num_labels} values per bias")
+    if p.get("members") is not None and p["action"] is None:
+        raise InvalidSubmissionError(f"{where}.action: a prompt set's action is its member of largest weight")
+    try:
+        return Result(sub["agent"]["name"], p["action"], p["text"], float("nan"), None, 0,
+                      label_bias=None if bias is None else np.asarray(bias, dtype=np.float32),
+                      demonstrations=p.get("demonstrations"), members=p.get("members"), weights=p.get("weights"),
+                      combine=p.get("combine", "mean"))
+    except ConfigError as exc:
+        raise InvalidSubmissionError(f"{where}: {exc}") from None
 
-    action: Any
-    label_bias: Any
-    demonstrations: str | None
-    soft_prompt: Any = None
+
+def metric_close(claimed: float, got: float) -> bool:
+    """Whether a re-scored uncertainty metric or AUROC reproduces the claimed one (absolute + relative slack
+    for near-ties that flip across CPUs; NLL is unbounded, hence the relative part)."""
+    return abs(claimed - got) <= METRIC_TOL + UNCERTAINTY_RTOL * abs(claimed)
 
 
 def verify(sub: dict, log=print) -> list[dict]:
     """Re-check a validated submission against the local data and model; raise on any mismatch.
 
-    Returns one dict per run with the claimed and re-scored metric.
+    Every member of every run's prompt is re-scored on the test split; the claimed metric, the
+    predictions, the uncertainty metrics and the OOD AUROCs must be reproduced. Scores a backend
+    flags approximate cannot be checked, so they are refused. Returns one dict per run with the
+    claimed and re-scored metric.
     """
     sub = validate_submission(sub)
     check_budget(sub)
@@ -205,27 +283,26 @@ def verify(sub: dict, log=print) -> list[dict]:
         raise InvalidSubmissionError(f"model.name: cannot load {model!r}: {exc}") from exc
     if lm.weights_sha256 != sub["model"]["weights_sha256"]:
         raise InvalidSubmissionError("model.weights_sha256: does not match the local weights of " + model)
+    if getattr(lm, "approximate", False):
+        raise InvalidSubmissionError(f"model.name: the backend of {model!r} gives approximate scores; "
+                                     "submissions are verified with exact ones")
     report = []
     for i, run in enumerate(sub["runs"]):
         env = make_env(sub["env_id"], 1, run["seed"], model, "bfloat16", sub["env_kwargs"])
-        p = run["prompt"]
-        replay = _Replay(p["action"], p["label_bias"], p.get("demonstrations"))
-        if replay.action is not None:
-            try:
-                env.unwrapped.validate_action(replay.action)
-            except InvalidActionError as exc:
-                raise InvalidSubmissionError(f"runs[{i}].prompt.action: not a valid action of the env: {exc}") from exc
-        if replay.label_bias is not None and len(replay.label_bias) != task.num_labels:
-            raise InvalidSubmissionError(f"runs[{i}].prompt.label_bias: needs {task.num_labels} values")
+        replay = replay_result(sub, i, env, task.num_labels)
         got = score_test(env, replay, "float32")
+        if got.approximate:
+            raise InvalidSubmissionError(f"runs[{i}].prompt: the backend flagged its scores approximate; they "
+                                         "cannot be verified")
         claimed = run["test"]
         if claimed["n"] != got.n:
             raise InvalidSubmissionError(f"runs[{i}].test.n: the test split has {got.n} rows, not {claimed['n']}")
         agree = float(np.mean(decode_predictions(claimed["predictions"]) == got.predictions))
         claimed_metric = compute_metric(task.metric, load_split(task, "test").labels,
                                         decode_predictions(claimed["predictions"]))
-        log(f"seed {run['seed']}: claimed {claimed['metric']:.4f}, re-scored {got.metric:.4f}, "
-            f"predictions agree {agree:.2%}")
+        members = len(replay.members) if replay.is_set else 1
+        log(f"seed {run['seed']}: claimed {claimed['metric']:.4f}, re-scored {got.metric:.4f} "
+            f"({members} member{'s' if members > 1 else ''}), predictions agree {agree:.2%}")
         if abs(claimed_metric - claimed["metric"]) > 1e-6:
             raise InvalidSubmissionError(f"runs[{i}].test.metric: {claimed['metric']:.4f} is not the metric of the "
                                          f"submitted predictions ({claimed_metric:.4f})")
@@ -233,8 +310,26 @@ def verify(sub: dict, log=print) -> list[dict]:
             raise InvalidSubmissionError(
                 f"runs[{i}].test.metric: claimed {claimed['metric']:.4f} but the prompt scores {got.metric:.4f} "
                 f"(predictions agree {agree:.1%}); tolerance {METRIC_TOL} and {AGREEMENT:.0%} agreement")
+        rescored = {"ece": got.ece, **{k: got.metrics[k] for k in UNCERTAINTY_KEYS if k in got.metrics}}
+        for key in ("ece", *UNCERTAINTY_KEYS):
+            if key in claimed and not metric_close(claimed[key], rescored[key]):
+                raise InvalidSubmissionError(f"runs[{i}].test.{key}: claimed {claimed[key]:.4f} but the prompt's "
+                                             f"predictive distribution gives {rescored[key]:.4f}")
+        if "ood" in claimed:
+            _verify_ood(i, claimed["ood"], _ood_metrics(env, replay))
         report.append({"seed": run["seed"], "claimed": claimed["metric"], "rescored": got.metric, "agree": agree})
     return report
+
+
+def _verify_ood(i: int, claimed: dict[str, dict[str, float]], got: dict[str, dict[str, float]]) -> None:
+    if set(claimed) != set(got):
+        raise InvalidSubmissionError(f"runs[{i}].test.ood: claims tasks {sorted(claimed)}, the protocol's OOD "
+                                     f"tasks are {sorted(got)}")
+    for task, scores in claimed.items():
+        for key, value in scores.items():
+            if not metric_close(value, got[task][key]):
+                raise InvalidSubmissionError(f"runs[{i}].test.ood.{task}.{key}: claimed {value:.4f} but "
+                                             f"re-scoring gives {got[task][key]:.4f}")
 
 
 def test_labels_by_env(entries: Sequence[dict]) -> dict[str, np.ndarray]:

@@ -50,6 +50,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from promptgym.agent import COMBINE_RULES
 from promptgym.errors import InvalidSubmissionError
 from promptgym.tasks.data import SEEDS
 from promptgym.tasks.metrics import METRICS
@@ -73,6 +74,8 @@ MAX_CONFIG_LIST = 64
 MAX_DATA_FILES = 100
 MAX_ACTION = 5000
 MAX_LABEL_BIAS = 100
+MAX_MEMBERS = 1000
+MAX_OOD_TASKS = 20
 MAX_PROMPT_TEXT = 5000
 MAX_CURVE = 10_000
 MAX_SUBMITTER = 100
@@ -508,15 +511,64 @@ class ModelRef(_Strict):
     weights_sha256: Sha256
 
 
-class Prompt(_Strict):
-    """The final prompt: token ids or a continuous vector (``action``), label bias, and its text."""
+def _optional() -> Any:
+    """An optional key: absent unless given (a dump only has it when the input had it; null is refused)."""
+    return Field(default=None, json_schema_extra=lambda schema: schema.pop("default"))
 
-    action: Annotated[list[Number], _array(MAX_ACTION), AfterValidator(_uniform_numbers)] | None
-    label_bias: Annotated[list[Annotated[float, _float()]], _array(MAX_LABEL_BIAS)] | None
+
+Action = Annotated[list[Number], _array(MAX_ACTION), AfterValidator(_uniform_numbers)]
+Bias = Annotated[list[Annotated[float, _float()]], _array(MAX_LABEL_BIAS)]
+
+
+class Prompt(_Strict):
+    """The final prompt: token ids or a continuous vector (``action``), label bias, and its text.
+
+    A prompt set (distributional agents) adds its ``members`` (actions), their ``weights`` (>= 0,
+    normalised when scored; absent: uniform) and the ``combine`` rule ("mean" of the members' label
+    distributions, or "vote" histogram of their predicted labels); ``action`` is then the member
+    of largest weight, and ``label_bias`` may hold one bias per member.
+    """
+
+    action: Action | None
+    label_bias: Annotated[Bias | Annotated[list[Bias], _array(MAX_MEMBERS)],
+                          _OneOf("an array of floats, or one such array per member")] | None
     text: Annotated[str, _text(MAX_PROMPT_TEXT)]
-    # In-context examples, a text prefix. An optional key: a dump only has it when the input had it.
-    demonstrations: Annotated[str, _text(MAX_PROMPT_TEXT)] = Field(
-        default=None, json_schema_extra=lambda schema: schema.pop("default"))
+    # In-context examples, a text prefix.
+    demonstrations: Annotated[str, _text(MAX_PROMPT_TEXT)] = _optional()
+    members: Annotated[list[Action], _array(MAX_MEMBERS)] = _optional()
+    weights: Annotated[list[Annotated[float, _float(0.0)]], _array(MAX_MEMBERS)] = _optional()
+    combine: Annotated[str, _choice(lambda: COMBINE_RULES)] = _optional()
+
+    @model_validator(mode="after")
+    def _a_consistent_set(self) -> Prompt:
+        members = self.members
+        if members is None:
+            for key in ("weights", "combine"):
+                if getattr(self, key) is not None:
+                    raise _bad("only a prompt set (with members) has this key", key)
+            if self.label_bias and isinstance(self.label_bias[0], list):
+                raise _bad("one bias per member needs members", "label_bias")
+            return self
+        if not members:
+            raise _bad("a prompt set needs at least one member", "members")
+        if self.weights is not None:
+            if len(self.weights) != len(members):
+                raise _bad(f"needs one weight per member ({len(members)}), got {len(self.weights)}", "weights")
+            if sum(self.weights) <= 0:
+                raise _bad("must have a positive sum", "weights")
+        if self.label_bias and isinstance(self.label_bias[0], list):
+            if len(self.label_bias) != len(members):
+                raise _bad(f"needs one bias per member ({len(members)}), got {len(self.label_bias)}", "label_bias")
+            if len({len(b) for b in self.label_bias}) != 1:
+                raise _bad("every member's bias needs the same number of labels", "label_bias")
+        return self
+
+
+class OodAuroc(_Strict):
+    """Out-of-distribution detection on one OOD task's test inputs: AUROC of two confidence scores."""
+
+    auroc_maxprob: Annotated[float, _float(0.0, 1.0)]
+    auroc_entropy: Annotated[float, _float(0.0, 1.0)]
 
 
 class Scores(_Strict):
@@ -526,6 +578,12 @@ class Scores(_Strict):
     ece: Annotated[float, _float(0.0, 1.0)]
     n: Annotated[int, _int(1, MAX_TEST_ROWS)]
     predictions: Annotated[str, _text(MAX_TEST_ROWS, PREDICTIONS_RE, "one base-36 label id (0-9, a-z) per test row")]
+    # uncertainty of the predictive distribution (absent in files from before they were reported)
+    nll: Annotated[float, _float(0.0)] = _optional()
+    brier: Annotated[float, _float(0.0, 2.0)] = _optional()
+    aurc: Annotated[float, _float(0.0, 1.0)] = _optional()
+    aurc_10bin: Annotated[float, _float(0.0, 1.0)] = _optional()
+    ood: Annotated[dict[Key, OodAuroc], _object(MAX_OOD_TASKS, "tasks")] = _optional()
 
     @model_validator(mode="after")
     def _one_prediction_per_row(self) -> Scores:
@@ -581,6 +639,9 @@ class Submission(_Strict):
     command: Annotated[str, _text(MAX_COMMAND)]
     created: Annotated[str, _text(40, SINGLE_LINE_RE, "an ISO-8601 timestamp like '2025-01-31T12:00:00Z'",
                                   _is_iso_timestamp)]
+    # the agent's final prompts were calibrated after learning (one label bias per member, fitted on
+    # train with charged calls: ``promptgym evaluate --calibrate``); absent means false
+    calibration: StrictBool = _optional()
 
     @model_validator(mode="after")
     def _runs_agree(self) -> Submission:
