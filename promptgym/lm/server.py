@@ -324,6 +324,7 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None) -> F
     app.add_middleware(_BodyLimit, max_bytes=config.max_body_bytes)
     app.state.config, app.state.keys, app.state.worker, app.state.lm = config, key_store, worker, lm
     app.state.shutdown = worker.stop
+    app.state.stats = stats = {"score_jobs": 0, "shared": 0}  # shared: identical jobs scored once (batching)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -422,7 +423,9 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None) -> F
 
         def work(job: _Job, cycle: dict) -> list:
             charge(job, name, len(requests))
+            stats["score_jobs"] += 1
             if key in cycle:
+                stats["shared"] += 1
                 return cycle[key]
             try:
                 results = lm.score(requests)
@@ -708,10 +711,22 @@ def serve(model, keys_db, host: str = "127.0.0.1", port: int = 8000, dtype: str 
         store.close()
 
 
+class ServerURL(str):
+    """A running server's base URL; ``.app`` is its FastAPI app (tests read ``app.state``)."""
+
+    app: FastAPI
+
+    def __new__(cls, url: str, app: FastAPI) -> ServerURL:
+        obj = super().__new__(cls, url)
+        obj.app = app
+        return obj
+
+
 @contextlib.contextmanager
 def serve_in_background(model, keys_db, host: str = "127.0.0.1", port: int = 0, dtype: str = "bfloat16",
-                        log_level: str = "warning", **options) -> Iterator[str]:
-    """Run a server in a thread on ``host:port`` (0: a free port) and yield its base URL; stops on exit.
+                        log_level: str = "warning", **options) -> Iterator[ServerURL]:
+    """Run a server in a thread on ``host:port`` (0: a free port) and yield its base URL (a
+    :class:`ServerURL`); stops it on exit.
 
     ``model``: a preset / Hugging Face name (loaded with ``dtype``) or an LM object; ``keys_db``: a
     path or a :class:`KeyStore`; ``options``: :class:`ServerConfig` fields.
@@ -734,7 +749,7 @@ def serve_in_background(model, keys_db, host: str = "127.0.0.1", port: int = 0, 
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the server did not start")
             time.sleep(0.01)
-        yield f"http://{host}:{sock.getsockname()[1]}"
+        yield ServerURL(f"http://{host}:{sock.getsockname()[1]}", app)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
