@@ -16,6 +16,8 @@ from contextlib import contextmanager
 import gymnasium as gym
 import numpy as np
 import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 import promptgym  # noqa: F401  (registers the envs)
 from promptgym.errors import (
@@ -330,8 +332,6 @@ def test_bbt_spends_exactly_the_quota(served):
 def flaky_server(fail_first: int, status: int, error_type: str, retry_after: str | None = None):
     """A tiny FastAPI app on real uvicorn: answers ``status`` ``fail_first`` times, then 200."""
     import uvicorn
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
 
     app = FastAPI()
     hits = {"n": 0}
@@ -397,3 +397,64 @@ def test_other_client_errors_carry_the_server_message():
     with flaky_server(1, 400, "invalid_request") as (url, _), pytest.raises(InvalidRequestError,
                                                                              match="refused \\(400\\): try 1"):
         Transport(url, "k", retry=FAST).get("/v1/thing")
+
+
+@contextmanager
+def vllm_like_proxy(upstream: str, full_vocab: bool):
+    """A proxy in front of our server that behaves like a vLLM without our extension: it silently drops
+    ``logprob_token_ids`` and, unless ``full_vocab``, refuses ``logprobs=-1`` as vLLM's default
+    ``--max-logprobs 20`` does."""
+    import httpx
+    import uvicorn
+
+    app = FastAPI()
+    client = httpx.AsyncClient(base_url=upstream, timeout=60)
+
+    @app.api_route("/{path:path}", methods=["GET", "POST"])
+    async def forward(path: str, request: Request):
+        body = await request.json() if request.method == "POST" else None
+        if path == "v1/model" or path == "v1/tokenizer":  # a vLLM has no such endpoints
+            return JSONResponse({"detail": "Not Found"}, 404)
+        if body is not None:
+            body.pop("logprob_token_ids", None)
+            if body.get("logprobs") == -1 and not full_vocab:
+                return JSONResponse({"error": {"message": "logprobs must be <= 20", "type": "BadRequestError"}}, 400)
+        answer = await client.request(request.method, "/" + path, json=body,
+                                      headers={"Authorization": request.headers.get("Authorization", "")})
+        return JSONResponse(answer.json(), answer.status_code)
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.mark.parametrize("full_vocab", [True, False])
+def test_openai_probe_falls_back_on_a_vllm_like_server(served, local, weights_dir, full_vocab):
+    """A server that ignores ``logprob_token_ids`` is detected by its answer (not by an error): token prompts
+    go to prompt log-probs; soft prompts to the full vocabulary if allowed, else to top-k, flagged."""
+    url, key, _ = served
+    with vllm_like_proxy(url, full_vocab) as proxy:
+        lm = OpenAICompatLM(proxy, key, tokenizer=local.tokenizer, embeddings=str(weights_dir), top_k=5, retry=FAST)
+        assert lm.method == "prompt_logprobs" and lm.soft_method is None
+        reqs = requests_of(local, np.random.default_rng(4))
+        results = lm.score(reqs)
+    reference = local.score(reqs)
+    soft = [isinstance(r.prompt, SoftPrompt) for r in reqs]
+    assert_same([r for r, s in zip(results, soft, strict=True) if not s],
+                [r for r, s in zip(reference, soft, strict=True) if not s])
+    if full_vocab:
+        assert lm.soft_method == "full_vocab" and not lm.approximate
+        assert_same([results[soft.index(True)]], [reference[soft.index(True)]])
+    else:
+        assert lm.soft_method == "top_k" and lm.approximate
+        assert results[soft.index(True)].extra["approximate"] is True
