@@ -216,11 +216,13 @@ def combine_members(label_logprobs: np.ndarray, weights: np.ndarray | None = Non
     if label_bias is not None:
         z = z + np.broadcast_to(np.asarray(label_bias, dtype=np.float64), (k, c))[:, None, :]
     if combine == "vote":
-        return np.einsum("k,knc->nc", w, np.eye(c)[np.argmax(z, axis=2)])
-    z = z - z.max(axis=2, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=2, keepdims=True)
-    return np.einsum("k,knc->nc", w, p)
+        out = np.einsum("k,knc->nc", w, np.eye(c)[np.argmax(z, axis=2)])
+    else:
+        z = z - z.max(axis=2, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=2, keepdims=True)
+        out = np.einsum("k,knc->nc", w, p)
+    return out / out.sum(axis=1, keepdims=True)  # rows sum to 1 and no entry exceeds 1 despite rounding
 
 
 @dataclass
