@@ -5,8 +5,8 @@
 Opens the page in Chromium (driven by Playwright, using the system's Chromium: Debian's
 ``chromium`` package, ``/usr/bin/chromium``; no browser download) at 1400 px wide and checks that:
 
-* it renders: one section per table, each with its score-CI chart and its learning-curve chart,
-  every chart visible with a non-zero size;
+* it renders: one section per table, each with its score-CI chart, its score-against-ECE chart and
+  its learning-curve chart, every chart visible with a non-zero size;
 * every chart's legend box lies inside its figure (the SVG) and the figure inside the page's
   content: nothing clipped, no horizontal scrolling needed for a chart or a table;
 * chart text is at least 12 px;
@@ -33,6 +33,7 @@ PAGE = ROOT / "leaderboards" / "index.html"
 SCREENSHOT = ROOT / "leaderboards" / "screenshot.png"
 WIDTH = 1400
 MIN_FONT_PX = 12
+CHART_KINDS = ("ci", "calibration", "curves")  # the charts of every section, by their SVG class
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]
@@ -151,8 +152,8 @@ def problems_in(measured: dict[str, Any], console: list[str]) -> list[str]:
         if fig["overflowing"]:
             out.append(f"{where}: wider than its figure (needs horizontal scrolling)")
     for section, seen in kinds.items():
-        if seen != {"ci", "curves"}:
-            out.append(f"{section}: charts {sorted(seen)}, expected a ci and a curves chart")
+        if seen != set(CHART_KINDS):
+            out.append(f"{section}: charts {sorted(seen)}, expected {', '.join(CHART_KINDS)}")
     if measured["sections"] and len(kinds) != measured["sections"]:
         out.append(f"{measured['sections']} sections but charts in {len(kinds)}")
     out += [f"{section}: table wider than the page (needs horizontal scrolling)" for section in measured["wideTables"]]

@@ -85,3 +85,42 @@ def test_an_unregistered_env_id_is_its_own_task() -> None:
                            make_submission("manual", env_id="PromptNoSuchTask-v0")], None))
     assert tables["PromptNoSuchTask-Subspace-v0"].rows[0].versus is None  # nothing borrowed across unknown ids
     assert tables["PromptNoSuchTask-v0"].rows[0].versus is not None
+
+
+def _with_uncertainty(sub: dict, nll: list[float], aurc: list[float], ood: list[dict[str, float]] | None) -> dict:
+    """``sub`` with per-seed NLL, AURC and OOD AUROCs (``ood[i]``: OOD task -> max-prob AUROC of seed i)."""
+    for i, run in enumerate(sub["runs"]):
+        run["test"].update(nll=nll[i], brier=0.4, aurc=aurc[i], aurc_10bin=aurc[i])
+        if ood is not None:
+            run["test"]["ood"] = {task: {"auroc_maxprob": v, "auroc_entropy": 1 - v} for task, v in ood[i].items()}
+    return sub
+
+
+def test_uncertainty_columns_are_means_over_seeds_and_none_when_not_recorded() -> None:
+    ood = [{"mrpc": 0.6, "mnli": 0.8}, {"mrpc": 0.5, "mnli": 0.5}, {"mrpc": 0.9, "mnli": 0.7},
+           {"mrpc": 0.4, "mnli": 0.6}, {"mrpc": 0.7, "mnli": 0.7}]  # per-seed pair means 0.7, 0.5, 0.8, 0.5, 0.7
+    new = _with_uncertainty(make_submission("bbt", env_id="PromptRTE-v0"), [0.5, 0.6, 0.7, 0.8, 0.9],
+                            [0.1, 0.2, 0.3, 0.2, 0.2], ood)
+    old = make_submission("manual", env_id="PromptRTE-v0", created="2025-01-01T00:00:00Z")
+    no_pairs = _with_uncertainty(make_submission("random", env_id="PromptRTE-v0"), [0.5] * 5, [0.2] * 5, None)
+    rows = {r.agent: r for r in rank([new, old, no_pairs], None)[0].rows}
+    assert rows["bbt"].nll == pytest.approx(0.7) and rows["bbt"].aurc == pytest.approx(0.2)
+    assert rows["bbt"].ood_auroc == pytest.approx(0.64)  # mean over pairs, then over seeds
+    assert rows["bbt"].ece == pytest.approx(0.05)
+    assert (rows["manual"].nll, rows["manual"].aurc, rows["manual"].ood_auroc) == (None, None, None)
+    assert rows["random"].nll == pytest.approx(0.5) and rows["random"].ood_auroc is None
+    partial = _with_uncertainty(make_submission("bbt", env_id="PromptRTE-v0"), [0.5] * 5, [0.2] * 5, None)
+    del partial["runs"][3]["test"]["nll"]  # one seed without it: a mean over four seeds would not compare
+    assert rank([partial], None)[0].rows[0].nll is None
+
+
+def test_a_calibrated_entry_is_its_own_row_named_agent_plus_calibration() -> None:
+    plain = make_submission("bbt", predictions=make_predictions(TEST_LABELS, [8] * 5))
+    calibrated = make_submission("bbt", predictions=make_predictions(TEST_LABELS, [2] * 5))
+    calibrated["calibration"] = True
+    manual = make_submission("manual", predictions=make_predictions(TEST_LABELS, [12] * 5))
+    (table,) = rank([plain, calibrated, manual], {"PromptSST2-v0": TEST_LABELS})
+    assert [(r.agent, r.calibrated, r.name) for r in table.rows] == [
+        ("bbt", True, "bbt + calibration"), ("bbt", False, "bbt"), ("manual", False, "manual")]
+    assert not table.rows[0].is_baseline  # calibrating bbt's prompt does not make it a baseline
+    assert table.rows[0].versus is not None and table.rows[0].versus.baseline_key == table.rows[2].key

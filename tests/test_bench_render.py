@@ -27,6 +27,9 @@ from promptgym.bench.store import add_submission, dumps_submission, load_entries
 from promptgym.errors import InvalidSubmissionError
 
 SVG = "{http://www.w3.org/2000/svg}"
+COLUMN = {h: i for i, h in enumerate(render_module.HEADERS)}
+VS, AUC, CALLS = COLUMN["vs best baseline"], COLUMN["AUC"], COLUMN["Calls"]
+HTML_AUC = render_module.HTML_HEADERS.index("AUC")  # the page's tables leave out the per-seed column
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -156,10 +159,10 @@ def test_markdown_has_a_sorted_row_per_entry_and_marks_baseline_ties() -> None:
     assert [r[1] for r in rows] == ["bdpl", "manual", "bbt", "random"]  # by mean; tie -> earlier date first
     assert [r[0] for r in rows] == ["1", "2", "3", "4"]
     by_agent = {r[1]: r for r in rows}
-    assert by_agent["manual"][10] == "best baseline"
-    assert by_agent["bbt"][10].startswith("≈ +0.0 [")  # identical predictions: not distinguishable
-    assert not by_agent["bdpl"][10].startswith("≈")  # clearly better
-    assert by_agent["random"][10].startswith("-")
+    assert by_agent["manual"][VS] == "best baseline"
+    assert by_agent["bbt"][VS].startswith("≈ +0.0 [")  # identical predictions: not distinguishable
+    assert not by_agent["bdpl"][VS].startswith("≈")  # clearly better
+    assert by_agent["random"][VS].startswith("-")
     assert by_agent["bdpl"][4] == "99.0 ± 1.4"
     assert len(by_agent["bdpl"][6].split(" / ")) == 5
     assert "Test labels were not available" not in md
@@ -170,7 +173,7 @@ def test_markdown_without_labels_falls_back_to_ci_overlap() -> None:
     md = render_markdown(_entries(), None)
     assert "Test labels were not available" in md
     by_agent = {r[1]: r for r in _table_rows(md)}
-    assert by_agent["bbt"][10].startswith("≈") and by_agent["bbt"][10].endswith("†")
+    assert by_agent["bbt"][VS].startswith("≈") and by_agent["bbt"][VS].endswith("†")
 
 
 def test_prompt_free_baselines_of_the_discrete_env_serve_the_other_env_kinds() -> None:
@@ -186,10 +189,10 @@ def test_prompt_free_baselines_of_the_discrete_env_serve_the_other_env_kinds() -
     sections = {s.split("\n", 1)[0]: s for s in md.split("\n## ")[1:]}
     subspace = next(v for k, v in sections.items() if k.startswith("PromptSST2-Subspace-v0"))
     (row,) = _table_rows(subspace)
-    assert row[1] == "bbt" and row[10].startswith("+") and "[" in row[10]  # vs manual, not vs random (better)
+    assert row[1] == "bbt" and row[VS].startswith("+") and "[" in row[VS]  # vs manual, not vs random (better)
     assert "Best baseline: manual on PromptSST2-v0" in subspace
     rte = next(v for k, v in sections.items() if k.startswith("PromptRTE-Subspace-v0"))
-    assert _table_rows(rte)[0][10] == "—" and "No baseline has been submitted" in rte
+    assert _table_rows(rte)[0][VS] == "—" and "No baseline has been submitted" in rte
 
 
 def test_markdown_protocol_marker_and_empty_board() -> None:
@@ -271,10 +274,11 @@ def test_html_is_self_contained_and_well_formed() -> None:
     tables = doc.findall(".//table")
     assert len(tables) == 2
     assert [len(t.findall("./tbody/tr")) for t in tables] == [1, 4]
-    assert len(tables[1].findall("./thead/tr/th")) == len(render_module.HEADERS)
+    assert [th.text for th in tables[1].findall("./thead/tr/th")] == list(render_module.HTML_HEADERS)
     svgs = doc.findall(f".//{SVG}svg")
-    assert [svg.get("class") for svg in svgs] == ["ci", "curves", "ci", "curves"]  # scores first, then curves
-    for svg, n_entries in zip(svgs[1::2], (1, 4)):
+    # scores first, then score against ECE, then curves
+    assert [svg.get("class") for svg in svgs] == ["ci", "calibration", "curves"] * 2
+    for svg, n_entries in zip(svgs[2::3], (1, 4)):
         width, height = (float(v) for v in svg.get("viewBox", "").split()[2:])
         lines = svg.findall(f"{SVG}polyline")
         assert len(lines) == n_entries
@@ -327,11 +331,11 @@ def test_auc_does_not_apply_to_entries_without_a_dev_curve() -> None:
                _few_calls("calibrated", 2, 0.6), make_submission("bdpl")]
     md = render_markdown(entries, {"PromptSST2-v0": TEST_LABELS})
     by_agent = {r[1]: r for r in _table_rows(md)}
-    assert by_agent["manual"][9] == "–" and by_agent["manual"][7] == "0"  # not "0.0": AUC does not apply
-    assert by_agent["calibrated"][9] == "59.9" and by_agent["bdpl"][9] not in ("–", "0.0")
+    assert by_agent["manual"][AUC] == "–" and by_agent["manual"][CALLS] == "0"  # not "0.0": AUC does not apply
+    assert by_agent["calibrated"][AUC] == "59.9" and by_agent["bdpl"][AUC] not in ("–", "0.0")
     doc = ET.fromstring(render_html(entries, {"PromptSST2-v0": TEST_LABELS}))
     cells = {tr[1].text: [td.text for td in tr] for tr in doc.iter("tr") if tr[0].tag == "td"}
-    assert cells["manual"][9] == "–" and cells["calibrated"][9] == "59.9"
+    assert cells["manual"][HTML_AUC] == "–" and cells["calibrated"][HTML_AUC] == "59.9"
 
 
 def test_call_counts_use_thousands_separators_everywhere() -> None:
@@ -343,7 +347,7 @@ def test_call_counts_use_thousands_separators_everywhere() -> None:
         run["calls_used"] = 999
     md = render_markdown([sub, short], None)
     page = render_html([sub, short], None)
-    assert {r[7] for r in _table_rows(md)} == {"7,999", "999"}
+    assert {r[CALLS] for r in _table_rows(md)} == {"7,999", "999"}
     doc = ET.fromstring(page)
     text = " ".join("".join(el.itertext()) for el in doc.iter() if el.tag in ("td", "th", "h2", "figcaption", "p")
                     or el.tag == f"{SVG}text")
@@ -463,3 +467,70 @@ def test_write_leaderboard(tmp_path: Path) -> None:
     assert _snapshot(tmp_path) == first  # regenerating changes no byte
     assert not [p for p in os.listdir(board) if p.startswith(".")]
     assert len(load_entries(tmp_path)) == 4  # generated pages are not mistaken for entries
+
+
+# ------------------------------------------------------------------------ uncertainty and calibration
+def _reliability_entries() -> list[dict[str, Any]]:
+    """bbt and bbt + calibration with uncertainty metrics (different ECEs), and an old manual entry."""
+    entries = []
+    for agent, flips, ece, calibrated in (("bbt", 8, 0.20, False), ("bbt", 2, 0.04, True), ("manual", 12, 0.30, False)):
+        sub = make_submission(agent, predictions=make_predictions(TEST_LABELS, [flips] * 5),
+                              submitter="promptgym-baselines")
+        for run in sub["runs"]:
+            run["test"]["ece"] = ece
+            if agent != "manual":
+                run["test"].update(nll=0.6127, brier=0.4, aurc=0.25, aurc_10bin=0.26,
+                                   ood={"rte": {"auroc_maxprob": 0.625, "auroc_entropy": 0.6}})
+        if calibrated:
+            sub["calibration"] = True
+        entries.append(sub)
+    return entries
+
+
+def test_tables_show_nll_aurc_ood_and_dashes_for_old_entries() -> None:
+    md = render_markdown(_reliability_entries(), {"PromptSST2-v0": TEST_LABELS})
+    rows = {r[1]: r for r in _table_rows(md)}
+    assert list(rows) == ["bbt + calibration", "bbt", "manual"]
+    cols = [COLUMN[h] for h in ("ECE", "NLL", "AURC", "OOD AUROC")]
+    assert [rows["bbt + calibration"][i] for i in cols] == ["4.0", "0.613", "25.0", "62.5"]
+    assert [rows["manual"][i] for i in cols] == ["30.0", "–", "–", "–"]  # submitted before the metrics existed
+    assert "**NLL**" in md and "**OOD AUROC**" in md and '"+ calibration"' in md
+    doc = ET.fromstring(render_html(_reliability_entries(), {"PromptSST2-v0": TEST_LABELS}))
+    cells = {tr[1].text: [td.text for td in tr] for tr in doc.iter("tr") if tr[0].tag == "td"}
+    html_cols = [render_module.HTML_HEADERS.index(h) for h in ("ECE", "NLL", "AURC", "OOD AUROC")]
+    assert [cells["bbt + calibration"][i] for i in html_cols] == ["4.0", "0.613", "25.0", "62.5"]
+    assert [cells["manual"][i] for i in html_cols] == ["30.0", "–", "–", "–"]
+
+
+def test_page_plots_each_entrys_score_against_its_ece() -> None:
+    entries = _reliability_entries()
+    doc = ET.fromstring(render_html(entries, {"PromptSST2-v0": TEST_LABELS}))
+    svg = _section(doc).find(f".//{SVG}svg[@class='calibration']")
+    assert svg is not None
+    width, height = (float(v) for v in svg.get("viewBox", "").split()[2:])
+    points = [p for p in svg if p.get("class", "").startswith("point")]
+    assert len(points) == 3  # one marker per entry, in rank order
+    names = ["".join(p.find(f"{SVG}title").itertext()) for p in points]  # type: ignore[union-attr]
+    assert names[0].startswith("1. bbt + calibration") and "ECE 4.0" in names[0]
+    assert points[2].get("class") == "point baseline" and points[2].tag == f"{SVG}path"  # manual: a diamond
+    xs = [float(p.get("cx")) for p in points[:2]] + [float(points[2].get("d", "").split(",")[0][1:])]
+    ys = [float(p.get("cy")) for p in points[:2]] + [float(points[2].get("d", "").split(",")[1].split()[0]) + 5.5]
+    assert xs[0] < xs[1] < xs[2]  # ECE 4 < 20 < 30: left to right
+    assert ys[0] < ys[1] < ys[2]  # score: higher is up (smaller y)
+    assert all(0 < v < width for v in xs) and all(0 < v < height for v in ys)
+    labels = [t.text for t in svg.findall(f"{SVG}text") if t.get("class") == "halo"]
+    assert labels == ["1", "2", "3"]
+    legend = "".join(svg.find(f"{SVG}g[@class='legend']").itertext())  # type: ignore[union-attr]
+    assert "1. bbt + calibration (promptgym-baselines)" in legend and "3. manual" in legend
+
+
+def test_ci_chart_draws_every_seed_and_the_score_cell_lists_them() -> None:
+    doc = ET.fromstring(render_html(_reliability_entries(), {"PromptSST2-v0": TEST_LABELS}))
+    svg = _section(doc).find(f".//{SVG}svg[@class='ci']")
+    assert svg is not None
+    seeds = [c for c in svg.findall(f"{SVG}circle") if c.get("class") == "seed"]
+    assert len(seeds) == 3 * 5
+    rows = [tr for tr in _section(doc).iter("tr") if tr[0].tag == "td"]
+    score = rows[0][render_module.HTML_HEADERS.index("Score")]
+    assert score.get("title", "").startswith("seeds 13/21/42/87/100: ") and score.get("title", "").count(" / ") == 4
+    assert "Seeds 13/21/42/87/100" not in render_module.HTML_HEADERS  # drawn, not a column, on the page

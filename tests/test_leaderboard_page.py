@@ -56,12 +56,25 @@ def _few_calls(agent: str, calls: int, dev: float, **kwargs: Any) -> dict[str, A
     return sub
 
 
+def _calibrated(agent: str, flips: list[int]) -> dict[str, Any]:
+    """A "+ calibration" entry with every uncertainty metric (the widest kind of row)."""
+    sub = make_submission(agent, predictions=make_predictions(TEST_LABELS, flips), submitter="promptgym-baselines")
+    sub["calibration"] = True
+    for i, run in enumerate(sub["runs"]):
+        run["test"].update(ece=0.1 + 0.01 * i, nll=0.6, brier=0.4, aurc=0.2, aurc_10bin=0.21,
+                           ood={"rte": {"auroc_maxprob": 0.6, "auroc_entropy": 0.55}})
+    return sub
+
+
 def _synthetic_page(tmp_path: Path) -> Path:
     """A page with what the committed one has (curves, a 2-call and a 0-call baseline, a table
-    without baseline) plus a long submitter name and a standard-tier table."""
+    without baseline) plus a long submitter name, calibrated entries with uncertainty metrics and a
+    standard-tier table."""
     entries = [
         make_submission("bdpl", predictions=make_predictions(TEST_LABELS, [0, 1, 0, 1, 0]),
                         submitter="a submitter with a rather long name, longer than most"),
+        _calibrated("bdpl", [1, 1, 0, 1, 0]),
+        _calibrated("ensemble", [4, 5, 3, 4, 5]),
         make_submission("random", predictions=make_predictions(TEST_LABELS, [18, 19, 20, 18, 17]),
                         submitter="promptgym-baselines"),
         _few_calls("calibrated", 2, 0.625),
@@ -82,16 +95,17 @@ def test_problems_are_reported_for_clipped_legends_and_console_errors() -> None:
     fig = {"section": "s", "kind": "curves", "figure": box, "svg": box, "legends": [inside],
            "legendTexts": [dict(inside, text="1. bdpl")], "fontSizes": [12.0], "overflowing": False}
     good = {"sections": 1, "tables": 1, "wideTables": [], "wrapped": [], "pageWidth": 1400, "viewWidth": 1400,
-            "figures": [fig, dict(fig, kind="ci")]}
+            "figures": [fig, dict(fig, kind="ci"), dict(fig, kind="calibration")]}
     assert page_check.problems_in(good, []) == []
     bad = dict(good, figures=[dict(fig, legends=[clipped], legendTexts=[dict(clipped, text="(no curv")],
-                                   fontSizes=[11.0]), dict(fig, kind="ci")], wrapped=["calibrat ed"])
+                                   fontSizes=[11.0]), dict(fig, kind="ci"), dict(fig, kind="calibration")],
+               wrapped=["calibrat ed"])
     problems = page_check.problems_in(bad, ["error: boom"])
     assert problems[0] == "console: error: boom"
     assert any("legend box" in p for p in problems) and any("'(no curv' is clipped" in p for p in problems)
     assert any("smaller than 12 px" in p for p in problems)
     assert any("breaks inside a word: 'calibrat ed'" in p for p in problems)
-    assert "s: charts ['curves'], expected a ci and a curves chart" in page_check.problems_in(
+    assert "s: charts ['curves'], expected ci, calibration, curves" in page_check.problems_in(
         dict(good, figures=[fig]), [])
 
 

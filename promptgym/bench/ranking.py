@@ -9,7 +9,14 @@ A reader should not have to trust ranks alone, so each row also carries:
 * a 95% CI of its score: a bootstrap over seeds *and* test rows when the test labels are given
   (``labels_by_env``), otherwise over seeds only;
 * a comparison with the best baseline run on the same model (another model is another problem):
-  with labels, a paired bootstrap CI of the difference; without, whether the seed-only CIs overlap.
+  with labels, a paired bootstrap CI of the difference; without, whether the seed-only CIs overlap;
+* the uncertainty metrics of its predictive distributions (ECE, NLL, AURC, OOD AUROC; see
+  :mod:`promptgym.bench.uncertainty` and :mod:`promptgym.bench.ood`), means over seeds, None for an
+  entry submitted before they were recorded.
+
+An entry whose prompts were followed by a fitted label bias (top-level ``"calibration": true``) is
+named "<agent> + calibration", so that a tuned prompt plus calibration can be told from the agent
+alone and from the calibrated template (the ``calibrated`` baseline).
 
 Which agents are baselines, and which of them learn no prompt, comes from the agent registry
 (:data:`promptgym.agent.AGENT_REGISTRY`); the task of an env id comes from the env registration.
@@ -105,10 +112,23 @@ class Row:
     preds: list[np.ndarray] | None = None  # per seed, when the test labels are known
     rank: int = 0
     versus: Comparison | None = None  # None: no baseline was submitted for this row's model
+    nll: float | None = None  # mean over seeds of the test NLL (nats); None: not recorded
+    aurc: float | None = None  # mean over seeds of the exact test AURC; None: not recorded
+    ood_auroc: float | None = None  # max-prob OOD AUROC, mean over the task's OOD pairs then seeds; None: none
 
     @property
     def agent(self) -> str:
         return str(self.sub["agent"]["name"])
+
+    @property
+    def calibrated(self) -> bool:
+        """True for an entry whose final prompts got a fitted label bias (the calibration option)."""
+        return bool(self.sub.get("calibration", False))
+
+    @property
+    def name(self) -> str:
+        """What the pages call the entry: the agent, "+ calibration" for a calibrated variant."""
+        return f"{self.agent} + calibration" if self.calibrated else self.agent
 
     @property
     def model(self) -> str:
@@ -203,7 +223,26 @@ def _score(sub: dict[str, Any], metric: str, labels: np.ndarray | None) -> Row:
     return Row(sub=sub, key=key, scores=scores, mean=mean, std=std, ci=ci,
                calls=float(np.mean([r["calls_used"] for r in runs])),
                ece=float(np.mean([r["test"]["ece"] for r in runs])),
-               auc=float(np.mean([curve_auc(r["curve"], budget) for r in runs])), preds=preds)
+               auc=float(np.mean([curve_auc(r["curve"], budget) for r in runs])), preds=preds,
+               nll=_seed_mean([r["test"].get("nll") for r in runs]),
+               aurc=_seed_mean([r["test"].get("aurc") for r in runs]),
+               ood_auroc=_seed_mean([_mean_ood_auroc(r["test"]) for r in runs]))
+
+
+def _seed_mean(values: Sequence[float | None]) -> float | None:
+    """The mean over seeds, or None unless every seed has the value (a mean over some seeds would
+    not be comparable with the other rows' means over all of them)."""
+    if not values or any(v is None for v in values):
+        return None
+    return float(np.mean([float(v) for v in values if v is not None]))
+
+
+def _mean_ood_auroc(test: Mapping[str, Any]) -> float | None:
+    """A run's max-prob OOD AUROC averaged over its task's OOD pairs; None without OOD scores."""
+    ood = test.get("ood")
+    if not ood:
+        return None
+    return float(np.mean([float(pair["auroc_maxprob"]) for pair in ood.values()]))
 
 
 def _compare_with_baselines(table: Table, shared: Sequence[Row] = ()) -> None:

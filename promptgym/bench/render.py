@@ -1,7 +1,8 @@
 """Rendering the leaderboard: ``leaderboards/README.md`` (tables) and ``leaderboards/index.html``
-(per table: a chart of the test scores with their 95% CIs, the table, the learning curves; charts as
-inline SVG, one self-contained file that reads offline). ``benchmarks/page_check.py`` checks the page
-in a headless browser (legends inside their figures, no console errors) and keeps a screenshot.
+(per table: a chart of the test scores with their 95% CIs, the table, test score against calibration
+error, the learning curves; charts as inline SVG, one self-contained file that reads offline).
+``benchmarks/page_check.py`` checks the page in a headless browser (legends inside their figures, no
+console errors) and keeps a screenshot.
 
 Both pages are generated from the committed submissions and nothing else, deterministically (fixed
 bootstrap seeds, no generation timestamp), so regenerating without a new entry changes no byte and
@@ -28,8 +29,8 @@ from promptgym.bench.schema import BENCH_SEEDS, TIERS, created_date
 from promptgym.bench.stats import curve_on_grid
 from promptgym.bench.store import LEADERBOARD_DIR, load_entries, write_text_atomic
 
-__all__ = ["PROTOCOL_MARKER", "html_page", "markdown_page", "render_html", "render_markdown", "summary",
-           "write_leaderboard"]
+__all__ = ["HEADERS", "HTML_HEADERS", "PROTOCOL_MARKER", "html_page", "markdown_page", "render_html", "render_markdown",
+           "summary", "write_leaderboard"]
 
 PROTOCOL_MARKER = "<!-- protocol -->"
 PROTOCOL_END = "<!-- /protocol -->"
@@ -46,13 +47,20 @@ def summary() -> str:
 Each entry tunes a prompt for a frozen LM through the black-box interface only, once per data seed
 ({", ".join(map(str, BENCH_SEEDS))}: the published 16-shot train/dev splits), under a fixed budget of
 LM calls per run (tiers: {", ".join(f"{t} = {b:,}" for t, b in TIERS.items())}; every call counts, dev
-evaluations included), and scores its final prompt once on the task's test split. **Score** is the
+evaluations included), and scores its final prompt(s) once on the task's test split. **Score** is the
 mean ± standard deviation over the five seeds of the task metric. **95% CI**: percentile bootstrap
-resampling seeds and test rows. **ECE**: expected calibration error on the test split (10 bins).
-**AUC**: area under the best-so-far dev curve divided by the budget (sample efficiency; – for an
-entry that never evaluated a prompt on dev). All values are ×100. **vs best baseline**: difference
-to the best baseline ({", ".join(sorted(baseline_agents()))}) on the same model with the 95% CI of a
-paired bootstrap; ≈ marks entries *not* distinguishable from it (the CI contains 0)."""
+resampling seeds and test rows. **ECE**: expected calibration error of the predicted label
+distribution on the test split (10 bins, top label). **NLL**: mean negative log-likelihood of the
+test labels, in nats. **AURC**: area under the risk–coverage curve (error rate among the most
+confident rows, averaged over every coverage; lower is better). **OOD AUROC**: how well the
+max-probability tells the task's test inputs from another task's (mean over the task's OOD pairs;
+0.5 = chance). ECE, NLL, AURC and OOD AUROC are means over the seeds; – for entries submitted
+before they were recorded, or a task without OOD pairs. **AUC**: area under the best-so-far dev
+curve divided by the budget (sample efficiency; – for an entry that never evaluated a prompt on
+dev). All values but NLL are ×100. "+ calibration": the agent's final prompts with one bias per
+label fitted on the training examples (charged to the same budget). **vs best baseline**:
+difference to the best baseline ({", ".join(sorted(baseline_agents()))}) on the same model with
+the 95% CI of a paired bootstrap; ≈ marks entries *not* distinguishable from it (the CI contains 0)."""
 
 
 def _anchor(table: Table) -> str:
@@ -98,13 +106,17 @@ def _notes(table: Table) -> list[str]:
 
 
 HEADERS: tuple[str, ...] = ("Rank", "Agent", "Submitter", "Model", "Score", "95% CI",
-                            f"Seeds {'/'.join(map(str, BENCH_SEEDS))}", "Calls", "ECE", "AUC", "vs best baseline",
-                            "Date", "Version")
-_SUBMITTED_COLUMNS = {1, 2, 3, 12}  # cells holding submitter-provided text (the rest we format ourselves)
-_MD_ALIGN = ("---:", "---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---", "---", "---")
+                            f"Seeds {'/'.join(map(str, BENCH_SEEDS))}", "Calls", "ECE", "NLL", "AURC", "OOD AUROC",
+                            "AUC", "vs best baseline", "Date", "Version")
+_COLUMN = {h: i for i, h in enumerate(HEADERS)}
+# cells holding submitter-provided text (the rest we format ourselves)
+_SUBMITTED_COLUMNS = {_COLUMN[h] for h in ("Agent", "Submitter", "Model", "Version")}
+_TEXT_COLUMNS = {_COLUMN[h] for h in ("Agent", "Submitter", "Model", "vs best baseline")}  # left-aligned
+_VERSUS_COLUMN = _COLUMN["vs best baseline"]
+_MD_ALIGN = tuple("---" if i in _TEXT_COLUMNS or h in ("Date", "Version") else "---:" for i, h in enumerate(HEADERS))
 
 
-NOT_APPLICABLE = "–"  # a metric that does not apply to an entry (AUC of a run that made no dev evaluation)
+NOT_APPLICABLE = "–"  # a metric that does not apply to an entry, or was not recorded (older submissions)
 
 
 def _calls(n: float) -> str:
@@ -117,11 +129,20 @@ def _has_curve(row: Row) -> bool:
     return any(len(run["curve"]) for run in row.sub["runs"])
 
 
+def _optional(value: float | None, fmt: Any = _pct) -> str:
+    return NOT_APPLICABLE if value is None else fmt(value)
+
+
+def _nats(x: float) -> str:
+    return f"{x:.3f}"
+
+
 def _cells(row: Row) -> list[str]:
     sub = row.sub
-    return [str(row.rank), sub["agent"]["name"], sub["submitter"], sub["model"]["name"],
+    return [str(row.rank), row.name, sub["submitter"], sub["model"]["name"],
             f"{_pct(row.mean)} ± {_pct(row.std)}", f"[{_pct(row.ci[0])}, {_pct(row.ci[1])}]",
-            " / ".join(_pct(s) for s in row.scores), _calls(row.calls), _pct(row.ece),
+            " / ".join(_pct(s) for s in row.scores), _calls(row.calls), _pct(row.ece), _optional(row.nll, _nats),
+            _optional(row.aurc), _optional(row.ood_auroc),
             _pct(row.auc) if _has_curve(row) else NOT_APPLICABLE, _versus(row), created_date(sub),
             sub["promptgym_version"]]
 
@@ -182,9 +203,10 @@ figure {{ margin: 0.8em 0; }}
 table {{ border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; font-variant-numeric: tabular-nums; }}
 th, td {{ border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; white-space: nowrap;
   word-break: keep-all; hyphens: manual; }}
-th {{ background: #f4f4f4; }}
+th {{ background: #f4f4f4; white-space: normal; }}
 td.text, th.text {{ text-align: left; }}
 td.words {{ white-space: normal; overflow-wrap: normal; min-width: 8em; max-width: 16em; }}
+td.name {{ white-space: normal; overflow-wrap: normal; }}
 tr.baseline td {{ background: #fafaf0; }}
 td.same {{ color: #8a6d00; font-weight: 600; }}
 p.note, figcaption {{ font-size: 0.85em; color: #555; }}
@@ -193,9 +215,15 @@ svg {{ display: block; }}
 svg text {{ font-family: inherit; font-size: {FONT_PX}px; fill: #333; }}
 svg text.halo {{ paint-order: stroke; stroke: #fff; stroke-width: 3px; stroke-linejoin: round; }}
 """
-_TEXT_COLUMNS = {1, 2, 3, 10}  # left-aligned columns (agent, submitter, model, comparison)
 _TEXT_ATTR = ' class="text"'
-_WORDS_COLUMNS = {2}  # free text (the submitter) may wrap between words, never inside one
+_WORDS_COLUMNS = {_COLUMN["Submitter"]}  # free text (the submitter) may wrap between words, never inside one
+_NAME_COLUMNS = {_COLUMN["Agent"]}  # "bbt + calibration" may wrap before "+" (an agent name has no spaces)
+_SEEDS_COLUMN = next(i for i, h in enumerate(HEADERS) if h.startswith("Seeds "))
+_SCORE_COLUMN = _COLUMN["Score"]
+# The page's tables leave out the per-seed column (16 columns do not fit 1,320 px): the seeds' scores
+# are drawn in the CI chart and given as the Score cell's tooltip instead; README.md lists them.
+_HTML_COLUMNS = tuple(i for i in range(len(HEADERS)) if i != _SEEDS_COLUMN)
+HTML_HEADERS: tuple[str, ...] = tuple(HEADERS[i] for i in _HTML_COLUMNS)  # the columns of index.html's tables
 
 
 def _inline_markdown(text: str) -> str:
@@ -236,24 +264,36 @@ def html_page(tables: Sequence[Table], *, protocol: str | None = None) -> str:
         budget = TIERS[table.tier]
         out += [f'<section id="{esc(_anchor(table))}">', f"<h2>{esc(_title(table))}</h2>",
                 '<figure class="chart ci">', _ci_svg(table),
-                f"<figcaption>Test {esc(table.metric)} (×100) of each entry: dot = mean over the seeds, whisker = "
-                f"95% CI (as in the table). Hollow diamonds are baselines; the dashed line is the best baseline "
+                f"<figcaption>Test {esc(table.metric)} (×100) of each entry: dot = mean over the seeds, small circles "
+                f"= the seeds' scores, whisker = 95% CI (as in the table). Hollow diamonds are baselines; the dashed "
+                f"line is the best baseline "
                 f"on the entry's model. Entries whose whiskers overlap that line are not clearly better or worse."
                 f"</figcaption>", "</figure>",
                 '<div class="scroll"><table>',
-                "<thead><tr>" + "".join(f'<th{_TEXT_ATTR if i in _TEXT_COLUMNS else ""}>{esc(h)}</th>'
-                                        for i, h in enumerate(HEADERS)) + "</tr></thead>", "<tbody>"]
+                "<thead><tr>" + "".join(f'<th{_TEXT_ATTR if i in _TEXT_COLUMNS else ""}>{esc(HEADERS[i])}</th>'
+                                        for i in _HTML_COLUMNS) + "</tr></thead>", "<tbody>"]
         for row in table.rows:
             cells = []
-            for i, cell in enumerate(_cells(row)):
+            all_cells = _cells(row)
+            for i in _HTML_COLUMNS:
+                cell = all_cells[i]
                 classes = ((["text"] if i in _TEXT_COLUMNS else []) + (["words"] if i in _WORDS_COLUMNS else [])
-                           + (["same"] if i == 10 and "≈" in cell else []))
+                           + (["name"] if i in _NAME_COLUMNS else [])
+                           + (["same"] if i == _VERSUS_COLUMN and "≈" in cell else []))
                 attr = f' class="{" ".join(classes)}"' if classes else ""
+                if i == _SCORE_COLUMN:
+                    attr += f' title="{esc(HEADERS[_SEEDS_COLUMN].lower())}: {esc(all_cells[_SEEDS_COLUMN])}"'
                 cells.append(f"<td{attr}>{esc(cell)}</td>")
             row_attr = ' class="baseline"' if row.is_baseline else ""
             out.append(f"<tr{row_attr}>" + "".join(cells) + "</tr>")
         out += ["</tbody>", "</table></div>"]
         out += [f'<p class="note">{esc(note)}</p>' for note in _notes(table)]
+        out += ['<figure class="chart calibration">', _calibration_svg(table),
+                f"<figcaption>Test {esc(table.metric)} (×100) against the expected calibration error on the test split "
+                f"(×100, 10 bins), each a mean over the seeds; numbers are ranks, as in the table, and hollow diamonds "
+                f"are baselines. Up and to the left is better: a score whose confidence can be trusted. "
+                f"\"+ calibration\" entries are an agent's final prompts with one bias per label fitted on the "
+                f"training examples.</figcaption>", "</figure>"]
         out += ['<figure class="chart curves">', _svg(table),
                 f"<figcaption>Best-so-far {esc(table.metric)} on the dev split (×100, mean over seeds) against LM "
                 f"calls used, up to the {esc(table.tier)} budget of {_calls(budget)} calls. An entry that used at "
@@ -269,7 +309,7 @@ def _text_px(text: str) -> float:
 
 
 def _entry_name(row: Row) -> str:
-    name = f"{row.rank}. {row.sub['agent']['name']} ({row.sub['submitter']})"
+    name = f"{row.rank}. {row.name} ({row.sub['submitter']})"
     return name if len(name) <= LEGEND_CHARS else name[:LEGEND_CHARS - 1] + "…"
 
 
@@ -347,7 +387,7 @@ def _svg(table: Table) -> str:
             lines.append(f'<line class="reference" x1="{left}" y1="{y(level):.1f}" x2="{left + plot_w}" '
                          f'y2="{y(level):.1f}" stroke="{color}" stroke-width="1.5" stroke-dasharray="8 4">'
                          f"<title>{esc(name)}: {100 * level:.1f}</title></line>")
-            refs.append((level, f"{row.sub['agent']['name']} ({_calls(row.calls)} calls)", color))
+            refs.append((level, f"{row.name} ({_calls(row.calls)} calls)", color))
             items.append((f'<line x1="0" y1="0" x2="18" y2="0" stroke="{color}" stroke-width="2" '
                           f'stroke-dasharray="5 3"/>', f"{name}: reference, {_calls(row.calls)} calls"))
             continue
@@ -400,7 +440,7 @@ def _ci_svg(table: Table) -> str:
     esc = html.escape
     rows = table.rows
     best = sorted({round(r.mean - r.versus.diff, 12) for r in rows if r.versus is not None})
-    ends = [v for r in rows for v in r.ci] + best
+    ends = [v for r in rows for v in (*r.ci, *r.scores)] + best
     lo, hi, step = _nice_range(min(ends), max(ends)) if ends else (0.0, 1.0, 0.25)
     names = [_entry_name(r) for r in rows]
     values = [f"{_pct(r.mean)} [{_pct(r.ci[0])}, {_pct(r.ci[1])}]" for r in rows]
@@ -415,6 +455,7 @@ def _ci_svg(table: Table) -> str:
     items = [('<circle cx="9" cy="0" r="4.5" fill="#555"/>', "entry: mean over seeds"),
              ('<path d="M9,-5.5 L14.5,0 L9,5.5 L3.5,0 Z" fill="#fff" stroke="#555" stroke-width="1.8"/>',
               "baseline"),
+             ('<circle cx="9" cy="0" r="2.5" fill="#fff" stroke="#555" stroke-width="1.2"/>', "one seed"),
              ('<line x1="0" y1="0" x2="18" y2="0" stroke="#555" stroke-width="2"/>', "95% CI"),
              ('<line x1="9" y1="-7" x2="9" y2="7" stroke="#777" stroke-dasharray="4 3"/>', "best baseline")]
     legend_y = top + plot_h + 44
@@ -445,17 +486,87 @@ def _ci_svg(table: Table) -> str:
         for end in row.ci:
             parts.append(f'<line x1="{x(end):.1f}" y1="{cy - 4:.1f}" x2="{x(end):.1f}" y2="{cy + 4:.1f}" '
                          f'stroke="{color}" stroke-width="2"/>')
-        cx, tip = x(row.mean), f"<title>{esc(name)}: {esc(value)}</title>"
-        if row.is_baseline:
-            parts.append(f'<path class="dot baseline" d="M{cx:.1f},{cy - 5.5:.1f} L{cx + 5.5:.1f},{cy:.1f} '
-                         f'L{cx:.1f},{cy + 5.5:.1f} L{cx - 5.5:.1f},{cy:.1f} Z" fill="#fff" stroke="{color}" '
-                         f'stroke-width="1.8">{tip}</path>')
-        else:
-            parts.append(f'<circle class="dot" cx="{cx:.1f}" cy="{cy:.1f}" r="4.5" fill="{color}">{tip}</circle>')
+        for seed, score in zip(BENCH_SEEDS, row.scores):
+            parts.append(f'<circle class="seed" cx="{x(score):.1f}" cy="{cy:.1f}" r="2.5" fill="#fff" '
+                         f'stroke="{color}" stroke-width="1.2"><title>{esc(name)}: seed {seed}, {_pct(score)}'
+                         f"</title></circle>")
+        parts.append(_marker(row, x(row.mean), cy, color, "dot", f"<title>{esc(name)}: {esc(value)}</title>"))
         parts.append(f'<text x="{value_x:.1f}" y="{cy + 4:.1f}">{esc(value)}</text>')
     parts.append(_legend(items, left, legend_y, across=True))
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _marker(row: Row, cx: float, cy: float, color: str, css: str = "", tip: str = "") -> str:
+    """An entry's marker centred at (cx, cy): a filled dot, or a hollow diamond for a baseline."""
+    attr = f' class="{css}{" baseline" if row.is_baseline else ""}"' if css else ""
+    if row.is_baseline:
+        return (f'<path{attr} d="M{cx:.1f},{cy - 5.5:.1f} L{cx + 5.5:.1f},{cy:.1f} L{cx:.1f},{cy + 5.5:.1f} '
+                f'L{cx - 5.5:.1f},{cy:.1f} Z" fill="#fff" stroke="{color}" stroke-width="1.8">{tip}</path>')
+    return f'<circle{attr} cx="{cx:.1f}" cy="{cy:.1f}" r="4.5" fill="{color}">{tip}</circle>'
+
+
+def _calibration_svg(table: Table) -> str:
+    """Each entry's test score against its test ECE (means over seeds) as a scatter chart, every
+    marker labelled with the entry's rank and the legend inside the figure, right of the plot.
+
+    The chart answers what the table can only list: does an entry buy its accuracy with
+    over-confidence, and does calibration (or a distribution over prompts) move it left?
+    """
+    esc = html.escape
+    rows = table.rows
+    xlo, xhi, xstep = _padded_range([r.ece for r in rows])
+    ylo, yhi, ystep = _padded_range([r.mean for r in rows])
+    left, top, plot_w, plot_h = 60, 14, 420, 240
+
+    def x(v: float) -> float:
+        return left + plot_w * (v - xlo) / (xhi - xlo)
+
+    def y(v: float) -> float:
+        return top + plot_h * (1.0 - (v - ylo) / (yhi - ylo))
+
+    items: list[tuple[str, str]] = []
+    points: list[str] = []
+    labels: list[str] = []
+    for i, row in enumerate(rows):
+        color = PALETTE[i % len(PALETTE)]
+        name = _entry_name(row)
+        cx, cy = x(row.ece), y(row.mean)
+        tip = f"<title>{esc(name)}: {esc(table.metric)} {_pct(row.mean)}, ECE {_pct(row.ece)}</title>"
+        points.append(_marker(row, cx, cy, color, "point", tip))
+        labels.append(f'<text class="halo" x="{cx + 7:.1f}" y="{cy - 6:.1f}">{row.rank}</text>')
+        items.append((_marker(row, 9.0, 0.0, color), name))
+
+    legend_w, legend_h = _legend_size(items)
+    legend_x = left + plot_w + 24
+    width = int(math.ceil(legend_x + legend_w + 12))
+    height = int(max(top + plot_h + 44, top + legend_h + 12))
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="calibration" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(_title(table))} test score against ECE">',
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
+    parts += _y_ticks(ylo, yhi, ystep, left, plot_w, y)
+    for k in range(int(round((xhi - xlo) / xstep)) + 1):
+        v = xlo + k * xstep
+        parts.append(f'<line x1="{x(v):.1f}" y1="{top}" x2="{x(v):.1f}" y2="{top + plot_h}" stroke="#eee"/>')
+        parts.append(f'<text x="{x(v):.1f}" y="{top + plot_h + 17}" text-anchor="middle">{100 * v:g}</text>')
+    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 36}" text-anchor="middle">'
+                 f"test ECE ×100 (lower is better)</text>")
+    parts.append(f'<text transform="translate(16,{top + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle">'
+                 f"test {esc(table.metric)} ×100</text>")
+    parts += points + labels
+    parts.append(_legend(items, legend_x, top))
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _padded_range(values: Sequence[float]) -> tuple[float, float, float]:
+    """:func:`_nice_range` of ``values`` widened by 3% of their span on each side (at least 0.5
+    points), so that no marker sits on the plot's frame; kept inside [0, 1] like the scores."""
+    if not values:
+        return 0.0, 1.0, 0.25
+    lo, hi = min(values), max(values)
+    pad = max(0.03 * (hi - lo), 0.005)
+    return _nice_range(max(0.0, lo - pad) if lo >= 0 else lo - pad, min(1.0, hi + pad) if hi <= 1 else hi + pad)
 
 
 def _staircase(grid: np.ndarray, values: np.ndarray) -> list[tuple[float, float]]:
