@@ -32,6 +32,7 @@ from promptgym.agent import (
     result_members,
 )
 from promptgym.bench.stats import expected_calibration_error
+from promptgym.bench.uncertainty import uncertainty_metrics
 from promptgym.calibration import calibrate_result, calibration_calls, check_calibratable
 from promptgym.envs.budget import QueryBudget
 from promptgym.envs.registration import check_env_id, env_kind
@@ -338,10 +339,6 @@ def _combine(result: Result, scores: _Scores) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _uncertainty(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    try:
-        from promptgym.bench.uncertainty import uncertainty_metrics
-    except ImportError:  # the metrics module lands separately; until then only ECE
-        return {"ece": expected_calibration_error(probs, labels)}
     return {k: float(v) for k, v in uncertainty_metrics(probs, labels).items()}
 
 

@@ -78,7 +78,7 @@ def test_record(env: Any, result: Result, test: TestScore) -> dict[str, Any]:
     rec: dict[str, Any] = {"metric": float(test.metric), "ece": float(test.ece), "n": int(test.n),
                            "predictions": encode_predictions(test.predictions)}
     rec.update({k: float(test.metrics[k]) for k in UNCERTAINTY_KEYS if k in test.metrics})
-    ood = _ood_metrics(env, result)
+    ood = _ood_metrics(env, result, test.probs)
     if ood:
         rec["ood"] = {task: {k: float(v) for k, v in scores.items()} for task, scores in ood.items()}
     return rec
@@ -87,12 +87,10 @@ def test_record(env: Any, result: Result, test: TestScore) -> dict[str, Any]:
 test_record.__test__ = False  # type: ignore[attr-defined]
 
 
-def _ood_metrics(env: Any, result: Result) -> dict[str, dict[str, float]]:
-    try:
-        from promptgym.bench.ood import ood_metrics
-    except ImportError:  # the OOD module lands separately; until then no OOD scores
-        return {}
-    return ood_metrics(env, result, "float32")
+def _ood_metrics(env: Any, result: Result, probs_in: np.ndarray | None) -> dict[str, dict[str, float]]:
+    from promptgym.bench.ood import ood_metrics  # it scores through the runner: imported when needed
+
+    return ood_metrics(env, result, "float32", probs_in=probs_in)
 
 
 def check_protocol_agent(agent: str, allow_white_box: bool = False) -> None:
@@ -316,7 +314,7 @@ def verify(sub: dict, log=print) -> list[dict]:
                 raise InvalidSubmissionError(f"runs[{i}].test.{key}: claimed {claimed[key]:.4f} but the prompt's "
                                              f"predictive distribution gives {rescored[key]:.4f}")
         if "ood" in claimed:
-            _verify_ood(i, claimed["ood"], _ood_metrics(env, replay))
+            _verify_ood(i, claimed["ood"], _ood_metrics(env, replay, got.probs))
         report.append({"seed": run["seed"], "claimed": claimed["metric"], "rescored": got.metric, "agree": agree})
     return report
 
