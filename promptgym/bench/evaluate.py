@@ -172,22 +172,59 @@ def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_M
         path = seed_file(work, seed)
         if path.is_file():
             run = json.loads(path.read_text())
-            if bool(run.get("extra", {}).get("calibrate", False)) != calibrate:
-                raise ConfigError(f"{path} holds a run {'without' if calibrate else 'with'} calibration; use "
-                                  "another --workdir for the other variant")
+            check_cached_run(path, run, env_kwargs, calibrate)
+            if not has_uncertainty(run):  # cached before the protocol reported uncertainty: add it, uncharged
+                run = complete_run(env_id, run, model, env_kwargs)
+                _write_atomic(path, run)
         else:
             run = run_seed(env_id, agent, seed, budget, model, env_kwargs, agent_kwargs, progress,
                            calibrate=calibrate)
             work.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(run))
-            tmp.replace(path)
+            _write_atomic(path, run)
         if on_seed is not None:
             on_seed(run)
         runs.append(run)
     if sorted(seeds) != sorted(BENCH_SEEDS):
         return None
     return assemble(env_id, agent, tier, model, runs, env_kwargs, agent_kwargs, submitter, command, calibrate)
+
+
+def _write_atomic(path: Path, run: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(run))
+    tmp.replace(path)
+
+
+def check_cached_run(path: Path, run: dict, env_kwargs: dict | None, calibrate: bool) -> None:
+    """Refuse a cached seed run made with other env kwargs or the other calibration setting (a work
+    folder is named by env, agent and tier only)."""
+    extra = run.get("extra", {})
+    if bool(extra.get("calibrate", False)) != calibrate:
+        raise ConfigError(f"{path} holds a run {'without' if calibrate else 'with'} calibration; use another "
+                          "--workdir for the other variant")
+    if "env_kwargs" in extra and extra["env_kwargs"] != jsonable(env_kwargs or {}):
+        raise ConfigError(f"{path} was run with env kwargs {extra['env_kwargs']}, not {env_kwargs or {}}; use "
+                          "another --workdir")
+
+
+def has_uncertainty(run: dict) -> bool:
+    """Whether a cached seed run carries the uncertainty metrics (runs cached before them do not)."""
+    return all(k in run["test"] for k in UNCERTAINTY_KEYS)
+
+
+def complete_run(env_id: str, run: dict, model: str = DEFAULT_MODEL, env_kwargs: dict | None = None) -> dict:
+    """A cached seed run with its uncertainty metrics and OOD AUROCs added by re-scoring its stored
+    prompt on test (uncharged; the prompt, predictions and metric must come out as stored)."""
+    env = make_env(env_id, 1, run["seed"], model, "bfloat16", env_kwargs)
+    task = env.unwrapped.spec_task
+    result = replay_result({"agent": {"name": run.get("extra", {}).get("agent", "cached")}, "runs": [run]}, 0, env,
+                           task.num_labels)
+    test = score_test(env, result, "float32")
+    if abs(test.metric - run["test"]["metric"]) > METRIC_TOL:
+        raise PromptGymError(f"seed {run['seed']}: the cached prompt now scores {test.metric:.4f}, not the cached "
+                             f"{run['test']['metric']:.4f}; re-run it")
+    return {**run, "test": {**test_record(env, result, test), "predictions": run["test"]["predictions"],
+                            "metric": run["test"]["metric"]}}
 
 
 def assemble(env_id: str, agent: str, tier: str, model: str, runs: list[dict], env_kwargs: dict | None,

@@ -1,0 +1,208 @@
+"""Reliable prompt tuning: accuracy, calibration and OOD detection of prompt distributions, lite tier.
+
+Every run is exactly a leaderboard protocol run (``promptgym.bench.evaluate.evaluate`` one seed at
+a time: the agent learns on the 16-shot split of the seed with agent seed = split seed, under the
+lite tier's 1,000 API calls enforced by the env, calibration's calls included; every member of
+its final prompt set is scored on the test split in fp32), cached where ``promptgym evaluate``
+caches it (``runs/evaluate/<env>-<agent>[+calibration]-lite/seed-N.json``), so the submissions are
+then assembled and re-checked by the ordinary CLI, e.g.::
+
+    promptgym evaluate --env PromptSST2-Subspace-v0 --agent bbt --calibrate    # reads the cache
+
+Methods (default model SmolLM2-135M, the tasks' default templates, prompt before the input):
+
+    SST-2, seeds 13/21/42/87/100     RTE, seeds 13/21/42
+    calibrated manual (reference)    calibrated manual (reference)
+    bbt, bbt + calibration           bbt
+    bdpl + calibration (discrete)    ensemble
+    ensemble, cma_elbo               abc_smc (reward="label_only")
+    abc_smc, snpe (reward="label_only": they see predicted labels only)
+
+    PROMPTGYM_DATA_DIR=../shared/data python benchmarks/reliability.py              # runs what is missing
+    PROMPTGYM_DATA_DIR=../shared/data python benchmarks/reliability.py --report     # tables from the cache
+
+The report prints, per task, accuracy, ECE, NLL, AURC and OOD AUROC (max-prob, mean over the
+task's OOD pairs) as mean ± std over seeds, and each method's paired accuracy difference from the
+calibrated manual prompt with a 95% bootstrap CI over seeds and test rows. ``--only`` picks
+methods, ``--seeds`` and ``--budget`` shrink a trial run (``--model tiny-random-causal``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from promptgym.bench.schema import BENCH_SEEDS, TIERS
+from promptgym.runs import evaluate_workdir, seed_file
+
+LABEL_ONLY = {"reward": "label_only"}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the benchmark: an agent on an env, optionally calibrated, on some seeds."""
+
+    label: str
+    env_id: str
+    agent: str
+    calibrate: bool = False
+    env_kwargs: dict = field(default_factory=dict)
+    seeds: tuple[int, ...] = BENCH_SEEDS
+    reference: bool = False  # the calibrated manual prompt every row is compared with
+
+    @property
+    def task(self) -> str:
+        return self.env_id.split("-")[0].removeprefix("Prompt")
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}:{self.agent}{'+calibration' if self.calibrate else ''}"
+
+
+RTE_SEEDS = BENCH_SEEDS[:3]
+METHODS: list[Method] = [
+    Method("calibrated manual prompt", "PromptSST2-v0", "calibrated", reference=True),
+    Method("BBT", "PromptSST2-Subspace-v0", "bbt"),
+    Method("BBT + calibration", "PromptSST2-Subspace-v0", "bbt", calibrate=True),
+    Method("BDPL + calibration", "PromptSST2-v0", "bdpl", calibrate=True),
+    Method("ensemble", "PromptSST2-Subspace-v0", "ensemble"),
+    Method("CMA-ELBO", "PromptSST2-Subspace-v0", "cma_elbo"),
+    Method("ABC-SMC (labels only)", "PromptSST2-Subspace-v0", "abc_smc", env_kwargs=LABEL_ONLY),
+    Method("SNPE (labels only)", "PromptSST2-Subspace-v0", "snpe", env_kwargs=LABEL_ONLY),
+    Method("calibrated manual prompt", "PromptRTE-v0", "calibrated", seeds=RTE_SEEDS, reference=True),
+    Method("BBT", "PromptRTE-Subspace-v0", "bbt", seeds=RTE_SEEDS),
+    Method("ensemble", "PromptRTE-Subspace-v0", "ensemble", seeds=RTE_SEEDS),
+    Method("ABC-SMC (labels only)", "PromptRTE-Subspace-v0", "abc_smc", env_kwargs=LABEL_ONLY, seeds=RTE_SEEDS),
+]
+
+
+def cache_path(m: Method, seed: int, tier: str, root: Path | None) -> Path:
+    return seed_file(evaluate_workdir(m.env_id, m.agent, tier, root=root, calibrate=m.calibrate), seed)
+
+
+def run_missing(methods: list[Method], seeds: list[int] | None, tier: str, model: str, root: Path | None) -> None:
+    """Run every missing (method, seed), seed by seed so that every method has early seeds first."""
+    from promptgym.bench.evaluate import evaluate
+
+    order = sorted({s for m in methods for s in m.seeds if seeds is None or s in seeds}, key=BENCH_SEEDS.index)
+    for seed in order:
+        for m in methods:
+            if seed not in m.seeds or cache_path(m, seed, tier, root).is_file():
+                continue
+            started = time.time()
+            print(f"{m.label} on {m.env_id}, seed {seed} ...", flush=True)
+            evaluate(m.env_id, m.agent, tier, model, (seed,), m.env_kwargs or None,
+                     workdir=cache_path(m, seed, tier, root).parent, calibrate=m.calibrate)
+            run = json.loads(cache_path(m, seed, tier, root).read_text())
+            t = run["test"]
+            print(f"  acc {t['metric']:.4f}  ECE {t['ece']:.3f}  NLL {t.get('nll', float('nan')):.3f}  "
+                  f"calls {run['calls_used']}  {time.time() - started:.0f} s", flush=True)
+
+
+def load_runs(m: Method, tier: str, root: Path | None) -> dict[int, dict]:
+    out = {}
+    for seed in m.seeds:
+        path = cache_path(m, seed, tier, root)
+        if path.is_file():
+            out[seed] = json.loads(path.read_text())
+    return out
+
+
+def ood_maxprob(run: dict) -> float:
+    """OOD AUROC by max-probability, mean over the task's OOD pairs (nan without OOD scores)."""
+    ood = run["test"].get("ood") or {}
+    return float(np.mean([v["auroc_maxprob"] for v in ood.values()])) if ood else float("nan")
+
+
+def mean_std(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+    a = np.asarray(values, dtype=np.float64) * scale
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return "–"
+    std = a.std(ddof=1) if a.size > 1 else 0.0
+    return f"{a.mean():.{digits}f} ± {std:.{digits}f}"
+
+
+def report(methods: list[Method], tier: str, root: Path | None) -> str:
+    """Markdown tables per task, with the paired comparison against the task's reference row."""
+    from promptgym.bench.stats import decode_predictions, distinguishable, paired_difference_ci
+    from promptgym.envs.registration import env_task
+    from promptgym.tasks import get_task, load_split
+
+    lines: list[str] = []
+    for task in dict.fromkeys(m.task for m in methods):
+        rows = [m for m in methods if m.task == task]
+        ref = next((m for m in rows if m.reference), None)
+        ref_runs = load_runs(ref, tier, root) if ref else {}
+        spec = get_task(env_task(rows[0].env_id))
+        labels = np.asarray(load_split(spec, "test").labels)
+        lines += [f"### {task} ({spec.metric}, {len(labels)} test rows), {tier} tier", "",
+                  f"| method | env | seeds | {spec.metric} (%) | ECE | NLL | AURC | OOD AUROC (max-prob) | "
+                  f"Δ {spec.metric} vs calibrated manual, 95% CI (pp) | calls |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+        for m in rows:
+            runs = load_runs(m, tier, root)
+            if not runs:
+                lines.append(f"| {m.label} | {m.env_id} | 0 | not run | | | | | | |")
+                continue
+            rs = [runs[s] for s in sorted(runs, key=BENCH_SEEDS.index)]
+            diff = ""
+            shared = [s for s in runs if s in ref_runs]
+            if ref is not None and m is not ref and shared:
+                a = [decode_predictions(runs[s]["test"]["predictions"]) for s in shared]
+                b = [decode_predictions(ref_runs[s]["test"]["predictions"]) for s in shared]
+                delta = np.mean([runs[s]["test"]["metric"] - ref_runs[s]["test"]["metric"] for s in shared])
+                lo, hi = paired_difference_ci(a, b, labels, spec.metric)
+                mark = " (excludes 0)" if distinguishable((lo, hi)) else ""
+                diff = f"{100 * delta:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{mark}"
+            lines.append(
+                f"| {m.label} | {m.env_id}{' ' + json.dumps(m.env_kwargs) if m.env_kwargs else ''} | {len(rs)} | "
+                f"{mean_std([r['test']['metric'] for r in rs], 100, 1)} | "
+                f"{mean_std([r['test']['ece'] for r in rs])} | "
+                f"{mean_std([r['test'].get('nll', np.nan) for r in rs])} | "
+                f"{mean_std([r['test'].get('aurc', np.nan) for r in rs])} | "
+                f"{mean_std([ood_maxprob(r) for r in rs])} | {diff} | "
+                f"{np.mean([r['calls_used'] for r in rs]):.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--report", action="store_true", help="print the tables from cached runs only")
+    ap.add_argument("--only", default=None, help="comma-separated method keys, e.g. SST2:bbt+calibration,RTE:bbt")
+    ap.add_argument("--seeds", default=None, help="comma-separated subset of the seeds to run now")
+    ap.add_argument("--tier", default="lite", help="budget tier (default: %(default)s)")
+    ap.add_argument("--budget", type=int, default=None, help="a trial budget: registers a tier 'trial<N>'")
+    ap.add_argument("--model", default="smollm2-135m", help="model (default: %(default)s)")
+    ap.add_argument("--root", default=None, help="parent of the work folders (default: runs/evaluate)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    args = ap.parse_args()
+    tier = args.tier
+    if args.budget is not None:
+        tier = f"trial{args.budget}"
+        TIERS[tier] = args.budget
+    methods = METHODS
+    if args.only:
+        keys = set(args.only.split(","))
+        methods = [m for m in METHODS if m.key in keys or m.reference and m.task in {k.split(":")[0] for k in keys}]
+        unknown = keys - {m.key for m in METHODS}
+        if unknown:
+            raise SystemExit(f"unknown method keys {sorted(unknown)}; known: {[m.key for m in METHODS]}")
+    root = Path(args.root) if args.root else None
+    if not args.report:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        seeds = None if args.seeds is None else [int(s) for s in args.seeds.split(",")]
+        run_missing(methods, seeds, tier, args.model, root)
+    print(report(methods, tier, root))
+
+
+if __name__ == "__main__":
+    main()
