@@ -458,3 +458,38 @@ def test_openai_probe_falls_back_on_a_vllm_like_server(served, local, weights_di
     else:
         assert lm.soft_method == "top_k" and lm.approximate
         assert results[soft.index(True)].extra["approximate"] is True
+
+
+# ---------------------------------------------------------------------------------------------- real model
+@pytest.fixture(scope="module")
+def served_smollm2(tmp_path_factory, cache):
+    """SmolLM2 (bf16, as envs use it) served by its own instance, with a 12-call key."""
+    store = KeyStore(tmp_path_factory.mktemp("keys-real") / "keys.db")
+    with serve_in_background(LocalLM(load_model("smollm2-135m", "bfloat16")), store) as url:
+        yield url, store
+
+
+@pytest.mark.integration
+def test_manual_prompt_over_http_gives_the_in_process_predictions(served_smollm2, smollm2):
+    url, store = served_smollm2
+    key = store.add("manual", None)
+    remote = gym.make("PromptSST2-v0", model=url, api_key=key, budget=10).unwrapped
+    local = gym.make("PromptSST2-v0", model=smollm2, budget=10).unwrapped
+    over_http = remote.score_prompts([TokenPrompt(())], split="dev")[0]
+    in_process = local.score_prompts([TokenPrompt(())], split="dev")[0]
+    np.testing.assert_array_equal(over_http.predictions, in_process.predictions)
+    assert over_http.accuracy == in_process.accuracy > 0.6  # the template alone beats chance on SST-2
+    assert store.get("manual").calls == 1
+
+
+@pytest.mark.integration
+def test_bbt_on_the_served_default_model_spends_exactly_its_quota(served_smollm2, monkeypatch):
+    from promptgym.runner import run_agent
+
+    url, store = served_smollm2
+    monkeypatch.setenv("PROMPTGYM_API_KEY", store.add("bbt", 12))
+    run = run_agent("PromptSST2-Subspace-v0", "bbt", 8000, model=url, agent_kwargs={"popsize": 4, "dev_every": 1},
+                    progress=False)
+    base = run.env.unwrapped
+    assert base.budget.max_calls == 12 and base.budget.calls == 12 == store.get("bbt").calls
+    assert run.result.dev_metric is not None
