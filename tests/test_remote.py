@@ -478,7 +478,7 @@ def test_manual_prompt_over_http_gives_the_in_process_predictions(served_smollm2
     over_http = remote.score_prompts([TokenPrompt(())], split="dev")[0]
     in_process = local.score_prompts([TokenPrompt(())], split="dev")[0]
     np.testing.assert_array_equal(over_http.predictions, in_process.predictions)
-    assert over_http.accuracy == in_process.accuracy > 0.6  # the template alone beats chance on SST-2
+    np.testing.assert_allclose(over_http.label_logprobs, in_process.label_logprobs, atol=1e-6)
     assert store.get("manual").calls == 1
 
 
