@@ -264,3 +264,51 @@ def test_committed_single_prompt_entries_still_parse():
         sub = parse_submission(path.read_bytes())
         for run in sub["runs"]:
             assert "members" not in run["prompt"] or run["prompt"]["members"]
+
+
+def test_cached_runs_without_uncertainty_are_completed(unit_tier, tmp_path):
+    """A seed run cached before the protocol reported uncertainty gets it on the next evaluate, uncharged."""
+    kwargs = dict(env_kwargs=SUBSPACE, agent_kwargs={"members": 2}, workdir=tmp_path)
+    assert evaluate(ENV, "p_set_test", unit_tier, TINY["model"], seeds=(21,), **kwargs) is None
+    path = tmp_path / "seed-21.json"
+    fresh = json.loads(path.read_text())
+    old = json.loads(path.read_text())
+    old["test"] = {k: old["test"][k] for k in ("metric", "ece", "n", "predictions")}
+    path.write_text(json.dumps(old))
+    evaluate(ENV, "p_set_test", unit_tier, TINY["model"], seeds=(21,), **kwargs)
+    completed = json.loads(path.read_text())
+    assert completed["test"].keys() == fresh["test"].keys()
+    for key in ("nll", "brier", "aurc", "aurc_10bin", "ece", "metric"):
+        assert completed["test"][key] == pytest.approx(fresh["test"][key], abs=1e-9)
+    with pytest.raises(ConfigError, match="env kwargs"):
+        evaluate(ENV, "p_set_test", unit_tier, TINY["model"], seeds=(21,), workdir=tmp_path,
+                 env_kwargs={**SUBSPACE, "reward": "hinge"}, agent_kwargs={"members": 2})
+
+
+class FlaggedLM:
+    """The tiny model behind a backend that flags its scores approximate (as a top-k-only API does)."""
+
+    def __init__(self, lm) -> None:
+        self._lm = lm
+
+    def __getattr__(self, name):
+        return getattr(self._lm, name)
+
+    def score(self, requests):
+        out = self._lm.score(requests)
+        for r in out:
+            r.extra["approximate"] = True
+        return out
+
+
+def test_approximate_scores_are_flagged_and_never_submitted(set_submission):
+    from promptgym.bench.evaluate import assemble
+    from promptgym.lm import get_lm
+
+    env = gym.make(ENV, model=FlaggedLM(get_lm(TINY["model"], "float32")), budget=5, **SUBSPACE)
+    a = point(env, 3)
+    assert score_test(env, Result("x", a, "", 0.0, None, 0, members=[a, a + 0.1]), dtype=None).approximate
+    assert not score_test(tiny_env(), Result("x", a, "", 0.0, None, 0)).approximate
+    runs = [dict(r, extra={"approximate": r["seed"] == 42}) for r in set_submission["runs"]]
+    with pytest.raises(InvalidSubmissionError, match=r"seeds \[42\].*approximate"):
+        assemble(ENV, "p_set_test", "unit", TINY["model"], runs, SUBSPACE, None)
