@@ -203,6 +203,9 @@ def test_openai_methods_equal_in_process(served, local, weights_dir, method):
     np.testing.assert_array_equal(lm.embed_tokens([4, 9]), local.embed_tokens([4, 9]))
     assert lm.embedding_stats() == local.embedding_stats()
     reqs = requests_of(local, np.random.default_rng(1))
+    ours, theirs = lm.layout.build(reqs, lm.encode), local.layout.build(reqs, local.encode)
+    assert [(r.ids, r.soft_start, r.answer) for r in ours[0]] == [(r.ids, r.soft_start, r.answer) for r in theirs[0]]
+    assert ours[1:] == theirs[1:]  # the same rows, owners and label ids
     assert_same(lm.score(reqs), local.score(reqs))
     per_row = 2 if method == "prompt_logprobs" else 1  # one prompt per row (and label, by prompt log-probs)
     token_rows = 3 * len(SEGMENTS) * per_row

@@ -28,8 +28,11 @@ for that, behind the same :class:`~promptgym.lm.base.BlackBoxLM` contract as the
   name the label: with method 2 soft rows are read from ``logprobs=-1`` (probed when first needed).
 * **Masked LMs** are refused: a completions server predicts the next token only.
 * Against ``promptgym serve``, each prompt of a completions request is one API call charged to the
-  key, i.e. one *row* here (a 32-example request costs 32 calls, or 64 with two labels and method 2);
-  use our native protocol (:class:`promptgym.lm.remote.RemoteLM`) when the key's quota matters.
+  key, i.e. one *row* here (a 32-example request costs 32 calls, or 64 with two labels and method 2),
+  and the probe costs a few; use our native protocol (:class:`promptgym.lm.remote.RemoteLM`) when
+  the key's quota matters.
+* The rows of all requests of one ``score()`` call go out together, ``max_prompts`` per POST, so an
+  engine batches a whole population at once.
 """
 
 from __future__ import annotations
@@ -369,16 +372,24 @@ class OpenAICompatLM:
         rows, owners, label_ids = self.layout.build(requests, self.encode)
         if self.soft_method is None and any(isinstance(r.prompt, SoftPrompt) for r in requests):
             self.soft_method = self._probe_soft()
+        # the rows of all requests with the same prompt kind and label ids go out together (few, full POSTs)
+        groups: dict[tuple[bool, tuple[int, ...]], list[int]] = {}
+        for r, req in enumerate(requests):
+            groups.setdefault((isinstance(req.prompt, SoftPrompt), tuple(label_ids[r])), []).append(r)
+        scores: list[np.ndarray] = [np.empty(0)] * len(requests)
+        for (soft, labels), members in groups.items():
+            mine = [rows[i] for r in members for i in owners[r]]
+            prompts = [self._row_embeds(row) if soft else list(row.ids) for row in mine]
+            lp = self._scores_of(self.soft_method if soft else self.method, prompts, list(labels), soft=soft)
+            start = 0
+            for r in members:
+                scores[r] = lp[start:start + len(owners[r])]
+                start += len(owners[r])
         results = []
-        # rows of one request share a prompt kind and label ids: score them together
         for r, req in enumerate(requests):
             soft = isinstance(req.prompt, SoftPrompt)
-            method = self.soft_method if soft else self.method
-            mine = [rows[i] for i in owners[r]]
-            prompts = [self._row_embeds(row) if soft else list(row.ids) for row in mine]
-            lp = self._scores_of(method, prompts, label_ids[r], soft=soft)
-            result = label_result(lp, req.label_only, sum(len(row.ids) for row in mine))
-            if method == "top_k":
+            result = label_result(scores[r], req.label_only, sum(len(rows[i].ids) for i in owners[r]))
+            if (self.soft_method if soft else self.method) == "top_k":
                 result.extra["approximate"] = True
             results.append(result)
         self.batch_calls += 1
