@@ -112,9 +112,11 @@ class ServerConfig:
     rate_limit: float | None = None  # requests per second per key (a burst of max(1, rate) allowed); None: off
     batching: bool = True  # score identical concurrent /v1/score jobs once (never changes a score)
     batch_window_ms: float = 0.0  # with batching, wait this long for more jobs before scoring
+    max_logprob_entries: int = 1 << 21  # most (token, log-prob) pairs one /v1/completions answer may list
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_requests", "max_rows", "max_prompt_length", "max_array_elements"):
+        for name in ("max_body_bytes", "max_requests", "max_rows", "max_prompt_length", "max_array_elements",
+                     "max_logprob_entries"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"ServerConfig.{name} must be an integer >= 1, got {value!r}")
@@ -579,7 +581,27 @@ def _completion_inputs(lm, plan: _CompletionPlan, info: ModelInfo, config: Serve
         if len(x) > max_len:
             raise _bad(f"prompt[{i}] has {len(x)} positions, the model takes at most {max_len}")
         inputs.append(x)
+    entries = _logprob_entries(plan, [len(x) for x in inputs], info.vocab_size)
+    if entries > config.max_logprob_entries:
+        raise _too_large(f"this request would list {entries} log-probs, the server allows "
+                         f"{config.max_logprob_entries}: ask for fewer prompts, positions or top-k")
     return inputs
+
+
+def _logprob_entries(plan: _CompletionPlan, lengths: list[int], vocab: int) -> int:
+    """How many (token, log-prob) pairs the answer lists (a bound: top-k plus the chosen tokens)."""
+    def width(k: int | None) -> int:
+        return 0 if k is None else (vocab if k < 0 else min(k, vocab)) + 1
+
+    n = 0
+    if plan.top is not None or plan.extra_ids:
+        per_position = width(plan.top if plan.top is not None else 0) + len(plan.extra_ids)
+        positions = sum(lengths) if plan.echo and plan.kind != "embeds" else 0
+        positions += len(lengths) * plan.max_tokens
+        n += positions * per_position
+    if plan.prompt_top is not None:
+        n += sum(max(0, length - 1) for length in lengths) * width(plan.prompt_top)
+    return n
 
 
 def _load_embeds(item: str, i: int, info: ModelInfo, config: ServerConfig) -> np.ndarray:

@@ -99,9 +99,12 @@ def decode_array(arr: Array, max_elements: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- native protocol
+TokenId = Annotated[StrictInt, Field(ge=0)]
+
+
 class TokenPromptIn(_Strict):
     kind: Literal["tokens"]
-    ids: list[StrictInt]
+    ids: list[TokenId]
 
 
 class SoftPromptIn(_Strict):
@@ -168,7 +171,7 @@ class TokenizerFiles(_Strict):
 
 
 class EmbeddingsRequest(_Strict):
-    ids: list[StrictInt]
+    ids: list[TokenId]
 
 
 class EmbeddingsResponse(_Strict):
