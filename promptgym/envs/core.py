@@ -20,6 +20,7 @@ from promptgym.envs.scoring import Outcome, Scorer, Segments
 from promptgym.errors import ConfigError, InvalidActionError, UnknownSeedError
 from promptgym.lm import DEFAULT_MODEL, get_lm, is_served, parse_served
 from promptgym.lm.base import Prompt, TokenPrompt
+from promptgym.lm.transport import resolve_api_key
 from promptgym.tasks import get_task, load_split
 from promptgym.tasks.data import SEEDS
 from promptgym.tasks.spec import PROMPT_POSITIONS
@@ -77,7 +78,8 @@ class PromptEnvBase(gym.Env):
         if template != "auto":
             self.spec_task.template(template)  # an unknown template name raises here
         if is_served(model):
-            parse_served(model)  # a malformed URL or option is refused before any connection
+            # a malformed URL or option, or a missing key, is refused before any connection
+            resolve_api_key(api_key, required=parse_served(model)[0] == "native")
         elif api_key is not None:
             raise ConfigError("api_key is for a served model (model='http://host:port'), got model "
                               f"{model if isinstance(model, str) else type(model).__name__!r}")
