@@ -311,11 +311,13 @@ def _add_run_options(p: argparse.ArgumentParser, budget: int | None) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     """Serve a model over HTTP with API keys and quotas (see ``promptgym.lm.server``)."""
     from promptgym.lm.keys import KeyStore
-    from promptgym.lm.server import ServerConfig, serve
+    from promptgym.lm.server import serve
+    from promptgym.lm.server_config import ServerConfig
 
     config = ServerConfig(max_body_bytes=args.max_body_bytes, max_requests=args.max_requests, max_rows=args.max_rows,
                           max_prompt_length=args.max_prompt_length, max_array_elements=args.max_array_elements,
-                          request_timeout_s=args.timeout, rate_limit=args.rate_limit, batching=not args.no_batching,
+                          max_logprob_entries=args.max_logprob_entries, request_timeout_s=args.request_timeout_s,
+                          rate_limit=args.rate_limit, batching=not args.no_batching,
                           batch_window_ms=args.batch_window_ms)
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}")
@@ -421,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, help="folder holding leaderboards/ (default: the working directory)")
     p.set_defaults(func=_cmd_leaderboard)
 
+    from promptgym.lm.server_config import server_defaults
+
+    limits = server_defaults()
     p = sub.add_parser("serve", help="serve a model over HTTP with API keys and per-key call quotas")
     p.add_argument("--model", default=DEFAULT_MODEL, help="model preset or Hugging Face id (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
@@ -428,18 +433,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keys", default="keys.db", help="key store (SQLite) made by `promptgym keys add` "
                                                      "(default: %(default)s)")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="(default: %(default)s)")
-    p.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="(default: %(default)s)")
-    p.add_argument("--max-requests", type=int, default=256, help="API calls per /v1/score batch (default: %(default)s)")
-    p.add_argument("--max-rows", type=int, default=1024, help="examples per score request, prompts per "
-                                                              "/v1/completions (default: %(default)s)")
-    p.add_argument("--max-prompt-length", type=int, default=512, help="prompt tokens or soft vectors "
-                                                                      "(default: %(default)s)")
-    p.add_argument("--max-array-elements", type=int, default=1 << 22, help="(default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds before a request answers 503, uncharged "
-                                                                "(default: %(default)s)")
-    p.add_argument("--rate-limit", type=float, default=None, help="requests per second per key (default: off)")
+    for flag, kind, what in (("max-body-bytes", int, "larger bodies answer 413"),
+                             ("max-requests", int, "API calls per /v1/score batch"),
+                             ("max-rows", int, "examples per score request, prompts per /v1/completions"),
+                             ("max-prompt-length", int, "prompt tokens or soft vectors"),
+                             ("max-array-elements", int, "elements of one array"),
+                             ("max-logprob-entries", int, "log-probs listed in one /v1/completions answer"),
+                             ("request-timeout-s", float, "seconds before a request answers 503, uncharged"),
+                             ("rate-limit", float, "requests per second per key, None: no limit"),
+                             ("batch-window-ms", float, "with batching, wait this long for more requests")):
+        p.add_argument(f"--{flag}", type=kind, default=limits[flag.replace("-", "_")],
+                       help=f"{what} (default: %(default)s)")
     p.add_argument("--no-batching", action="store_true", help="do not score identical concurrent requests once")
-    p.add_argument("--batch-window-ms", type=float, default=0.0, help="(default: %(default)s)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="(default: %(default)s)")
     p.set_defaults(func=_cmd_serve)

@@ -125,7 +125,7 @@ def test_cli_keys_add_list_revoke(tmp_path, capsys):
                  ["keys", "revoke", "nobody", "--keys", db],
                  ["keys", "list", "--keys", str(tmp_path / "no" / "keys.db")],
                  ["serve", "--keys", db, "--max-rows", "0"],
-                 ["serve", "--keys", db, "--timeout", "nan"],
+                 ["serve", "--keys", db, "--request-timeout-s", "nan"],
                  ["serve", "--keys", db, "--port", "70000"]):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
