@@ -86,18 +86,24 @@ def cache_path(m: Method, seed: int, tier: str, root: Path | None) -> Path:
 
 
 def run_missing(methods: list[Method], seeds: list[int] | None, tier: str, model: str, root: Path | None) -> None:
-    """Run every missing (method, seed), seed by seed so that every method has early seeds first."""
-    from promptgym.bench.evaluate import evaluate
+    """Run every missing (method, seed), seed by seed so that every method has early seeds first.
+
+    A run cached before the protocol reported uncertainty is completed by ``evaluate`` (its stored
+    prompt re-scored on test, uncharged); a complete cached run is only read.
+    """
+    from promptgym.bench.evaluate import evaluate, has_uncertainty
 
     order = sorted({s for m in methods for s in m.seeds if seeds is None or s in seeds}, key=BENCH_SEEDS.index)
     for seed in order:
         for m in methods:
-            if seed not in m.seeds or cache_path(m, seed, tier, root).is_file():
+            path = cache_path(m, seed, tier, root)
+            if seed not in m.seeds or path.is_file() and has_uncertainty(json.loads(path.read_text())):
                 continue
             started = time.time()
-            print(f"{m.label} on {m.env_id}, seed {seed} ...", flush=True)
-            evaluate(m.env_id, m.agent, tier, model, (seed,), m.env_kwargs or None,
-                     workdir=cache_path(m, seed, tier, root).parent, calibrate=m.calibrate)
+            print(f"{m.label} on {m.env_id}, seed {seed}{' (completing a cached run)' if path.is_file() else ''} ...",
+                  flush=True)
+            evaluate(m.env_id, m.agent, tier, model, (seed,), m.env_kwargs or None, workdir=path.parent,
+                     calibrate=m.calibrate)
             run = json.loads(cache_path(m, seed, tier, root).read_text())
             t = run["test"]
             print(f"  acc {t['metric']:.4f}  ECE {t['ece']:.3f}  NLL {t.get('nll', float('nan')):.3f}  "
