@@ -96,6 +96,8 @@ class Result:
                 raise ConfigError(f"Result.weights must be {len(self.members)} finite numbers >= 0 with a positive "
                                   f"sum, got {self.weights!r}")
             self.weights = [float(x) for x in w]
+        if self.action is None:  # what a single-prompt reader shows: the member of largest weight
+            self.action = self.members[int(np.argmax(self.weights))] if self.weights else self.members[0]
 
     @property
     def prompt_kind(self) -> str:

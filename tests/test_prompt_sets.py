@@ -117,6 +117,8 @@ def test_result_validates_its_set():
     assert not single.is_set and result_members(single) == [(a, 1.0)]
     pairs = result_members(Result("x", a, "", 0.0, None, 0, members=[a, a + 1], weights=[1.0, 3.0]))
     assert [w for _, w in pairs] == [0.25, 0.75]
+    top = Result("x", None, "", 0.0, None, 0, members=[a, a + 1, a + 2], weights=[1.0, 3.0, 2.0])
+    np.testing.assert_array_equal(top.action, a + 1)  # a set's action is its member of largest weight
 
 
 # ---------------------------------------------------------------------------------------------- test scoring
