@@ -120,6 +120,15 @@ def test_native_scores_equal_in_process(served, local):
     assert remote.batch_calls == 1
 
 
+def test_native_splits_requests_larger_than_the_server_takes(served, local):
+    url, key, _ = served
+    remote = RemoteLM(url, key, retry=FAST, max_rows=2)  # 3 examples per request: sent as 2 + 1
+    reqs = requests_of(local, np.random.default_rng(5))
+    before = remote.remaining_calls(), remote.usage.calls
+    assert_same(remote.score(reqs), local.score(reqs))
+    assert remote.usage.calls == before[1] + 2 * len(reqs)
+
+
 def test_native_refuses_bad_prompts_before_sending(served, local):
     url, key, _ = served
     remote = RemoteLM(url, key, retry=FAST)

@@ -74,6 +74,16 @@ def load_served_tokenizer(transport: Transport, weights_sha256: str):
     return AutoTokenizer.from_pretrained(Path(folder))
 
 
+def _concat(parts: list[ScoreResult]) -> ScoreResult:
+    """One result from the results of consecutive slices of a request's examples."""
+    def stack(name: str):
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else np.concatenate(values, axis=0)
+
+    return ScoreResult(predictions=np.concatenate([p.predictions for p in parts]), logprobs=stack("logprobs"),
+                       label_logprobs=stack("label_logprobs"), num_tokens=sum(p.num_tokens for p in parts))
+
+
 class RemoteLM:
     """A :class:`~promptgym.lm.base.BlackBoxLM` whose model runs behind ``promptgym serve``.
 
@@ -83,16 +93,19 @@ class RemoteLM:
     :param retry: retries on connection errors, 503 and rate limits (:class:`RetryPolicy`)
     :param max_requests: most requests sent in one POST; a larger ``score()`` call is split, and a
         POST the server finds too large (413) is split in halves and resent (nothing was charged)
+    :param max_rows: most examples in one request (the server's ``max_rows``); a request with more
+        (a whole test split) is sent as several, each charged one call
 
     ``batch_calls`` counts ``score()`` invocations, as in-process; ``usage`` is the key's usage as of the
     last answer (calls, quota, remaining), straight from the server.
     """
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 600.0,
-                 retry: RetryPolicy | None = None, max_requests: int = 256) -> None:
+                 retry: RetryPolicy | None = None, max_requests: int = 256, max_rows: int = 1024) -> None:
         key = resolve_api_key(api_key, required=True)
-        if isinstance(max_requests, bool) or not isinstance(max_requests, int) or max_requests < 1:
-            raise ConfigError(f"max_requests must be a whole number >= 1, got {max_requests!r}")
+        for field, value in (("max_requests", max_requests), ("max_rows", max_rows)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{field} must be a whole number >= 1, got {value!r}")
         self.url = url
         self.transport = Transport(url, key, timeout=timeout, retry=retry)
         self.info = ModelInfo.model_validate(self.transport.get("/v1/model"))
@@ -105,7 +118,7 @@ class RemoteLM:
         self.dtype = self.info.dtype
         self.tokenizer = load_served_tokenizer(self.transport, self.weights_sha256)
         self._codec = CachedTokenizer(self.tokenizer)
-        self.max_requests = max_requests
+        self.max_requests, self.max_rows = max_requests, max_rows
         self.batch_calls = 0
         self.usage: Usage | None = None
 
@@ -145,12 +158,19 @@ class RemoteLM:
                 raise InvalidRequestError("a request needs at least one example")
             check_prompt(req.prompt, self.vocab_size, self.embedding_dim)
             self.label_token_ids(req.label_words)
-        wire = [request_to_wire(r) for r in requests]
-        results: list[ScoreResult] = []
+        # a request with more examples than the server takes in one request goes as several (each a call)
+        parts, owners = [], []
+        for req in requests:
+            segs = tuple(req.segments)
+            owners.append(range(len(parts), len(parts) + -(-len(segs) // self.max_rows)))
+            parts.extend(ScoreRequest(req.prompt, segs[i:i + self.max_rows], req.label_words, req.label_only)
+                         for i in range(0, len(segs), self.max_rows))
+        wire = [request_to_wire(r) for r in parts]
+        answers: list[ScoreResult] = []
         for start in range(0, len(wire), self.max_requests):
-            results.extend(self._post_scores(wire[start:start + self.max_requests]))
+            answers.extend(self._post_scores(wire[start:start + self.max_requests]))
         self.batch_calls += 1
-        return results
+        return [answers[own[0]] if len(own) == 1 else _concat([answers[i] for i in own]) for own in owners]
 
     def _post_scores(self, wire: list) -> list[ScoreResult]:
         try:
