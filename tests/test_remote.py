@@ -475,23 +475,10 @@ def test_openai_probe_falls_back_on_a_vllm_like_server(served, local, weights_di
 # ---------------------------------------------------------------------------------------------- real model
 @pytest.fixture(scope="module")
 def served_smollm2(tmp_path_factory, cache):
-    """SmolLM2 (bf16, as envs use it) served by its own instance, with a 12-call key."""
+    """SmolLM2 (bf16, as envs use it) served by its own instance."""
     store = KeyStore(tmp_path_factory.mktemp("keys-real") / "keys.db")
     with serve_in_background(LocalLM(load_model("smollm2-135m", "bfloat16")), store) as url:
         yield url, store
-
-
-@pytest.mark.integration
-def test_manual_prompt_over_http_gives_the_in_process_predictions(served_smollm2, smollm2):
-    url, store = served_smollm2
-    key = store.add("manual", None)
-    remote = gym.make("PromptSST2-v0", model=url, api_key=key, budget=10).unwrapped
-    local = gym.make("PromptSST2-v0", model=smollm2, budget=10).unwrapped
-    over_http = remote.score_prompts([TokenPrompt(())], split="dev")[0]
-    in_process = local.score_prompts([TokenPrompt(())], split="dev")[0]
-    np.testing.assert_array_equal(over_http.predictions, in_process.predictions)
-    np.testing.assert_allclose(over_http.label_logprobs, in_process.label_logprobs, atol=1e-6)
-    assert store.get("manual").calls == 1
 
 
 @pytest.mark.integration

@@ -27,6 +27,7 @@ from promptgym.errors import ConfigError, InvalidRequestError, RequestTooLargeEr
 from promptgym.lm.base import ScoreRequest, ScoreResult
 from promptgym.lm.layout import CachedTokenizer, check_prompt, label_token_ids
 from promptgym.lm.presets import cache_root
+from promptgym.lm.server_config import ServerConfig
 from promptgym.lm.transport import RetryPolicy, Transport, resolve_api_key
 from promptgym.lm.wire import (
     EmbeddingsResponse,
@@ -91,17 +92,19 @@ class RemoteLM:
     :param api_key: the key (default ``$PROMPTGYM_API_KEY``; required)
     :param timeout: seconds to wait for one HTTP answer
     :param retry: retries on connection errors, 503 and rate limits (:class:`RetryPolicy`)
-    :param max_requests: most requests sent in one POST; a larger ``score()`` call is split, and a
-        POST the server finds too large (413) is split in halves and resent (nothing was charged)
-    :param max_rows: most examples in one request (the server's ``max_rows``); a request with more
-        (a whole test split) is sent as several, each charged one call
+    :param max_requests: most requests sent in one POST (default: the server's default limit); a larger
+        ``score()`` call is split, and a POST the server finds too large (413) is split in halves and
+        resent (nothing was charged)
+    :param max_rows: most examples in one request (default: the server's default ``max_rows``); a
+        request with more (a large test split) is sent as several, each charged one call
 
     ``batch_calls`` counts ``score()`` invocations, as in-process; ``usage`` is the key's usage as of the
     last answer (calls, quota, remaining), straight from the server.
     """
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 600.0,
-                 retry: RetryPolicy | None = None, max_requests: int = 256, max_rows: int = 1024) -> None:
+                 retry: RetryPolicy | None = None, max_requests: int = ServerConfig.max_requests,
+                 max_rows: int = ServerConfig.max_rows) -> None:
         key = resolve_api_key(api_key, required=True)
         for field, value in (("max_requests", max_requests), ("max_rows", max_rows)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
