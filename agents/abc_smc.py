@@ -19,8 +19,9 @@ Sequential Monte Carlo (Beaumont et al., 2009's population Monte Carlo form):
 Choices and defaults:
 
 * ``particles`` 20, not the reference's 100: at the lite tier's 1,000 calls a population of 100
-  costs >= 100 calls per generation even at full acceptance, leaving a few generations; 20 allows
-  ~10-20 generations, and the test harness scores every member (20 x the test split, not 100 x).
+  costs >= 100 calls per generation even at full acceptance (<= 8 generations; at the 15-30%
+  acceptance seen on a stand-in simulator, 1-2), and the test harness scores every member (20 x
+  the test split, not 100 x). 20 particles left 5 generations on that stand-in.
 * ``eps_0`` from ``prior_draws`` = 100 draws (the reference takes the best of one population of prior
   draws and then keeps drawing from the prior until a whole population reaches it, ~particles x
   popsize calls; taking the ``particles``-th best of 100 draws is the same rejection step at a

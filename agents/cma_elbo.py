@@ -27,7 +27,7 @@ Choices and defaults (the reference's where it has one):
   drown the data and push every variance to 50, where prompts are noise. At 1e-3 it is a ~1-nat
   regulariser that keeps variances from collapsing to 0 (a point estimate) without overriding the
   likelihood; the broad prior keeps that pull weak where the data speak.
-* ``popsize`` 10 (not BBT's 20): a generation costs ``popsize * samples`` calls, so 10 leaves ~8
+* ``popsize`` 10 (not BBT's 20): a generation costs ``popsize * samples`` calls, so 10 leaves 9
   generations at the lite tier's 1,000 calls (20 would leave 4).
 * ``members`` 10 dev draws per check (the reference's sample count); ``dev_every`` 2 generations:
   ~5 checks, ~5% of a lite budget.
