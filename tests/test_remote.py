@@ -492,3 +492,8 @@ def test_bbt_on_the_served_default_model_spends_exactly_its_quota(served_smollm2
     base = run.env.unwrapped
     assert base.budget.max_calls == 12 and base.budget.calls == 12 == store.get("bbt").calls
     assert run.result.dev_metric is not None
+
+
+def test_native_client_on_an_openai_only_server_says_what_to_use():
+    with flaky_server(0, 200, "") as (url, _), pytest.raises(ConfigError, match="openai\\+http"):
+        RemoteLM(url, "k", retry=FAST)

@@ -111,7 +111,13 @@ class RemoteLM:
                 raise ConfigError(f"{field} must be a whole number >= 1, got {value!r}")
         self.url = url
         self.transport = Transport(url, key, timeout=timeout, retry=retry)
-        self.info = ModelInfo.model_validate(self.transport.get("/v1/model"))
+        try:
+            self.info = ModelInfo.model_validate(self.transport.get("/v1/model"))
+        except (InvalidRequestError, ValueError) as exc:
+            if isinstance(exc, InvalidRequestError) and getattr(exc, "status", None) != 404:
+                raise
+            raise ConfigError(f"{url} does not describe its model as `promptgym serve` does; for vLLM or another "
+                              f"OpenAI-compatible server use model='openai+{url}'") from None
         self.name = self.info.name
         self.weights_sha256 = self.info.weights_sha256
         self.vocab_size = self.info.vocab_size

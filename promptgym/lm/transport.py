@@ -176,10 +176,11 @@ class Transport:
                 continue
             if status == 401:
                 raise AuthenticationError(f"{self.base_url} refused the API key: {message}")
-            if status == 413:
-                raise RequestTooLargeError(f"{method} {path} refused ({status}): {message}")
             if 400 <= status < 500:
-                raise InvalidRequestError(f"{method} {path} refused ({status}): {message}")
+                cls = RequestTooLargeError if status == 413 else InvalidRequestError
+                error = cls(f"{method} {path} refused ({status}): {message}")
+                error.status = status  # callers may tell a 404 (no such endpoint) from bad input
+                raise error
             raise ServiceError(f"{method} {path} failed on the server ({status}): {message}")
         raise ServiceError(f"{last}; gave up after {self.retry.attempts} tries")
 
