@@ -30,7 +30,7 @@ from promptgym.errors import (
     ServiceError,
 )
 from promptgym.lm import get_lm, parse_served
-from promptgym.lm.base import ScoreRequest, SoftPrompt, TokenPrompt
+from promptgym.lm.base import BlackBoxLM, ScoreRequest, SoftPrompt, TokenPrompt
 from promptgym.lm.keys import KeyStore
 from promptgym.lm.local import LocalLM
 from promptgym.lm.openai_compat import METHODS, OpenAICompatLM
@@ -108,6 +108,7 @@ def assert_same(results, reference, atol=1e-5):
 def test_native_scores_equal_in_process(served, local):
     url, key, _ = served
     remote = RemoteLM(url, key, retry=FAST)
+    assert isinstance(remote, BlackBoxLM)
     assert (remote.vocab_size, remote.embedding_dim, remote.is_masked) == (local.vocab_size, local.embedding_dim, False)
     assert remote.embedding_stats() == pytest.approx(local.embedding_stats(), abs=1e-7)
     np.testing.assert_array_equal(remote.embed_tokens([5, 17, 3]), local.embed_tokens([5, 17, 3]))
@@ -208,7 +209,7 @@ def test_quota_caps_the_env_and_the_server_has_the_last_word(served):
 def test_openai_methods_equal_in_process(served, local, weights_dir, method):
     url, key, _ = served
     lm = OpenAICompatLM(url, key, embeddings=str(weights_dir), method=method, retry=FAST)
-    assert lm.method == method and not lm.approximate
+    assert lm.method == method and not lm.approximate and isinstance(lm, BlackBoxLM)
     np.testing.assert_array_equal(lm.embed_tokens([4, 9]), local.embed_tokens([4, 9]))
     assert lm.embedding_stats() == local.embedding_stats()
     reqs = requests_of(local, np.random.default_rng(1))
