@@ -57,6 +57,10 @@ def parse_served(url: str) -> tuple[str, str, dict]:
                 raise ConfigError(f"option {key} in {url!r} must be a whole number, got {value!r}")
             value = int(value)
         options[key] = value
+    from promptgym.lm.openai_compat import METHODS
+
+    if options.get("method", "auto") not in ("auto", *METHODS):
+        raise ConfigError(f"option method in {url!r} must be 'auto' or one of {METHODS}, got {options['method']!r}")
     base = check_base_url(urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment)))
     return "openai", base, options
 
