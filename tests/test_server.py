@@ -474,3 +474,27 @@ def test_masked_model_scores_natively_and_refuses_completions(tmp_path):
         got = post_score(c, reqs)
         assert all(same_result(g, w) for g, w in zip(got, ref.score(reqs), strict=True))
         assert "masked" in assert_error(c.post("/v1/completions", json={"prompt": [[1]], "max_tokens": 1}), 400)
+
+
+class BrokenLM(SlowLM):
+    """A served LM whose scoring fails (a server-side fault, not bad input)."""
+
+    def score(self, requests):
+        raise RuntimeError("the accelerator caught fire")
+
+
+def test_a_server_fault_is_a_json_500_refunded_and_keys_are_never_logged(server, sst2, tmp_path, caplog):
+    _, _, lm, _ = server
+    segs, words = sst2
+    store = KeyStore(tmp_path / "keys.db")
+    key = store.add("unlucky", 10)
+    caplog.set_level("DEBUG")
+    with serve_in_background(BrokenLM(lm, 0.0), store, log_level="debug") as url:
+        c = client(url, key)
+        r = c.post("/v1/score", json=score_body([ScoreRequest(TokenPrompt((1,)), segs[:2], words)]))
+        assert "nothing was charged" in assert_error(r, 500, "internal")
+        assert "fire" not in r.text  # no internals in the answer
+        assert c.get("/v1/usage").json()["calls"] == 0  # the reserved call was given back
+        assert_error(client(url, key + "x").get("/v1/usage"), 401)
+    assert "RuntimeError" in caplog.text  # the fault is logged for the operator...
+    assert key not in caplog.text and key[3:20] not in caplog.text  # ...but never a key

@@ -250,6 +250,39 @@ class _BodyLimit:
         await self.app(scope, limited, send)
 
 
+class _CatchAll:
+    """ASGI middleware: an unexpected exception becomes a JSON 500 here, so the connection stays usable.
+
+    (Starlette's own last-resort handler answers and then re-raises, and the server closes the
+    connection: a client would see a reset on its next request.)
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message) -> None:
+            nonlocal started
+            if message.get("type") == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            log.error("internal error on %s %s: %s", scope.get("method"), scope.get("path"), type(exc).__name__,
+                      exc_info=exc)
+            if started:
+                raise
+            await JSONResponse(error_body("internal", "internal server error (nothing was charged)"),
+                               status_code=500)(scope, receive, send)
+
+
 # ---------------------------------------------------------------------------------------------- app
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 401, 413, 422, 429, 503)}
 _STATUS_TYPES = {400: "invalid_request", 401: "unauthorized", 403: "unauthorized", 404: "not_found",
@@ -291,6 +324,7 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None) -> F
     app = FastAPI(title="promptgym LM service", version="1",
                   description="A frozen LM as a black box: scoring calls charged to API keys with quotas.")
     app.add_middleware(_BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(_CatchAll)
     app.state.config, app.state.keys, app.state.worker, app.state.lm = config, key_store, worker, lm
     app.state.shutdown = worker.stop
     app.state.stats = stats = {"score_jobs": 0, "shared": 0}  # shared: identical jobs scored once (batching)
@@ -312,12 +346,6 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None) -> F
     @app.exception_handler(PromptGymError)
     async def _pg(request: Request, exc: PromptGymError) -> JSONResponse:
         return _error(400, "invalid_request", str(exc))
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error on %s %s: %s", request.method, request.url.path, type(exc).__name__,
-                  exc_info=exc)
-        return _error(500, "internal", "internal server error (nothing was charged)")
 
     # ------------------------------------------------------------------ helpers
     async def auth(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:  # noqa: B008
