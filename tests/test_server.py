@@ -434,7 +434,7 @@ def test_batching_never_changes_a_score(sst2, tmp_path):
         store = KeyStore(tmp_path / f"keys{batching}.db")
         key = store.add("k", None)
         lm = fresh_lm(memo=False)  # no memo: a shared result is not just a memo hit
-        with serve_in_background(lm, store, batching=batching, batch_window_ms=50) as url:
+        with serve_in_background(lm, store, batching=batching, batch_window_ms=200) as url:
             got: dict = {}
 
             def run(i: int, url=url, key=key, got=got) -> None:
