@@ -176,13 +176,21 @@ class KeyStore:
 
     def reserve(self, name: str, n: int) -> bool:
         """Charge ``n`` calls to ``name`` if they all fit its quota (True), else charge nothing (False)."""
+        return self.charge(name, n) is not None
+
+    def charge(self, name: str, n: int) -> dict | None:
+        """:meth:`reserve`, returning the key's usage right after this charge (None: nothing charged)."""
         if n < 0:
             raise ValueError("n must be >= 0")
         with self._tx() as db:
             cur = db.execute("UPDATE keys SET calls = calls + ?, requests = requests + 1, last_used = ? "
                              "WHERE name = ? AND revoked = 0 AND (quota IS NULL OR calls + ? <= quota)",
                              (n, time.time(), name, n))
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return None
+            row = db.execute("SELECT name, quota, calls, requests, created, last_used, revoked FROM keys "
+                             "WHERE name = ?", (name,)).fetchone()
+        return _record(row).usage()
 
     def refund(self, name: str, n: int) -> None:
         """Give back ``n`` calls reserved for a request the server failed to score."""

@@ -382,14 +382,17 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None) -> F
             raise ApiError(503, "unavailable", f"not answered within the server's timeout of "
                            f"{config.request_timeout_s:g} s; nothing was charged, retry later") from None
 
-    def charge(job: _Job, name: str, n: int) -> None:
-        """Reserve ``n`` calls for ``name`` (on the worker thread) or raise the quota 429."""
-        if not key_store.reserve(name, n):
+    def charge(job: _Job, name: str, n: int) -> dict:
+        """Reserve ``n`` calls for ``name`` (on the worker thread) and return the usage after it, or raise the
+        quota 429."""
+        usage = key_store.charge(name, n)
+        if usage is None:
             rec = key_store.get(name)
             left = "no limit" if rec.remaining is None else f"{rec.remaining} of {rec.quota} calls left"
             raise ApiError(429, "quota_exceeded", f"quota exceeded for key {name!r}: this request needs {n} calls, "
                            f"{left}; nothing was charged")
         job.refund = lambda: key_store.refund(name, n)
+        return usage
 
     # ------------------------------------------------------------------ endpoints
     @app.get("/health", response_model=Health, tags=["service"])
@@ -424,22 +427,21 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None) -> F
         requests = _check_score(body, config, info)
         key = tuple((prompt_key(r.prompt), r.segments, r.label_words, r.label_only) for r in requests)
 
-        def work(job: _Job, cycle: dict) -> list:
-            charge(job, name, len(requests))
+        def work(job: _Job, cycle: dict) -> tuple[list, dict]:
+            usage = charge(job, name, len(requests))
             stats["score_jobs"] += 1
             if key in cycle:
                 stats["shared"] += 1
-                return cycle[key]
+                return cycle[key], usage
             try:
                 results = lm.score(requests)
             except (InvalidPromptError, InvalidRequestError) as e:
                 raise _bad(str(e)) from None
             cycle[key] = results
-            return results
+            return results, usage
 
-        results = await run_job(work, batchable=True)
-        return ScoreResponse(results=[result_to_wire(r) for r in results], calls=len(requests),
-                             usage=Usage(**(await asyncio.to_thread(key_store.usage, name))))
+        results, usage = await run_job(work, batchable=True)
+        return ScoreResponse(results=[result_to_wire(r) for r in results], calls=len(requests), usage=Usage(**usage))
 
     @app.post("/v1/completions", response_model=CompletionResponse, responses=_ERRORS, tags=["openai-compatible"])
     async def completions(body: CompletionRequest, name: str = Depends(auth)) -> CompletionResponse:
