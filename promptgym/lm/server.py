@@ -57,7 +57,6 @@ import io
 import logging
 import math
 import queue
-import socket
 import tempfile
 import threading
 import time
@@ -761,24 +760,23 @@ def serve_in_background(model, keys_db, host: str = "127.0.0.1", port: int = 0, 
     config = ServerConfig(**options)
     lm, store = _resolve(model, keys_db, dtype)
     app = create_app(lm, store, config)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
-                                           timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="promptgym-server", daemon=True)
+    # uvicorn binds the port itself (0: a free one, read back once started); a socket bound here and
+    # handed over answered every request ~40 ms late (measured: 46 ms vs 3.6 ms per GET /health)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                                           lifespan="off", timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, name="promptgym-server", daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + 30
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
+                raise RuntimeError(f"the server did not start on {host}:{port}")
             time.sleep(0.01)
-        yield ServerURL(f"http://{host}:{sock.getsockname()[1]}", app)
+        bound = server.servers[0].sockets[0].getsockname()[1]
+        yield ServerURL(f"http://{host}:{bound}", app)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
-        sock.close()
         app.state.shutdown()
         if store is not keys_db:
             store.close()
