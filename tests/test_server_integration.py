@@ -19,7 +19,7 @@ from promptgym.tasks import get_task, load_split
 def test_sst2_manual_prompt_over_http_gives_the_in_process_predictions(smollm2, tmp_path):
     spec = get_task("sst2")
     data = load_split("sst2", "test")
-    rows = slice(0, 48)
+    rows = slice(0, 32)
     segs = tuple(spec.causal.render(t) for t in data.texts[rows])
     requests = [ScoreRequest(TokenPrompt(()), segs, spec.causal.verbalizers),  # the template alone
                 ScoreRequest(TokenPrompt(smollm2.encode(" Movie review:")), segs, spec.causal.verbalizers)]
