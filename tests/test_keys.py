@@ -26,6 +26,11 @@ def test_key_is_returned_once_and_only_its_hash_is_stored(tmp_path):
     assert [bytes(r[0]) for r in rows] == [hash_key(key)]
 
 
+def test_store_is_in_wal_mode(tmp_path):
+    KeyStore(tmp_path / "keys.db").add("alice", 1)
+    assert sqlite3.connect(tmp_path / "keys.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_authenticate_rejects_unknown_malformed_and_revoked_keys(tmp_path):
     store = KeyStore(tmp_path / "keys.db")
     key = store.add("alice", None)
