@@ -487,11 +487,11 @@ def test_bbt_on_the_served_default_model_spends_exactly_its_quota(served_smollm2
     from promptgym.runner import run_agent
 
     url, store = served_smollm2
-    monkeypatch.setenv("PROMPTGYM_API_KEY", store.add("bbt", 12))
+    monkeypatch.setenv("PROMPTGYM_API_KEY", store.add("bbt", 6))  # one generation of 4 and 2 dev checks
     run = run_agent("PromptSST2-Subspace-v0", "bbt", 8000, model=url, agent_kwargs={"popsize": 4, "dev_every": 1},
-                    progress=False)
+                    env_kwargs={"prompt_length": 5}, progress=False)
     base = run.env.unwrapped
-    assert base.budget.max_calls == 12 and base.budget.calls == 12 == store.get("bbt").calls
+    assert base.budget.max_calls == 6 and base.budget.calls == 6 == store.get("bbt").calls
     assert run.result.dev_metric is not None
 
 
