@@ -90,7 +90,8 @@ class RemoteLM:
 
     :param url: the server, e.g. ``http://127.0.0.1:8000``
     :param api_key: the key (default ``$PROMPTGYM_API_KEY``; required)
-    :param timeout: seconds to wait for one HTTP answer
+    :param timeout: seconds to wait for one HTTP answer (longer than the server's own request timeout,
+        so that a slow call gets the server's 503, which is uncharged and retried)
     :param retry: retries on connection errors, 503 and rate limits (:class:`RetryPolicy`)
     :param max_requests: most requests sent in one POST (default: the server's default limit); a larger
         ``score()`` call is split, and a POST the server finds too large (413) is split in halves and
@@ -102,7 +103,7 @@ class RemoteLM:
     last answer (calls, quota, remaining), straight from the server.
     """
 
-    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 600.0,
+    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = ServerConfig.request_timeout_s + 60,
                  retry: RetryPolicy | None = None, max_requests: int = ServerConfig.max_requests,
                  max_rows: int = ServerConfig.max_rows) -> None:
         key = resolve_api_key(api_key, required=True)
