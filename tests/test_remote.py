@@ -166,6 +166,8 @@ def test_wrong_or_missing_key(served, monkeypatch):
         RemoteLM(url)
     with pytest.raises(AuthenticationError):
         gym.make("PromptSST2-v0", model=url, api_key="pg-wrong", budget=10)
+    with pytest.raises(AuthenticationError):
+        OpenAICompatLM(url, "pg-wrong", retry=FAST)
 
 
 def test_key_from_environment(served, monkeypatch):

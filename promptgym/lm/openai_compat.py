@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from promptgym.errors import ConfigError, InvalidRequestError, RequestTooLargeError, ServiceError
+from promptgym.errors import BudgetExhausted, ConfigError, InvalidRequestError, RequestTooLargeError, ServiceError
 from promptgym.lm.base import ScoreRequest, ScoreResult, SoftPrompt
 from promptgym.lm.layout import CachedTokenizer, Row, RowLayout, check_token_ids, label_result, label_token_ids
 from promptgym.lm.transport import RetryPolicy, Transport, resolve_api_key
@@ -276,11 +276,13 @@ class OpenAICompatLM:
 
     def _promptgym_info(self):
         """Our server's model description, or None for another server (no ``/v1/model``)."""
+        from pydantic import ValidationError
+
         from promptgym.lm.wire import ModelInfo
 
         try:
             return ModelInfo.model_validate(self.transport.get("/v1/model"))
-        except (InvalidRequestError, ValueError):
+        except (InvalidRequestError, ValidationError):
             return None
 
     def _load_tokenizer(self, tokenizer: Any, embeddings: Any, info) -> Any:
@@ -327,6 +329,8 @@ class OpenAICompatLM:
     def _supports(self, method: str, prompts: list, labels: list[int], soft: bool = False) -> bool:
         try:
             self._scores_of(method, prompts, labels, soft=soft)
+        except (ConfigError, BudgetExhausted):  # a refused key or a spent quota is not an answer about methods
+            raise
         except (InvalidRequestError, ServiceError, KeyError, TypeError, ValueError):
             return False
         return True

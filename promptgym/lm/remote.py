@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from promptgym.errors import ConfigError, InvalidRequestError, RequestTooLargeError, ServiceError
 from promptgym.lm.base import ScoreRequest, ScoreResult
@@ -114,7 +115,7 @@ class RemoteLM:
         self.transport = Transport(url, key, timeout=timeout, retry=retry)
         try:
             self.info = ModelInfo.model_validate(self.transport.get("/v1/model"))
-        except (InvalidRequestError, ValueError) as exc:
+        except (InvalidRequestError, ValidationError) as exc:
             if isinstance(exc, InvalidRequestError) and getattr(exc, "status", None) != 404:
                 raise
             raise ConfigError(f"{url} does not describe its model as `promptgym serve` does; for vLLM or another "
