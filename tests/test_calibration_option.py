@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 import pytest
-from test_prompt_sets import ENV, SUBSPACE, TINY, SetAgent, tiny_env  # noqa: F401  (registers p_set_test)
+from test_prompt_sets import ENV, SUBSPACE, TINY, SetAgent, set_agent, tiny_env  # noqa: F401  (fixture)
 
 from promptgym.agent import make_agent
 from promptgym.calibration import calibrate_result, fit_label_bias

@@ -15,7 +15,16 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from promptgym.agent import AgentConfig, ConfiguredAgent, Result, config_dict, register_agent, require, result_members
+from promptgym.agent import (
+    AGENT_REGISTRY,
+    AgentConfig,
+    ConfiguredAgent,
+    Result,
+    config_dict,
+    register_agent,
+    require,
+    result_members,
+)
 from promptgym.bench import schema
 from promptgym.bench.evaluate import evaluate, prompt_record, verify
 from promptgym.bench.schema import parse_submission, validate_submission
@@ -63,7 +72,12 @@ class SetAgent(ConfiguredAgent):
                       config=config_dict(self.config))
 
 
-register_agent("p_set_test", f"{__name__}:SetAgent", ("subspace",), "test: a weighted set of random points")
+@pytest.fixture(scope="module", autouse=True)
+def set_agent():
+    """``p_set_test`` in the registry for this module's tests only (other modules see the built-ins)."""
+    register_agent("p_set_test", f"{SetAgent.__module__}:SetAgent", ("subspace",), "test: a weighted set")
+    yield "p_set_test"
+    AGENT_REGISTRY.pop("p_set_test", None)
 
 
 def tiny_env(budget: int = 40) -> gym.Env:
@@ -188,7 +202,7 @@ def unit_tier():
 
 
 @pytest.fixture(scope="module")
-def set_submission(unit_tier, tmp_path_factory) -> dict:
+def set_submission(set_agent, unit_tier, tmp_path_factory) -> dict:
     sub = evaluate(ENV, "p_set_test", unit_tier, TINY["model"], env_kwargs=SUBSPACE, agent_kwargs={"combine": "vote"},
                    workdir=tmp_path_factory.mktemp("work"), submitter="ci")
     return json.loads(json.dumps(sub))
