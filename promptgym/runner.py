@@ -78,6 +78,9 @@ def check_env_kwargs(env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
     if clash:
         raise ConfigError(f"env kwargs {clash} are set by their own options (--model, --dtype, --split-seed, "
                           "--budget), not as env kwargs")
+    if "api_key" in kwargs:  # env kwargs are written into run folders and submissions: a key must never be
+        raise ConfigError("pass a served model's API key in $PROMPTGYM_API_KEY, not as an env kwarg "
+                          "(env kwargs are recorded in run folders)")
     return kwargs
 
 

@@ -41,6 +41,7 @@ def _fails_cleanly(argv: list[str], capsys: pytest.CaptureFixture[str], cwd: Pat
     (["train", "--env", "PromptSST2-v0", "--agent", "bdpl", "--env-kwarg", "reward=nope", *TINY],
      "unknown reward 'nope'"),
     (["train", "--env", "PromptSST2-v0", "--agent", "bdpl", "--env-kwarg", "budget=5"], "set by their own options"),
+    (["train", "--env", "PromptSST2-v0", "--agent", "bdpl", "--env-kwarg", "api_key=pg-secret"], "PROMPTGYM_API_KEY"),
     (["train", "--env", "PromptSST2-v0", "--agent", "bdpl", "--split-seed", "7"], "split_seed must be one of"),
     (["evaluate", "--env", "PromptNope-v0", "--agent", "bbt"], "unknown env id 'PromptNope-v0'"),
     (["evaluate", "--env", "PromptSST2-v0", "--agent", "nope"], "unknown agent 'nope'"),
