@@ -73,7 +73,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from promptgym.errors import InvalidPromptError, InvalidRequestError, PromptGymError
+from promptgym.errors import ConfigError, InvalidPromptError, InvalidRequestError, PromptGymError
 from promptgym.lm.keys import KeyStore
 from promptgym.lm.kv_cache import prompt_key
 from promptgym.lm.server_config import ServerConfig
@@ -144,20 +144,24 @@ class _Job:
 class ModelWorker:
     """The single thread that owns the LM and runs jobs in arrival order."""
 
-    def __init__(self, batching: bool, window_s: float) -> None:
+    def __init__(self, batching: bool, window_s: float, own_thread: bool = True) -> None:
         self.batching, self.window_s = batching, window_s
         self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="promptgym-model-worker", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if own_thread:
+            self._thread = threading.Thread(target=self.run, name="promptgym-model-worker", daemon=True)
+            self._thread.start()
 
     def submit(self, job: _Job) -> None:
         self._queue.put(job)
 
     def stop(self) -> None:
         self._queue.put(None)
-        self._thread.join(timeout=60)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=60)
 
-    def _loop(self) -> None:
+    def run(self) -> None:
+        """Run jobs on the calling thread until :meth:`stop` (the worker's own thread runs this too)."""
         while True:
             job = self._queue.get()
             if job is None:
@@ -311,11 +315,15 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
     return 422, "; ".join(parts) + more
 
 
-def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None) -> FastAPI:
+def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None, worker_thread: bool = True) -> FastAPI:
     """The FastAPI app serving ``lm`` (a :class:`~promptgym.lm.local.LocalLM` or any backend with its
-    public API) with keys from ``key_store``. Call ``app.state.shutdown()`` to stop its worker thread."""
+    public API) with keys from ``key_store``. Call ``app.state.shutdown()`` to stop its worker.
+
+    ``worker_thread=False``: the model worker gets no thread of its own; the caller runs
+    ``app.state.worker.run()`` (``promptgym serve`` runs it on the thread that loaded the model).
+    """
     config = config or ServerConfig()
-    worker = ModelWorker(config.batching, config.batch_window_ms / 1000.0)
+    worker = ModelWorker(config.batching, config.batch_window_ms / 1000.0, own_thread=worker_thread)
     limiter = _RateLimiter(config.rate_limit) if config.rate_limit else None
     bearer = HTTPBearer(auto_error=False, description="an API key made by `promptgym keys add`")
     mean, std = lm.embedding_stats()
@@ -723,16 +731,36 @@ def _resolve(model, keys_db, dtype: str):
 
 def serve(model, keys_db, host: str = "127.0.0.1", port: int = 8000, dtype: str = "bfloat16",
           config: ServerConfig | None = None, log_level: str = "info") -> None:
-    """Serve until interrupted (the ``promptgym serve`` command)."""
+    """Serve until interrupted (the ``promptgym serve`` command).
+
+    The model runs on the main thread, which loaded it, and HTTP on a second thread: with torch's
+    OpenMP threads, a process in which two threads run the model was measured ~20% slower per
+    call on 2 cores (benchmarks/RESULTS.md, "Serving").
+    """
     import uvicorn
 
     lm, store = _resolve(model, keys_db, dtype)
-    app = create_app(lm, store, config)
+    app = create_app(lm, store, config, worker_thread=False)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=True))
+
+    def run_http() -> None:
+        try:
+            server.run()
+        finally:
+            app.state.shutdown()  # ends the model loop below
+
+    http = threading.Thread(target=run_http, name="promptgym-http", daemon=True)
+    http.start()
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=True)
+        app.state.worker.run()
+    except KeyboardInterrupt:
+        pass
     finally:
-        app.state.shutdown()
+        server.should_exit = True
+        http.join(timeout=30)
         store.close()
+    if not server.started:
+        raise ConfigError(f"could not serve on {host}:{port} (is the port in use?)")
 
 
 class ServerURL(str):
