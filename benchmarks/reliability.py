@@ -130,8 +130,9 @@ def mean_std(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
     a = a[np.isfinite(a)]
     if a.size == 0:
         return "–"
-    std = a.std(ddof=1) if a.size > 1 else 0.0
-    return f"{a.mean():.{digits}f} ± {std:.{digits}f}"
+    if a.size == 1:
+        return f"{a[0]:.{digits}f}"  # one seed: no spread to report
+    return f"{a.mean():.{digits}f} ± {a.std(ddof=1):.{digits}f}"
 
 
 def report(methods: list[Method], tier: str, root: Path | None) -> str:
