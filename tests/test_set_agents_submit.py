@@ -60,6 +60,8 @@ def test_set_agent_submissions_are_accepted_after_rescoring(agent, tier, tmp_pat
         assert set(run["test"]) >= {"ece", "nll", "brier", "aurc", "aurc_10bin", "ood"}
         if sub.get("calibration"):
             assert len(run["prompt"]["label_bias"]) == len(run["prompt"]["members"])
+    cached = json.loads((tmp_path / "work" / "seed-13.json").read_text())  # the run file keeps the agent's reports
+    assert isinstance(cached["extra"]["diagnostics"]["generations"], int)
     board = tmp_path / "board"
     (board / "leaderboards").mkdir(parents=True)
     assert main(["submit", str(tmp_path / "work" / "sub.json"), "--root", str(board), "--no-render"]) == 0

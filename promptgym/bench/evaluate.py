@@ -127,6 +127,11 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
         "test": test_record(run.env, result, test),
         "extra": {"train_reward": float(result.train_reward), "dev_metric": result.dev_metric,
                   "passes": {k: result.extra[k] for k in ("forward_passes", "backward_passes") if k in result.extra},
+                  # the agent's own scalar reports (ABC generations reached, CMA-ELBO's dev NLL, SNPE's
+                  # rounds...): why a set came out as it did is then readable from the run file
+                  "diagnostics": {k: jsonable(v) for k, v in result.extra.items()
+                                  if k not in ("calibration", "forward_passes", "backward_passes")
+                                  and (_scalarish(v) or isinstance(v, np.generic))},
                   "test_wall_seconds": round(time.time() - started, 3),
                   "approximate": bool(test.approximate), "calibrate": bool(calibrate),
                   "calibration": jsonable(result.extra.get("calibration")),
