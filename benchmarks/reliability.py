@@ -154,8 +154,9 @@ def report(methods: list[Method], tier: str, root: Path | None) -> str:
                   "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
         for m in rows:
             runs = load_runs(m, tier, root)
+            env_cell = m.env_id + (" " + json.dumps(m.env_kwargs) if m.env_kwargs else "")
             if not runs:
-                lines.append(f"| {m.label} | {m.env_id} | 0 | not run | | | | | | |")
+                lines.append(f"| {m.label} | {env_cell} | 0 | not run | | | | | | |")
                 continue
             rs = [runs[s] for s in sorted(runs, key=BENCH_SEEDS.index)]
             diff = ""
@@ -168,7 +169,7 @@ def report(methods: list[Method], tier: str, root: Path | None) -> str:
                 mark = " (excludes 0)" if distinguishable((lo, hi)) else ""
                 diff = f"{100 * delta:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{mark}"
             lines.append(
-                f"| {m.label} | {m.env_id}{' ' + json.dumps(m.env_kwargs) if m.env_kwargs else ''} | {len(rs)} | "
+                f"| {m.label} | {env_cell} | {len(rs)} | "
                 f"{mean_std([r['test']['metric'] for r in rs], 100, 1)} | "
                 f"{mean_std([r['test']['ece'] for r in rs])} | "
                 f"{mean_std([r['test'].get('nll', np.nan) for r in rs])} | "
