@@ -23,7 +23,10 @@ Methods (default model SmolLM2-135M, the tasks' default templates, prompt before
 
 The report prints, per task, accuracy, ECE, NLL, AURC and OOD AUROC (max-prob, mean over the
 task's OOD pairs) as mean ± std over seeds, and each method's paired accuracy difference from the
-calibrated manual prompt with a 95% bootstrap CI over seeds and test rows. ``--only`` picks
+calibrated manual prompt with a 95% bootstrap CI over seeds and test rows; a second table pairs
+every other row with one BBT prompt on the seeds both ran (accuracy CI over seeds and rows; ECE and
+NLL differences with a CI over seeds only, as they are not per-row sums), which answers whether a
+method improves calibration over a single BBT prompt at equal budget. ``--only`` picks
 methods, ``--seeds`` and ``--budget`` shrink a trial run (``--model tiny-random-causal``).
 """
 
@@ -54,6 +57,7 @@ class Method:
     env_kwargs: dict = field(default_factory=dict)
     seeds: tuple[int, ...] = BENCH_SEEDS
     reference: bool = False  # the calibrated manual prompt every row is compared with
+    single: bool = False  # one BBT prompt: the equal-budget baseline the calibration / set rows are paired with
 
     @property
     def task(self) -> str:
@@ -67,7 +71,7 @@ class Method:
 RTE_SEEDS = BENCH_SEEDS[:3]
 METHODS: list[Method] = [
     Method("calibrated manual prompt", "PromptSST2-v0", "calibrated", reference=True),
-    Method("BBT", "PromptSST2-Subspace-v0", "bbt"),
+    Method("BBT", "PromptSST2-Subspace-v0", "bbt", single=True),
     Method("BBT + calibration", "PromptSST2-Subspace-v0", "bbt", calibrate=True),
     Method("BDPL + calibration", "PromptSST2-v0", "bdpl", calibrate=True),
     Method("ensemble", "PromptSST2-Subspace-v0", "ensemble"),
@@ -75,7 +79,7 @@ METHODS: list[Method] = [
     Method("ABC-SMC (labels only)", "PromptSST2-Subspace-v0", "abc_smc", env_kwargs=LABEL_ONLY),
     Method("SNPE (labels only)", "PromptSST2-Subspace-v0", "snpe", env_kwargs=LABEL_ONLY),
     Method("calibrated manual prompt", "PromptRTE-v0", "calibrated", seeds=RTE_SEEDS, reference=True),
-    Method("BBT", "PromptRTE-Subspace-v0", "bbt", seeds=RTE_SEEDS),
+    Method("BBT", "PromptRTE-Subspace-v0", "bbt", seeds=RTE_SEEDS, single=True),
     Method("ensemble", "PromptRTE-Subspace-v0", "ensemble", seeds=RTE_SEEDS),
     Method("ABC-SMC (labels only)", "PromptRTE-Subspace-v0", "abc_smc", env_kwargs=LABEL_ONLY, seeds=RTE_SEEDS),
 ]
@@ -177,7 +181,48 @@ def report(methods: list[Method], tier: str, root: Path | None) -> str:
                 f"{mean_std([ood_maxprob(r) for r in rs])} | {diff} | "
                 f"{np.mean([r['calls_used'] for r in rs]):.0f} |")
         lines.append("")
+        single = next((m for m in rows if m.single), None)
+        if single is not None:
+            lines += paired_with_single(rows, single, tier, root, labels, spec.metric)
     return "\n".join(lines)
+
+
+def paired_with_single(rows: list[Method], single: Method, tier: str, root: Path | None, labels: np.ndarray,
+                       metric: str) -> list[str]:
+    """Markdown rows: each method minus one BBT prompt on their shared seeds (negative ECE/NLL: better)."""
+    from promptgym.bench.stats import decode_predictions, distinguishable, paired_difference_ci, seed_bootstrap_ci
+
+    base = load_runs(single, tier, root)
+    lines = [f"Paired with one {single.label} prompt ({single.env_id}) on the seeds both ran; ECE and NLL: mean of "
+             "the per-seed differences, 95% CI over seeds only (3+ seeds); negative is better calibrated.", "",
+             f"| method | paired seeds | Δ {metric} vs {single.label}, 95% CI (pp) | Δ ECE, 95% CI | Δ NLL, 95% CI |",
+             "|---|---:|---|---|---|"]
+
+    def seed_ci(diffs: list[float], digits: int = 3) -> str:
+        if len(diffs) < 3:  # a bootstrap over one or two seeds says nothing
+            return f"{np.mean(diffs):+.{digits}f} (no CI: {len(diffs)} seed{'s' if len(diffs) > 1 else ''})"
+        lo, hi = seed_bootstrap_ci(diffs)
+        mark = " (excludes 0)" if distinguishable((lo, hi)) else ""
+        return f"{np.mean(diffs):+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{mark}"
+
+    for m in rows:
+        if m is single:
+            continue
+        runs = load_runs(m, tier, root)
+        shared = [s for s in sorted(runs, key=BENCH_SEEDS.index) if s in base]
+        if not shared:
+            continue
+        a = [decode_predictions(runs[s]["test"]["predictions"]) for s in shared]
+        b = [decode_predictions(base[s]["test"]["predictions"]) for s in shared]
+        delta = np.mean([runs[s]["test"]["metric"] - base[s]["test"]["metric"] for s in shared])
+        lo, hi = paired_difference_ci(a, b, labels, metric)
+        mark = " (excludes 0)" if distinguishable((lo, hi)) else ""
+        d_ece = [runs[s]["test"]["ece"] - base[s]["test"]["ece"] for s in shared]
+        d_nll = [runs[s]["test"]["nll"] - base[s]["test"]["nll"] for s in shared]
+        lines.append(f"| {m.label} | {len(shared)} | {100 * delta:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{mark} | "
+                     f"{seed_ci(d_ece)} | {seed_ci(d_nll)} |")
+    lines.append("")
+    return lines
 
 
 def main() -> None:
