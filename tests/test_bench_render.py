@@ -293,7 +293,7 @@ def test_html_is_self_contained_and_well_formed() -> None:
 
 def test_html_marks_not_distinguishable_entries() -> None:
     doc = ET.fromstring(render_html(_entries(), {"PromptSST2-v0": TEST_LABELS}))
-    same = [td.text for td in doc.iter("td") if td.get("class", "").split().count("same")]
+    same = [_text(td) for td in doc.iter("td") if td.get("class", "").split().count("same")]
     assert len(same) == 1 and same[0].startswith("≈")
     assert len([tr for tr in doc.iter("tr") if tr.get("class") == "baseline"]) == 2
 
@@ -318,6 +318,11 @@ def _few_calls(agent: str, calls: int, dev: float, **kwargs: Any) -> dict[str, A
     return sub
 
 
+def _text(el: ET.Element) -> str:
+    """A cell's text as the browser shows it (name and submitter cells hold one span per word)."""
+    return "".join(el.itertext())
+
+
 def _section(doc: ET.Element, i: int = 0) -> ET.Element:
     return doc.findall(".//section")[i]
 
@@ -334,7 +339,7 @@ def test_auc_does_not_apply_to_entries_without_a_dev_curve() -> None:
     assert by_agent["manual"][AUC] == "–" and by_agent["manual"][CALLS] == "0"  # not "0.0": AUC does not apply
     assert by_agent["calibrated"][AUC] == "59.9" and by_agent["bdpl"][AUC] not in ("–", "0.0")
     doc = ET.fromstring(render_html(entries, {"PromptSST2-v0": TEST_LABELS}))
-    cells = {tr[1].text: [td.text for td in tr] for tr in doc.iter("tr") if tr[0].tag == "td"}
+    cells = {_text(tr[1]): [_text(td) for td in tr] for tr in doc.iter("tr") if tr[0].tag == "td"}
     assert cells["manual"][HTML_AUC] == "–" and cells["calibrated"][HTML_AUC] == "59.9"
 
 
@@ -368,6 +373,11 @@ def test_table_cells_never_break_inside_words() -> None:
     for tr in doc.iter("tr"):
         if tr[0].tag == "td":
             assert [i for i, td in enumerate(tr) if "words" in (td.get("class") or "")] == [2]
+            for td in (tr[1], tr[2]):  # agent and submitter: every word a no-wrap span (a hyphen is no break)
+                assert td.text is None and [w.text for w in td] == _text(td).split()
+                assert all(w.tag == "span" and w.get("class") == "word" for w in td)
+    span = re.search(r"span\.word \{([^}]*)\}", css)
+    assert span and "white-space: nowrap" in span.group(1)
 
 
 def test_few_call_baselines_are_reference_lines_not_curves() -> None:
@@ -419,7 +429,7 @@ def test_a_score_ci_chart_per_table_marks_baselines_and_the_best_baseline() -> N
     names = [(d.find(f"{SVG}title").text or "").split(":")[0] for d in dots]  # type: ignore[union-attr]
     assert names == ["1. bdpl (alice)", "2. manual (promptgym)", "3. bbt (bob)", "4. random (promptgym)"]
     assert [d.get("class") for d in dots] == ["dot", "dot baseline", "dot", "dot baseline"]
-    rows = {tr[1].text: [td.text or "" for td in tr] for tr in sections[1].iter("tr") if tr[0].tag == "td"}
+    rows = {_text(tr[1]): [_text(td) for td in tr] for tr in sections[1].iter("tr") if tr[0].tag == "td"}
     for dot, whisker, name in zip(dots, whiskers, names):
         lo, hi = _numbers(rows[name.split()[1]][5])
         assert (dot.find(f"{SVG}title").text or "").endswith(f"[{lo:.1f}, {hi:.1f}]")  # type: ignore[union-attr]
@@ -496,7 +506,7 @@ def test_tables_show_nll_aurc_ood_and_dashes_for_old_entries() -> None:
     assert [rows["manual"][i] for i in cols] == ["30.0", "–", "–", "–"]  # submitted before the metrics existed
     assert "**NLL**" in md and "**OOD AUROC**" in md and '"+ calibration"' in md
     doc = ET.fromstring(render_html(_reliability_entries(), {"PromptSST2-v0": TEST_LABELS}))
-    cells = {tr[1].text: [td.text for td in tr] for tr in doc.iter("tr") if tr[0].tag == "td"}
+    cells = {_text(tr[1]): [_text(td) for td in tr] for tr in doc.iter("tr") if tr[0].tag == "td"}
     html_cols = [render_module.HTML_HEADERS.index(h) for h in ("ECE", "NLL", "AURC", "OOD AUROC")]
     assert [cells["bbt + calibration"][i] for i in html_cols] == ["4.0", "0.613", "25.0", "62.5"]
     assert [cells["manual"][i] for i in html_cols] == ["30.0", "–", "–", "–"]

@@ -207,6 +207,7 @@ th {{ background: #f4f4f4; white-space: normal; }}
 td.text, th.text {{ text-align: left; }}
 td.words {{ white-space: normal; overflow-wrap: normal; min-width: 8em; max-width: 16em; }}
 td.name {{ white-space: normal; overflow-wrap: normal; }}
+span.word {{ white-space: nowrap; }}
 tr.baseline td {{ background: #fafaf0; }}
 td.same {{ color: #8a6d00; font-weight: 600; }}
 p.note, figcaption {{ font-size: 0.85em; color: #555; }}
@@ -216,7 +217,9 @@ svg text {{ font-family: inherit; font-size: {FONT_PX}px; fill: #333; }}
 svg text.halo {{ paint-order: stroke; stroke: #fff; stroke-width: 3px; stroke-linejoin: round; }}
 """
 _TEXT_ATTR = ' class="text"'
-_WORDS_COLUMNS = {_COLUMN["Submitter"]}  # free text (the submitter) may wrap between words, never inside one
+# Free text (the submitter) may wrap between words, never inside one: each word is a no-wrap span,
+# as Chromium otherwise breaks "promptgym-baselines" after its hyphen in a narrow column.
+_WORDS_COLUMNS = {_COLUMN["Submitter"]}
 _NAME_COLUMNS = {_COLUMN["Agent"]}  # "bbt + calibration" may wrap before "+" (an agent name has no spaces)
 _SEEDS_COLUMN = next(i for i, h in enumerate(HEADERS) if h.startswith("Seeds "))
 _SCORE_COLUMN = _COLUMN["Score"]
@@ -283,7 +286,11 @@ def html_page(tables: Sequence[Table], *, protocol: str | None = None) -> str:
                 attr = f' class="{" ".join(classes)}"' if classes else ""
                 if i == _SCORE_COLUMN:
                     attr += f' title="{esc(HEADERS[_SEEDS_COLUMN].lower())}: {esc(all_cells[_SEEDS_COLUMN])}"'
-                cells.append(f"<td{attr}>{esc(cell)}</td>")
+                if i in _WORDS_COLUMNS or i in _NAME_COLUMNS:
+                    content = " ".join(f'<span class="word">{esc(w)}</span>' for w in cell.split())
+                else:
+                    content = esc(cell)
+                cells.append(f"<td{attr}>{content}</td>")
             row_attr = ' class="baseline"' if row.is_baseline else ""
             out.append(f"<tr{row_attr}>" + "".join(cells) + "</tr>")
         out += ["</tbody>", "</table></div>"]
