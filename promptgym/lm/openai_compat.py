@@ -61,7 +61,8 @@ DEFAULT_MAX_LENGTH = 1024
 
 # ---------------------------------------------------------------------------------------------- embeddings
 def load_input_embeddings(source: Any) -> np.ndarray:
-    """The input-embedding matrix ``(vocab, d)`` (float32) of a model, and nothing else of it.
+    """The input-embedding matrix ``(vocab, d)`` (float32) of a model, and nothing else of it: what its
+    input-embedding module outputs per id (Gemma 3's module multiplies the table by ``sqrt(hidden)``).
 
     ``source``: an array; a promptgym preset name (the model is loaded once); or a local folder or
     Hugging Face id whose safetensors hold the weights: the embedding's parameter name is found on a
@@ -74,13 +75,17 @@ def load_input_embeddings(source: Any) -> np.ndarray:
         return emb
     if not isinstance(source, (str, os.PathLike)):
         raise ConfigError(f"embeddings must be a path, a Hugging Face id or an array, got {type(source).__name__}")
+    import torch
+
     from promptgym.lm.presets import PRESETS, load_model
 
     if str(source) in PRESETS:
         loaded = load_model(str(source), "float32")
         if loaded.is_masked:
             raise ConfigError(masked_message(str(source)))
-        return loaded.model.get_input_embeddings().weight.detach().float().numpy().copy()
+        embed = loaded.model.get_input_embeddings()  # its outputs (Gemma scales the table inside it)
+        with torch.inference_mode():
+            return embed(torch.arange(embed.weight.shape[0])).float().numpy().copy()
     return _embeddings_from_safetensors(str(source))
 
 
@@ -108,9 +113,14 @@ def _embeddings_from_safetensors(source: str) -> np.ndarray:
     else:
         path = _fetch(source, "model.safetensors")
         key = None
+    # the embedding module's outputs are the embedding space: Gemma 3's module scales the table by sqrt(hidden)
+    scale = getattr(skeleton.get_input_embeddings(), "scalar_embed_scale", None)
     with safe_open(str(path), framework="pt") as fh:
         key = key or _match_key(name, list(fh.keys()))
-        return fh.get_tensor(key).float().numpy().copy()
+        table = fh.get_tensor(key)
+    if scale is not None and scale != 1.0:
+        table = table * torch.tensor(scale, dtype=table.dtype)
+    return table.float().numpy().copy()
 
 
 def _match_key(name: str, keys) -> str:
@@ -301,9 +311,11 @@ class OpenAICompatLM:
             source = self.served_model
         if source is None:
             raise ConfigError("name the model's tokenizer: tokenizer='path or Hugging Face id'")
-        if str(source) in ("smollm2-135m", "tiny-random-causal"):
-            from promptgym.lm.presets import smollm2_tokenizer
+        from promptgym.lm.presets import GGUF_PRESETS, preset_tokenizer, smollm2_tokenizer
 
+        if str(source) in GGUF_PRESETS:
+            return preset_tokenizer(str(source))
+        if str(source) == "tiny-random-causal":
             return smollm2_tokenizer()
         try:
             return AutoTokenizer.from_pretrained(str(source))
