@@ -5,34 +5,48 @@ CMA-ES searches its ``2d`` numbers ``[mu; log_var]`` and minimises
 
     loss(q) = E_q[NLL of the training batch] + kl_weight * KL(q || N(0, prior_var * I))
 
-where the expectation is estimated from ``samples`` prompts drawn from ``q`` (each draw on the
-train batch is one API call; all draws of a generation go in ONE batched call) and the NLL is summed
-over the training examples (the ELBO's likelihood term, scaled to the full train split when the env
-scores minibatches). Every ``dev_every`` generations the distribution at the CMA-ES mean is checked
-on dev: ``members`` draws from it (one call each) predict by the mean of their label distributions,
-and the distribution with the lowest dev NLL is kept; those very draws are the returned members
-(uniform weights, "mean"), so the set returned is the set whose dev NLL chose it.
+where the expectation is estimated from ``samples`` = 10 prompts drawn from each candidate ``q``
+(each draw on the train batch is one API call; all draws of a generation go in ONE batched call)
+and the NLL is summed over the training examples (the ELBO's likelihood term, scaled to the full
+train split when the env scores minibatches). As the reference code (maohaos2/SBI_LLM,
+``CMA_ELBO``): CMA-ES has ``popsize`` = 20 candidates; every candidate's 10 draws are ALSO scored
+on dev (``dev_check="candidates"``: one call per draw, the mean of their label distributions) and
+the candidate with the lowest dev NLL over the whole run picks the distribution (the first on ties,
+the reference's ``<``). ``fresh_draws``: the returned members are ``members`` NEW draws from that
+distribution, not the draws its dev NLL was measured on; they are scored on dev once (one call
+each, reserved from the start) and that is the Result's dev metric, so it was not selected on
+(``Result.extra["dev_metric_selected_on"]`` False; ``extra["selected_dev_metric"]`` is the chosen
+draws' own, selected-on, dev metric). With ``fresh_draws=False`` the chosen candidate's dev-scored
+draws are the members and their dev metric is reported (``dev_metric_selected_on`` True).
 
-Choices and defaults (the reference's where it has one):
+The project's previous lite-tier recipe (:data:`LITE_ADAPTED`)::
 
+    make_agent("cma_elbo", popsize=10, dev_check="mean", common_draws=True, fresh_draws=False)
+
+(10 candidates; one set of 10 standard-normal vectors shared by a generation's candidates; the
+distribution at the CMA-ES mean checked on dev every ``dev_every`` = 2 generations with ``members``
+draws; those very draws returned, their dev metric selected on.)
+
+Choices and the departures from the reference that remain, and why:
+
+* Budget: a generation costs ``popsize x samples`` train calls plus as many dev calls (400 at the
+  defaults), so a lite run (1,000 calls) has 2 generations and leaves ~190 calls unused; it stops
+  when the next whole generation would not fit beside the reserved final dev check (the reference
+  ran 300 generations). ``dev_check="mean"`` halves a generation's cost.
+* ``members`` 10 fresh draws, not the reference's 100: the final dev check costs one call per member
+  and the test harness scores every member on the whole test split.
 * ``log_var`` rather than the reference's ``|variance|``: positive without a kink at 0, and a CMA-ES
-  step acts multiplicatively on the variance. It starts at ``log(init_var)`` = 0 (variance 1, the
-  scale of BBT's ``sigma0`` = 1, so the first draws look like BBT's first population), bounded to
-  ``[log 1e-4, log bound^2]``; ``mu`` starts at 0 inside the action box. Draws are clipped to the box.
-* ``samples`` 10 (the reference's), drawn with common random numbers: the candidates of a generation
-  share the same 10 standard-normal vectors, so CMA-ES ranks the distributions' parameters, not the
-  luck of their draws. Fresh vectors every generation.
-* ``kl_weight`` 1e-3 and ``prior_var`` 50 (the reference's): at d = 500 the full KL of the initial
+  step acts multiplicatively on the variance. It starts at ``log(init_var)`` = 0 (variance 1, as
+  the reference), bounded to ``[log 1e-4, log bound^2]``; ``mu`` starts at 0 inside the env's action
+  box (the reference bounded all 2d numbers to +-100). Draws are clipped to the box.
+* ``kl_weight`` 1e-3 and ``prior_var`` 50 are the reference's: at d = 500 the full KL of the initial
   ``q`` is ~730 nats against ~22 nats of summed NLL on 32 examples; at weight 1 the prior would
-  drown the data and push every variance to 50, where prompts are noise. At 1e-3 it is a ~1-nat
-  regulariser that keeps variances from collapsing to 0 (a point estimate) without overriding the
-  likelihood; the broad prior keeps that pull weak where the data speak.
-* ``popsize`` 10 (not BBT's 20): a generation costs ``popsize * samples`` calls, so 10 leaves 9
-  generations at the lite tier's 1,000 calls (20 would leave 4).
-* ``members`` 10 dev draws per check (the reference's sample count); ``dev_every`` 2 generations:
-  ~5 checks, ~5% of a lite budget.
+  drown the data. At 1e-3 it is a ~1-nat regulariser that keeps variances from collapsing to 0.
+* If no whole generation fits the budget, the distribution at the CMA-ES mean is checked once
+  (``members`` draws) instead, else returned unchecked.
 
-The Result's dev curve holds, at each check, the task metric of the set chosen so far.
+The Result's dev curve holds, at each check, the dev metric of the distribution chosen so far
+(selected on), and last the fresh members' dev metric.
 """
 
 from __future__ import annotations
@@ -49,19 +63,26 @@ from promptgym.envs.scoring import Outcome
 from promptgym.errors import IncompatibleAgentError
 
 LOG_VAR_MIN = math.log(1e-4)  # smallest variance CMA-ES may give a coordinate of q
+DEV_CHECKS = ("candidates", "mean")
+
+#: the project's previous defaults (its lite-tier adaptation): make_agent("cma_elbo", **LITE_ADAPTED) re-runs old rows
+LITE_ADAPTED = {"popsize": 10, "dev_check": "mean", "common_draws": True, "fresh_draws": False}
 
 
 @dataclass
 class CMAELBOConfig(AgentConfig):
-    samples: int = 10         # Monte-Carlo prompts per candidate distribution (each one API call on train)
-    popsize: int = 10         # CMA-ES population of candidate distributions per generation
-    sigma0: float = 1.0       # CMA-ES initial step size on [mu; log_var]
-    init_var: float = 1.0     # initial variance of every coordinate of q (BBT's sigma0 squared)
-    prior_var: float = 50.0   # variance of the Gaussian prior N(0, prior_var I) in the KL term
-    kl_weight: float = 1e-3   # lambda: weight of the KL term against the summed training NLL
-    members: int = 10         # draws per dev check; the chosen check's draws are the returned prompt set
-    dev_every: int = 2        # generations between dev checks of the distribution at the CMA-ES mean
-    seed: int = 0             # seeds the env reset, CMA-ES (seed + 1) and the Monte-Carlo draws
+    samples: int = 10          # Monte-Carlo prompts per candidate distribution (each one API call on train)
+    popsize: int = 20          # CMA-ES population of candidate distributions per generation
+    sigma0: float = 1.0        # CMA-ES initial step size on [mu; log_var]
+    init_var: float = 1.0      # initial variance of every coordinate of q (BBT's sigma0 squared)
+    prior_var: float = 50.0    # variance of the Gaussian prior N(0, prior_var I) in the KL term
+    kl_weight: float = 1e-3    # lambda: weight of the KL term against the summed training NLL
+    dev_check: str = "candidates"  # "candidates": every candidate's draws on dev; "mean": the CMA-ES mean's
+    common_draws: bool = False  # one set of standard-normal vectors for all candidates of a generation
+    dev_every: int = 2         # dev_check "mean": generations between dev checks of the CMA-ES mean
+    members: int = 10          # fresh draws returned (and draws per "mean" dev check)
+    fresh_draws: bool = True   # return fresh draws of the chosen q, scored on dev once; else its dev-scored draws
+    seed: int = 0              # seeds the env reset, CMA-ES (seed + 1) and the Monte-Carlo draws
 
     def validate(self) -> None:
         require(self.samples >= 1, f"CMAELBOConfig.samples must be >= 1, got {self.samples}")
@@ -71,6 +92,8 @@ class CMAELBOConfig(AgentConfig):
         require(self.init_var > 0, f"CMAELBOConfig.init_var must be > 0, got {self.init_var}")
         require(self.prior_var > 0, f"CMAELBOConfig.prior_var must be > 0, got {self.prior_var}")
         require(self.kl_weight >= 0, f"CMAELBOConfig.kl_weight must be >= 0, got {self.kl_weight}")
+        require(self.dev_check in DEV_CHECKS,
+                f"CMAELBOConfig.dev_check must be one of {DEV_CHECKS}, got {self.dev_check!r}")
         require(self.members >= 1, f"CMAELBOConfig.members must be >= 1, got {self.members}")
         require(self.dev_every >= 1, f"CMAELBOConfig.dev_every must be >= 1, got {self.dev_every}")
         require(self.seed >= 0, f"CMAELBOConfig.seed must be >= 0, got {self.seed}")
@@ -103,7 +126,8 @@ class CMAELBOAgent(ConfiguredAgent):
 
     @property
     def max_members(self) -> int:
-        return self.config.members
+        cfg = self.config
+        return cfg.members if cfg.fresh_draws else max(cfg.members, cfg.samples)
 
     def learn(self, env: gym.Env) -> Result:
         import cma
@@ -121,30 +145,39 @@ class CMAELBOAgent(ConfiguredAgent):
         es = cma.CMAEvolutionStrategy(x0, cfg.sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1, "verbose": -9,
                                                         "bounds": [lower.tolist(), upper.tolist()]})
         rng = np.random.default_rng(cfg.seed)
-        dev_eps = rng.standard_normal((cfg.members, d))  # the same dev draws for every checked distribution
+        dev_eps = rng.standard_normal((cfg.members, d))  # "mean" checks: the same dev draws for every distribution
+        reserve = cfg.members if cfg.fresh_draws else 0  # the fresh members' dev check
         train = TrainCurve()
         chosen: dict = {}
         curve: list[tuple[int, float]] = []
         checked: set[bytes] = set()
 
-        def check(x: np.ndarray) -> None:
-            x = np.clip(x, lower, upper)
-            if x.tobytes() in checked or base.budget.remaining < cfg.members:
-                return
-            checked.add(x.tobytes())
-            members = draw(x[:d], x[d:], dev_eps, bound)
+        def consider(x: np.ndarray, members: list[np.ndarray]) -> None:
             score = score_set(base, members, None, "mean")
-            if not chosen or score.nll < chosen["nll"]:
+            if not chosen or score.nll < chosen["nll"]:  # ties to the first checked
                 chosen.update(nll=score.nll, metric=score.metric, members=members, x=x)
             curve.append((base.budget.calls, float(chosen["metric"])))
 
-        gen_cost = cfg.popsize * cfg.samples
-        gen = 0
-        while base.budget.remaining >= gen_cost + 2 * cfg.members:
+        def check_mean(x: np.ndarray) -> None:
+            x = np.clip(x, lower, upper)
+            if x.tobytes() in checked or base.budget.remaining < cfg.members + reserve:
+                return
+            checked.add(x.tobytes())
+            consider(x, draw(x[:d], x[d:], dev_eps, bound))
+
+        candidates = cfg.dev_check == "candidates"
+        gen_cost = cfg.popsize * cfg.samples * (2 if candidates else 1)
+        gen_reserve = reserve if candidates else 2 * cfg.members + reserve
+        gen = n_checked = 0
+        while base.budget.remaining >= gen_cost + gen_reserve:
             asked = es.ask()
-            eps = rng.standard_normal((cfg.samples, d))  # common random numbers for the generation
             params = [np.clip(np.asarray(a), lower, upper) for a in asked]
-            prompts = [p for x in params for p in draw(x[:d], x[d:], eps, bound)]
+            if cfg.common_draws:  # common random numbers: CMA-ES ranks the parameters, not the luck of the draws
+                eps = np.broadcast_to(rng.standard_normal((cfg.samples, d)), (cfg.popsize, cfg.samples, d))
+            else:
+                eps = rng.standard_normal((cfg.popsize, cfg.samples, d))
+            drawn = [draw(x[:d], x[d:], e, bound) for x, e in zip(params, eps)]
+            prompts = [p for ps in drawn for p in ps]
             outs = base.score_actions(prompts)
             train.update(base.budget.calls, prompts, [o.reward for o in outs])
             losses = []
@@ -153,14 +186,28 @@ class CMAELBOAgent(ConfiguredAgent):
                 losses.append(float(nll) + cfg.kl_weight * gaussian_kl(x[:d], x[d:], cfg.prior_var))
             es.tell(asked, losses)
             gen += 1
-            if gen % cfg.dev_every == 0:
-                check(es.mean)
-        check(es.mean)
+            if candidates:  # the reference: every candidate's train draws, scored on dev
+                for x, members in zip(params, drawn):
+                    consider(x, members)
+                n_checked += len(params)
+            elif gen % cfg.dev_every == 0:
+                check_mean(es.mean)
+        if not candidates or not chosen:
+            check_mean(es.mean)
+        n_checked += len(checked)
         if not chosen:  # no dev check was affordable: the draws of the final distribution, unchecked
             x = np.clip(es.mean, lower, upper)
             chosen.update(metric=None, members=draw(x[:d], x[d:], dev_eps, bound), x=x, nll=None)
         x = chosen["x"]
-        extra = {"generations": gen, "dev_nll": chosen["nll"], "kl": gaussian_kl(x[:d], x[d:], cfg.prior_var),
-                 "mean_std": float(np.mean(np.exp(0.5 * x[d:])))}
-        return set_result(self.name, base, chosen["members"], [1.0] * len(chosen["members"]), "mean", train,
-                          chosen["metric"], curve, cfg, extra)
+        members, dev_metric, selected_on = chosen["members"], chosen["metric"], chosen["metric"] is not None
+        if cfg.fresh_draws:
+            members = draw(x[:d], x[d:], rng.standard_normal((cfg.members, d)), bound)
+            dev_metric = selected_on = None
+            if base.budget.remaining >= len(members):
+                dev_metric, selected_on = score_set(base, members, None, "mean").metric, False
+                curve.append((base.budget.calls, dev_metric))
+        extra = {"generations": gen, "checked": n_checked, "dev_nll": chosen["nll"],
+                 "selected_dev_metric": chosen["metric"], "dev_metric_selected_on": selected_on,
+                 "kl": gaussian_kl(x[:d], x[d:], cfg.prior_var), "mean_std": float(np.mean(np.exp(0.5 * x[d:])))}
+        return set_result(self.name, base, members, [1.0] * len(members), "mean", train, dev_metric, curve, cfg,
+                          extra)

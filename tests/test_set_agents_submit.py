@@ -26,7 +26,7 @@ TINY_ENV = ["intrinsic_dim=16", "prompt_length=4"]
 #: agent -> (env kwargs, agent kwargs): small sets so that five seeds take seconds
 AGENTS = {
     "cma_elbo": ([], ["samples=2", "popsize=4", "members=3", "dev_every=2"], ["--calibrate"]),
-    "abc_smc": (["reward=label_only"], ["particles=4", "prior_draws=8"], []),
+    "abc_smc": (["reward=label_only"], ["particles=4", "eps0_draws=8", "popsize=4"], []),
 }
 
 
