@@ -3,8 +3,10 @@ prompts on dev, and the Result of a set.
 
 A set is scored as the test harness scores it: every member is one API call (all members in ONE
 batched request, charged like any call), and the members' predictions are combined by the harness's
-own rule (:func:`promptgym.runner.combine_members`), so an agent's dev number is its test number's
-twin. A label-only env returns predicted labels only; a "vote" set needs nothing more.
+own rule (:func:`promptgym.runner.combine_set`), so an agent's dev number is its test number's
+twin. A label-only env returns predicted labels only; a "vote" set needs nothing more (its ties then
+go to the heaviest member's label, where the test harness, which has log-probs, compares the
+members' mean probabilities).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 from promptgym.agent import Result, TrainCurve, config_dict
 from promptgym.bench.uncertainty import nll
 from promptgym.errors import IncompatibleAgentError
-from promptgym.runner import combine_members
+from promptgym.runner import combine_set
 from promptgym.tasks.metrics import compute_metric
 
 
@@ -38,16 +40,18 @@ def score_set(base: Any, members: Sequence[np.ndarray], weights: Sequence[float]
     ``len(members)`` calls) and combine them by ``combine`` ("mean" or "vote")."""
     outs = base.score_actions(list(members), split=split)
     n_labels = base.spec_task.num_labels
-    if combine == "mean":
-        if any(o.label_logprobs is None for o in outs):
-            raise IncompatibleAgentError("a 'mean' prompt set needs label log-probabilities; the env uses "
-                                         "reward='label_only' (use a 'vote' set)")
-        scores = np.stack([np.asarray(o.label_logprobs, dtype=np.float64) for o in outs])
-    else:  # a vote reads only the predicted labels: one-hot scores carry exactly them
+    labels_only = any(o.label_logprobs is None for o in outs)
+    if combine == "mean" and labels_only:
+        raise IncompatibleAgentError("a 'mean' prompt set needs label log-probabilities; the env uses "
+                                     "reward='label_only' (use a 'vote' set)")
+    if labels_only:  # a vote reads the predicted labels; one-hot scores carry exactly them (ties: heaviest member)
         scores = np.stack([np.eye(n_labels)[np.asarray(o.predictions)] for o in outs])
-    probs = combine_members(scores, None if weights is None else np.asarray(weights, dtype=np.float64), combine)
+    else:  # with log-probs a vote's ties go to the larger mean probability, as on test
+        scores = np.stack([np.asarray(o.label_logprobs, dtype=np.float64) for o in outs])
+    probs, preds = combine_set(scores, None if weights is None else np.asarray(weights, dtype=np.float64), combine,
+                               labels_only=labels_only)
     labels = np.asarray(outs[0].labels)
-    metric = float(compute_metric(base.spec_task.metric, labels, np.argmax(probs, axis=1)))
+    metric = float(compute_metric(base.spec_task.metric, labels, preds))
     return SetScore(metric, float(nll(probs, labels)), probs, len(outs))
 
 

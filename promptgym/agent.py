@@ -53,8 +53,9 @@ class Result:
     A Result may be a weighted *prompt set* (distributional agents: ensembles, variational and
     likelihood-free posteriors): ``members`` are actions of the env's space, ``weights`` one per
     member (normalised when scored; None = uniform) and ``combine`` says how test predictions are
-    made of them: "mean" averages the members' label distributions, "vote" takes the weighted
-    histogram of their predicted labels (for agents that only ever saw labels). ``action`` is then
+    made of them: "mean" averages the members' label distributions, "vote" smooths the weighted
+    histogram of their predicted labels (for agents that only ever saw labels; the rule, with its
+    tie-break, is :func:`promptgym.runner.combine_set`'s). ``action`` is then
     the member with the largest weight, what a single-prompt reader shows. ``label_bias`` is either
     one bias ``(C,)`` for every member or one per member ``(K, C)``. A single-prompt Result is a
     one-member set (:func:`result_members`).
@@ -76,10 +77,10 @@ class Result:
     curve_unit: str = "calls"
     members: list[Any] | None = None    # actions forming a prompt set; None = the single prompt above
     weights: list[float] | None = None  # one per member, >= 0 with a positive sum; None = uniform
-    combine: str = "mean"               # "mean" of label distributions, or "vote" histogram of predicted labels
+    combine: str = "mean"               # "mean" of label distributions, or "vote" of predicted labels
 
     def __post_init__(self) -> None:
-        if self.combine not in COMBINE_RULES:
+        if self.combine not in COMBINE_RULES and self.combine != VOTE_V1:
             raise ConfigError(f"Result.combine must be one of {COMBINE_RULES}, got {self.combine!r}")
         if self.members is None:
             if self.weights is not None:
@@ -114,8 +115,13 @@ class Result:
         return self.members is not None
 
 
-#: how a prompt set's members make one prediction (see :class:`Result`)
+#: how a prompt set's members make one prediction (see :class:`Result`): the rules an agent returns
+#: and a submission of the current schema names
 COMBINE_RULES = ("mean", "vote")
+#: what "vote" meant up to submission schema version 1: the bare weighted histogram of predicted
+#: labels, ties to the first label (exact zeros: NLL at the floor). Only re-scoring those files
+#: uses it (:func:`promptgym.bench.schema.combine_rule`); agents return "vote".
+VOTE_V1 = "vote_v1"
 
 
 def result_members(result: Result) -> list[tuple[Any, float]]:
@@ -162,7 +168,9 @@ class DevSelector:
     """Keeps the prompt with the best dev metric among those it was asked to consider.
 
     A prompt already scored on dev is not scored (nor charged) again: the dev split is fixed, so
-    the answer would be the same (agents often re-propose an unchanged argmax prompt).
+    the answer would be the same (agents often re-propose an unchanged argmax prompt). ``checked``
+    keeps every ``(action, dev outcome)`` it paid for, in order: a snapshot ensemble builds its set
+    from them without paying for the same dev rows twice.
     """
 
     def __init__(self, env: gym.Env) -> None:
@@ -171,6 +179,7 @@ class DevSelector:
         self.best_metric = -np.inf
         self.best_reward = -np.inf
         self.curve: list[tuple[int, float]] = []
+        self.checked: list[tuple[Any, Any]] = []
         self._seen: dict[tuple | None, float] = {}
 
     @property
@@ -188,6 +197,7 @@ class DevSelector:
             return None
         out = self.env.evaluate_dev(action)
         self._seen[key] = out.metric
+        self.checked.append((action, out))
         # ties go to the higher dev reward (a smoother signal than 32-example accuracy)
         if (out.metric, out.reward) > (self.best_metric, self.best_reward):
             self.best_action, self.best_metric, self.best_reward = action, out.metric, out.reward
@@ -514,6 +524,9 @@ def _register_builtins() -> None:
     register_agent("bbt", "agents.bbt:BBTAgent", ("subspace",), "BBT: CMA-ES in a random subspace")
     register_agent("ensemble", "agents.ensemble:EnsembleAgent", ("subspace",),
                    "prompt ensemble: K BBT runs sharing the budget, mean of label distributions", needs_logprobs=True)
+    register_agent("snapshot", "agents.snapshot:SnapshotAgent", ("subspace",),
+                   "snapshot ensemble: best distinct dev-checked prompts of ONE BBT search, each calibrated",
+                   needs_logprobs=True, fits_label_bias=True)
     register_agent("cma_elbo", "agents.cma_elbo:CMAELBOAgent", ("subspace",),
                    "CMA-ELBO: CMA-ES on a diagonal Gaussian over z (variational inference)", needs_logprobs=True)
     register_agent("abc_smc", "agents.abc_smc:ABCSMCAgent", ("subspace",),
@@ -541,7 +554,7 @@ def _register_builtins() -> None:
 
 _register_builtins()
 
-__all__ = ["AGENT_REGISTRY", "ALL_KINDS", "COMBINE_RULES", "Agent", "AgentConfig", "AgentSpec", "ConfiguredAgent",
-           "DevSelector", "Result", "TrainCurve", "agent_spec", "check_compatible", "check_kind", "config_dict",
-           "config_fields", "is_white_box", "make_agent", "make_config", "max_members", "parse_field",
+__all__ = ["AGENT_REGISTRY", "ALL_KINDS", "COMBINE_RULES", "VOTE_V1", "Agent", "AgentConfig", "AgentSpec",
+           "ConfiguredAgent", "DevSelector", "Result", "TrainCurve", "agent_spec", "check_compatible", "check_kind",
+           "config_dict", "config_fields", "is_white_box", "make_agent", "make_config", "max_members", "parse_field",
            "register_agent", "require", "result_members"]

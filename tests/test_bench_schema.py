@@ -191,7 +191,7 @@ def test_non_finite_python_floats_are_rejected(value: float) -> None:
     (lambda s: s.__setitem__("budget_calls", 0), "budget_calls: must be an integer in [1,"),
     (lambda s: s.__setitem__("tier", "huge"), "tier: must be one of ['lite', 'standard']"),
     (lambda s: s.__setitem__("metric", "auc"), "metric: must be one of"),
-    (lambda s: s.__setitem__("schema_version", 2), "schema_version: this promptgym reads version 1"),
+    (lambda s: s.__setitem__("schema_version", 3), "schema_version: this promptgym reads versions 1, 2, got 3"),
 ])
 def test_wrong_types_and_values_name_the_field(mutate: Callable[[dict[str, Any]], Any], fragment: str) -> None:
     _rejects(_mutated(mutate), fragment)

@@ -17,6 +17,7 @@ import pytest
 
 from promptgym.agent import (
     AGENT_REGISTRY,
+    VOTE_V1,
     AgentConfig,
     ConfiguredAgent,
     Result,
@@ -96,11 +97,14 @@ def test_mean_and_vote_on_hand_built_scores():
     lp = np.log(p)
     mean = combine_members(lp, None, "mean")
     np.testing.assert_allclose(mean, [[0.6, 0.4], [0.3, 0.7]])
-    vote = combine_members(lp, None, "vote")
-    np.testing.assert_allclose(vote, [[0.5, 0.5], [0.0, 1.0]])  # member 1 says 0, member 2 says 1; both say 1
+    hist = combine_members(lp, None, VOTE_V1)  # the bare histogram of schema version 1
+    np.testing.assert_allclose(hist, [[0.5, 0.5], [0.0, 1.0]])  # member 1 says 0, member 2 says 1; both say 1
+    # "vote" smooths the shares h: (K h + 1) / (K + C) with K = 2 members, C = 2 labels
+    np.testing.assert_allclose(combine_members(lp, None, "vote"), [[0.5, 0.5], [0.25, 0.75]])
     # weights 3:1 (unnormalised): mean 0.75 p1 + 0.25 p2, vote 0.75 for member 1's label
     np.testing.assert_allclose(combine_members(lp, [3, 1], "mean"), [[0.75, 0.25], [0.35, 0.65]])
-    np.testing.assert_allclose(combine_members(lp, [3, 1], "vote"), [[0.75, 0.25], [0.0, 1.0]])
+    np.testing.assert_allclose(combine_members(lp, [3, 1], VOTE_V1), [[0.75, 0.25], [0.0, 1.0]])
+    np.testing.assert_allclose(combine_members(lp, [3, 1], "vote"), [[0.625, 0.375], [0.25, 0.75]])
     np.testing.assert_allclose(combine_members(lp, [0, 2], "mean"), p[1])  # a zero weight drops a member
 
 
@@ -164,8 +168,9 @@ def test_a_set_combines_every_member_on_test():
     np.testing.assert_array_equal(got.predictions, np.argmax(got.probs, axis=1))
     vote = score_test(env, Result("x", a, "", 0.0, None, 0, members=[a, b], weights=[1.0, 3.0], label_bias=bias,
                                   combine="vote"))
-    expect = 0.25 * np.eye(2)[pa.argmax(1)] + 0.75 * np.eye(2)[pb.argmax(1)]
-    np.testing.assert_allclose(vote.probs, expect)
+    hist = 0.25 * np.eye(2)[pa.argmax(1)] + 0.75 * np.eye(2)[pb.argmax(1)]
+    np.testing.assert_allclose(vote.probs, (2 * hist + 1) / 4)  # smoothed: (K h + 1) / (K + C)
+    np.testing.assert_array_equal(vote.predictions, hist.argmax(1))
     # the same distribution on rendered rows given directly (what OOD scoring uses)
     rows = env.unwrapped.scorer.segments(env.unwrapped.dev)
     dev = member_probs(env, Result("x", a, "", 0.0, None, 0, members=[a, b], weights=[1.0, 3.0], label_bias=bias),

@@ -17,7 +17,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from promptgym.bench.schema import SCHEMA_VERSION, Submission, parse_submission, submission_json_schema
+from promptgym.bench.schema import (
+    SCHEMA_VERSION,
+    SCHEMA_VERSIONS,
+    Submission,
+    parse_submission,
+    submission_json_schema,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = ROOT / "leaderboards" / "submission.schema.json"
@@ -55,7 +61,7 @@ def test_schema_key_sets_match_the_models() -> None:
         assert list(node["properties"]) == list(model.model_fields), name
         assert node["required"] == [k for k, f in model.model_fields.items() if f.is_required()], name
         assert node["additionalProperties"] is False, name
-    assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+    assert schema["properties"]["schema_version"]["enum"] == list(SCHEMA_VERSIONS) and SCHEMA_VERSION in SCHEMA_VERSIONS
     assert "demonstrations" not in schema["$defs"]["Prompt"]["required"]
     assert "default" not in schema["$defs"]["Prompt"]["properties"]["demonstrations"]  # null is not accepted
 

@@ -25,8 +25,15 @@ from typing import Any
 import numpy as np
 
 import promptgym
-from promptgym.agent import Result, agent_spec, check_kind, config_dict, is_white_box, make_config
-from promptgym.bench.schema import BENCH_SEEDS, SCHEMA_VERSION, TIERS, check_budget, validate_submission
+from promptgym.agent import VOTE_V1, Result, agent_spec, check_kind, config_dict, is_white_box, make_config
+from promptgym.bench.schema import (
+    BENCH_SEEDS,
+    SCHEMA_VERSION,
+    TIERS,
+    check_budget,
+    combine_rule,
+    validate_submission,
+)
 from promptgym.bench.stats import decode_predictions, encode_predictions
 from promptgym.envs.registration import check_env_id, env_kind, env_task
 from promptgym.errors import ConfigError, InvalidActionError, InvalidSubmissionError, PromptGymError, UnknownEnvError
@@ -134,6 +141,8 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
                                   and (_scalarish(v) or isinstance(v, np.generic))},
                   "test_wall_seconds": round(time.time() - started, 3),
                   "approximate": bool(test.approximate), "calibrate": bool(calibrate),
+                  # the scoring rules the test record follows (a cached "vote" run of version 1 is re-scored)
+                  "schema_version": SCHEMA_VERSION,
                   "calibration": jsonable(result.extra.get("calibration")),
                   # what reproduces this run from its file alone (not part of a submission)
                   "env_id": env_id, "env_kwargs": jsonable(env_kwargs or {}), "model": model,
@@ -213,21 +222,41 @@ def check_cached_run(path: Path, run: dict, env_kwargs: dict | None, calibrate: 
 
 
 def has_uncertainty(run: dict) -> bool:
-    """Whether a cached seed run carries the uncertainty metrics (runs cached before them do not)."""
-    return all(k in run["test"] for k in UNCERTAINTY_KEYS)
+    """Whether a cached seed run carries the current uncertainty metrics (runs cached before they were
+    reported do not, nor a "vote" set scored by the bare histogram of schema version 1)."""
+    return all(k in run["test"] for k in UNCERTAINTY_KEYS) and not _bare_vote_run(run)
+
+
+def _run_version(run: dict) -> int:
+    return int(run.get("extra", {}).get("schema_version", 1))  # runs cached before version 2 have no mark
+
+
+def _bare_vote_run(run: dict) -> bool:
+    return combine_rule(run["prompt"].get("combine"), _run_version(run)) == VOTE_V1
 
 
 def complete_run(env_id: str, run: dict, model: str = DEFAULT_MODEL, env_kwargs: dict | None = None) -> dict:
     """A cached seed run with its uncertainty metrics and OOD AUROCs added by re-scoring its stored
-    prompt on test (uncharged; the prompt, predictions and metric must come out as stored)."""
+    prompt on test (uncharged; the prompt, predictions and metric must come out as stored).
+
+    A "vote" set cached under schema version 1 is checked against that version's rule (the bare
+    histogram), then its whole test record (predictions and metric too: ties now break otherwise)
+    is the current rule's, and the run is marked with the current version.
+    """
     env = make_env(env_id, 1, run["seed"], model, "bfloat16", env_kwargs)
     task = env.unwrapped.spec_task
-    result = replay_result({"agent": {"name": run.get("extra", {}).get("agent", "cached")}, "runs": [run]}, 0, env,
-                           task.num_labels)
+    sub = {"schema_version": _run_version(run), "agent": {"name": run.get("extra", {}).get("agent", "cached")},
+           "runs": [run]}
+    result = replay_result(sub, 0, env, task.num_labels)
     test = score_test(env, result, "float32")
     if abs(test.metric - run["test"]["metric"]) > METRIC_TOL:
         raise PromptGymError(f"seed {run['seed']}: the cached prompt now scores {test.metric:.4f}, not the cached "
                              f"{run['test']['metric']:.4f}; re-run it")
+    if result.combine == VOTE_V1:  # the members' scores are cached: the current rule costs no LM call
+        result = replay_result({**sub, "schema_version": SCHEMA_VERSION}, 0, env, task.num_labels)
+        test = score_test(env, result, "float32")
+        return {**run, "test": test_record(env, result, test),
+                "extra": {**run.get("extra", {}), "schema_version": SCHEMA_VERSION}}
     return {**run, "test": {**test_record(env, result, test), "predictions": run["test"]["predictions"],
                             "metric": run["test"]["metric"]}}
 
@@ -264,7 +293,9 @@ def _scalarish(v: Any) -> bool:
 
 
 def replay_result(sub: dict, i: int, env: Any, num_labels: int) -> Result:
-    """The Result a submitted run's ``prompt`` stands for, every action checked against the env."""
+    """The Result a submitted run's ``prompt`` stands for, every action checked against the env; its
+    ``combine`` rule is the one of the file's schema version (a version 1 "vote" is the bare histogram;
+    without ``schema_version``, the current one)."""
     p = sub["runs"][i]["prompt"]
     where = f"runs[{i}].prompt"
     actions = [("action", p["action"])] + [(f"members[{k}]", m) for k, m in enumerate(p.get("members") or [])]
@@ -283,7 +314,7 @@ def replay_result(sub: dict, i: int, env: Any, num_labels: int) -> Result:
         return Result(sub["agent"]["name"], p["action"], p["text"], float("nan"), None, 0,
                       label_bias=None if bias is None else np.asarray(bias, dtype=np.float32),
                       demonstrations=p.get("demonstrations"), members=p.get("members"), weights=p.get("weights"),
-                      combine=p.get("combine", "mean"))
+                      combine=combine_rule(p.get("combine"), sub.get("schema_version", SCHEMA_VERSION)))
     except ConfigError as exc:
         raise InvalidSubmissionError(f"{where}: {exc}") from None
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from promptgym.agent import AGENT_REGISTRY
-from promptgym.bench.schema import created_date
+from promptgym.bench.schema import bare_vote, created_date
 from promptgym.bench.stats import (
     bootstrap_ci,
     curve_auc,
@@ -112,7 +112,7 @@ class Row:
     preds: list[np.ndarray] | None = None  # per seed, when the test labels are known
     rank: int = 0
     versus: Comparison | None = None  # None: no baseline was submitted for this row's model
-    nll: float | None = None  # mean over seeds of the test NLL (nats); None: not recorded
+    nll: float | None = None  # mean over seeds of the test NLL (nats); None: not recorded or not meaningful
     aurc: float | None = None  # mean over seeds of the exact test AURC; None: not recorded
     ood_auroc: float | None = None  # max-prob OOD AUROC, mean over the task's OOD pairs then seeds; None: none
 
@@ -224,7 +224,8 @@ def _score(sub: dict[str, Any], metric: str, labels: np.ndarray | None) -> Row:
                calls=float(np.mean([r["calls_used"] for r in runs])),
                ece=float(np.mean([r["test"]["ece"] for r in runs])),
                auc=float(np.mean([curve_auc(r["curve"], budget) for r in runs])), preds=preds,
-               nll=_seed_mean([r["test"].get("nll") for r in runs]),
+               # a bare vote histogram's NLL (schema version 1) is the probability floor's: not applicable
+               nll=None if bare_vote(sub) else _seed_mean([r["test"].get("nll") for r in runs]),
                aurc=_seed_mean([r["test"].get("aurc") for r in runs]),
                ood_auroc=_seed_mean([_mean_ood_auroc(r["test"]) for r in runs]))
 

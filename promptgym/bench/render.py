@@ -55,10 +55,12 @@ test labels, in nats. **AURC**: area under the risk–coverage curve (error rate
 confident rows, averaged over every coverage; lower is better). **OOD AUROC**: how well the
 max-probability tells the task's test inputs from another task's (mean over the task's OOD pairs;
 0.5 = chance). ECE, NLL, AURC and OOD AUROC are means over the seeds; – for entries submitted
-before they were recorded, or a task without OOD pairs. **AUC**: area under the best-so-far dev
-curve divided by the budget (sample efficiency; – for an entry that never evaluated a prompt on
-dev). All values but NLL are ×100. "+ calibration": the agent's final prompts with one bias per
-label fitted on the training examples (charged to the same budget). **vs best baseline**:
+before they were recorded, or a task without OOD pairs; NLL – for vote sets of schema version 1
+(a bare vote histogram puts probability 0 on labels, so its NLL is the 1e-12 floor's). **AUC**:
+area under the best-so-far dev curve divided by the budget (sample efficiency; – for an entry
+that never evaluated a prompt on dev). All values but NLL are ×100. "+ calibration": the agent's
+final prompts with one bias per label fitted on the training examples (charged to the same
+budget). **vs best baseline**:
 difference to the best baseline ({", ".join(sorted(baseline_agents()))}) on the same model with
 the 95% CI of a paired bootstrap; ≈ marks entries *not* distinguishable from it (the CI contains 0)."""
 

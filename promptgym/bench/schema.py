@@ -1,4 +1,4 @@
-"""The leaderboard submission format (schema version 1): pydantic models, and strict parsing around them.
+"""The leaderboard submission format (schema version 2): pydantic models, and strict parsing around them.
 
 A submission is one JSON file: which environment and agent, which model and data (by sha256),
 which budget tier, and one run per data seed with the final prompt, the learning curve on the dev
@@ -22,6 +22,13 @@ tuples as lists. Files written from it are byte-stable, which makes the content 
 
 Protocol rules that are not about shape live in :func:`check_budget` (budget tiers), so that a
 tool can show a structurally valid but over-budget file and say precisely why it is refused.
+
+Versions. A file keeps the version it was written with and is re-scored by that version's rules,
+so committed entries verify exactly as they did. Version 2 changed the meaning of a prompt set's
+``"combine": "vote"`` from the bare weighted histogram of predicted labels (exact zeros: its NLL
+was the 1e-12 floor; ties went to the first label) to smoothed vote shares with a tie-break
+(:func:`promptgym.runner.combine_set`); the shape is the same. :func:`combine_rule` maps a file's
+rule name to the runner's rule, the one place where the versions differ.
 """
 
 from __future__ import annotations
@@ -50,15 +57,18 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from promptgym.agent import COMBINE_RULES
+from promptgym.agent import COMBINE_RULES, VOTE_V1
 from promptgym.errors import InvalidSubmissionError
 from promptgym.tasks.data import SEEDS
 from promptgym.tasks.metrics import METRICS
 
-__all__ = ["BENCH_SEEDS", "MAX_BYTES", "SCHEMA_VERSION", "TIERS", "Submission", "budget_ok", "check_budget",
-           "created_date", "parse_submission", "submission_json_schema", "validate_submission"]
+__all__ = ["BENCH_SEEDS", "MAX_BYTES", "SCHEMA_VERSION", "SCHEMA_VERSIONS", "TIERS", "Submission", "bare_vote",
+           "budget_ok", "check_budget", "combine_rule", "created_date", "parse_submission", "submission_json_schema",
+           "validate_submission"]
 
-SCHEMA_VERSION = 1
+#: the version new submissions are written with, and every version this promptgym reads (see above)
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
 
 #: Budget (LM calls per run) of each tier. "standard" is BBT's and BDPL's 8,000 calls; "lite"
 #: lets CPU-only users take part (600 calls took ~4 minutes on our machines).
@@ -231,6 +241,21 @@ def budget_ok(sub: Mapping[str, Any]) -> bool:
     except InvalidSubmissionError:
         return False
     return True
+
+
+def combine_rule(combine: str | None, schema_version: int) -> str:
+    """The runner's rule (:func:`promptgym.runner.combine_set`) for a prompt's ``combine`` in a file of
+    ``schema_version``: "vote" is :data:`~promptgym.agent.VOTE_V1` (the bare histogram) before version 2;
+    absent is "mean"."""
+    rule = combine or "mean"
+    return VOTE_V1 if rule == "vote" and schema_version < 2 else rule
+
+
+def bare_vote(sub: Mapping[str, Any]) -> bool:
+    """Whether a submission's prompt sets vote by the bare histogram (schema version 1): its NLL is the
+    probability floor's, not a property of the method (leaderboards show it as not applicable)."""
+    version = sub.get("schema_version", SCHEMA_VERSION)
+    return any(combine_rule((run.get("prompt") or {}).get("combine"), version) == VOTE_V1 for run in sub["runs"])
 
 
 # ------------------------------------------------------------------------------- error messages
@@ -434,8 +459,8 @@ def _inside_data_dir(key: str) -> bool:
 
 
 def _known_version(version: int) -> int:
-    if version != SCHEMA_VERSION:
-        raise _bad(f"this promptgym reads version {SCHEMA_VERSION}, got {version}")
+    if version not in SCHEMA_VERSIONS:
+        raise _bad(f"this promptgym reads versions {', '.join(map(str, SCHEMA_VERSIONS))}, got {version}")
     return version
 
 
@@ -525,8 +550,9 @@ class Prompt(_Strict):
 
     A prompt set (distributional agents) adds its ``members`` (actions), their ``weights`` (>= 0,
     normalised when scored; absent: uniform) and the ``combine`` rule ("mean" of the members' label
-    distributions, or "vote" histogram of their predicted labels); ``action`` is then the member
-    of largest weight, and ``label_bias`` may hold one bias per member.
+    distributions, or "vote" of their predicted labels: smoothed vote shares, in version 1 files the
+    bare histogram); ``action`` is then the member of largest weight, and ``label_bias`` may hold
+    one bias per member.
     """
 
     action: Action | None
@@ -620,10 +646,10 @@ class Run(_Strict):
 
 
 class Submission(_Strict):
-    """A promptgym leaderboard submission (schema version 1): one run per protocol data seed, each seed once."""
+    """A promptgym leaderboard submission (schema version 2, or 1): one run per protocol data seed, each seed once."""
 
     schema_version: Annotated[int, _int(), AfterValidator(_known_version),
-                              Field(json_schema_extra={"const": SCHEMA_VERSION})]
+                              Field(json_schema_extra={"enum": list(SCHEMA_VERSIONS)})]
     env_id: Annotated[str, _text(80, ENV_ID_RE, "an environment id like 'PromptSST2-v0'")]
     env_kwargs: Annotated[dict[Key, Scalar], _object(MAX_ENV_KWARGS)]
     agent: Agent
