@@ -58,6 +58,7 @@ class Method:
     seeds: tuple[int, ...] = BENCH_SEEDS
     reference: bool = False  # the calibrated manual prompt every row is compared with
     single: bool = False  # one BBT prompt: the equal-budget baseline the calibration / set rows are paired with
+    variants: bool = False  # also score the set's sub-variants (members, where the bias is fitted) on test
 
     @property
     def task(self) -> str:
@@ -75,6 +76,8 @@ METHODS: list[Method] = [
     Method("BBT + calibration", "PromptSST2-Subspace-v0", "bbt", calibrate=True),
     Method("BDPL + calibration", "PromptSST2-v0", "bdpl", calibrate=True),
     Method("ensemble", "PromptSST2-Subspace-v0", "ensemble"),
+    Method("snapshot ensemble (one BBT search, 5 calibrated members)", "PromptSST2-Subspace-v0", "snapshot",
+           variants=True),
     Method("CMA-ELBO", "PromptSST2-Subspace-v0", "cma_elbo"),
     Method("ABC-SMC (labels only)", "PromptSST2-Subspace-v0", "abc_smc", env_kwargs=LABEL_ONLY),
     Method("SNPE (labels only)", "PromptSST2-Subspace-v0", "snpe", env_kwargs=LABEL_ONLY),
@@ -112,6 +115,52 @@ def run_missing(methods: list[Method], seeds: list[int] | None, tier: str, model
             t = run["test"]
             print(f"  acc {t['metric']:.4f}  ECE {t['ece']:.3f}  NLL {t.get('nll', float('nan')):.3f}  "
                   f"calls {run['calls_used']}  {time.time() - started:.0f} s", flush=True)
+        for m in methods:
+            vpath = variants_path(m, seed, tier, root)
+            if m.variants and seed in m.seeds and cache_path(m, seed, tier, root).is_file() and not vpath.is_file():
+                score_variants(m, seed, tier, model, root)
+
+
+def variants_path(m: Method, seed: int, tier: str, root: Path | None) -> Path:
+    return cache_path(m, seed, tier, root).with_name(f"variants-{seed}.json")
+
+
+#: a snapshot set's sub-variants: the first k members (best dev first; k = 1 is BBT's own prompt when the
+#: search matched BBT's) with each member's bias fitted nowhere, on train, on dev or on both
+VARIANT_MEMBERS = (1, 3, 5)
+VARIANT_BIAS = ("none", "train", "dev", "both")
+
+
+def score_variants(m: Method, seed: int, tier: str, model: str, root: Path | None) -> None:
+    """Test metrics of the sub-variants of a cached snapshot run, written beside its seed file.
+
+    The members' train and dev outcomes are re-scored on a fresh env of the same split (bf16, as the
+    search; a few calls outside the run's budget: analysis, not a run) and every variant is scored on
+    test in fp32 through the runner, whose per-prompt cache makes each variant after the first free.
+    """
+    from agents.snapshot import member_bias
+    from promptgym.agent import Result
+    from promptgym.runner import make_env, score_test
+
+    run = json.loads(cache_path(m, seed, tier, root).read_text())
+    members = [np.asarray(a, dtype=np.float32) for a in run["prompt"]["members"]]
+    env = make_env(m.env_id, 4 * len(members), seed, model, "bfloat16", m.env_kwargs or None)
+    base = env.unwrapped
+    train_outs = base.score_actions(members, "train")
+    dev_outs = base.score_actions(members, "dev")
+    out: dict = {"seed": seed, "variants": []}
+    for k in VARIANT_MEMBERS:
+        if k > len(members):
+            continue
+        for where in VARIANT_BIAS:
+            biases = [member_bias(t, d, where) for t, d in zip(train_outs[:k], dev_outs[:k])]
+            bias = None if where == "none" else np.stack(biases).astype(np.float32)
+            result = Result("snapshot", None, "", float("nan"), None, 0, members=members[:k], label_bias=bias)
+            t = score_test(env, result, "float32")
+            out["variants"].append({"members": k, "bias": where, "metric": float(t.metric), "ece": float(t.ece),
+                                    "nll": float(t.metrics["nll"])})
+            print(f"  variant k={k} bias={where}: acc {t.metric:.4f} ECE {t.ece:.3f}", flush=True)
+    variants_path(m, seed, tier, root).write_text(json.dumps(out, indent=1))
 
 
 def load_runs(m: Method, tier: str, root: Path | None) -> dict[int, dict]:
@@ -184,7 +233,35 @@ def report(methods: list[Method], tier: str, root: Path | None) -> str:
         single = next((m for m in rows if m.single), None)
         if single is not None:
             lines += paired_with_single(rows, single, tier, root, labels, spec.metric)
+        for m in rows:
+            if m.variants:
+                lines += variants_table(m, tier, root)
     return "\n".join(lines)
+
+
+def variants_table(m: Method, tier: str, root: Path | None) -> list[str]:
+    """Markdown: a set's sub-variants (members kept, where each bias is fitted), mean ± std over seeds."""
+    found = {}
+    for seed in m.seeds:
+        path = variants_path(m, seed, tier, root)
+        if path.is_file():
+            found[seed] = json.loads(path.read_text())["variants"]
+    if not found:
+        return []
+    cells: dict[tuple[int, str], list[dict]] = {}
+    for rows in found.values():
+        for v in rows:
+            cells.setdefault((v["members"], v["bias"]), []).append(v)
+    lines = [f"Sub-variants of {m.label} on seeds {sorted(found, key=BENCH_SEEDS.index)} (test, fp32; the first k "
+             "members by dev metric; each member's bias fitted on nothing, train, dev or both): "
+             "accuracy (%) / ECE, mean ± std over seeds", "",
+             "| members | no bias | bias on train | bias on dev | bias on train + dev |", "|---:|---|---|---|---|"]
+    for k in VARIANT_MEMBERS:
+        row = [f"{mean_std([v['metric'] for v in cells.get((k, b), [])], 100, 1)} / "
+               f"{mean_std([v['ece'] for v in cells.get((k, b), [])])}" for b in VARIANT_BIAS]
+        lines.append(f"| {k} | " + " | ".join(row) + " |")
+    lines.append("")
+    return lines
 
 
 def paired_with_single(rows: list[Method], single: Method, tier: str, root: Path | None, labels: np.ndarray,
