@@ -40,6 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.abc_smc import LITE_ADAPTED as ABC_LITE
+from agents.cma_elbo import LITE_ADAPTED as CMA_ELBO_LITE
+from agents.snpe import LITE_ADAPTED as SNPE_LITE
 from promptgym.bench.schema import BENCH_SEEDS, TIERS
 from promptgym.runs import evaluate_workdir, seed_file
 
@@ -59,6 +62,8 @@ class Method:
     reference: bool = False  # the calibrated manual prompt every row is compared with
     single: bool = False  # one BBT prompt: the equal-budget baseline the calibration / set rows are paired with
     variants: bool = False  # also score the set's sub-variants (members, where the bias is fitted) on test
+    agent_kwargs: dict = field(default_factory=dict)  # agent config overrides (e.g. a previous recipe)
+    tag: str = ""  # a work-folder suffix that keeps rows of one agent with different configs apart
 
     @property
     def task(self) -> str:
@@ -66,7 +71,7 @@ class Method:
 
     @property
     def key(self) -> str:
-        return f"{self.task}:{self.agent}{'+calibration' if self.calibrate else ''}"
+        return f"{self.task}:{self.agent}{'+calibration' if self.calibrate else ''}{'@' + self.tag if self.tag else ''}"
 
 
 RTE_SEEDS = BENCH_SEEDS[:3]
@@ -78,18 +83,29 @@ METHODS: list[Method] = [
     Method("ensemble", "PromptSST2-Subspace-v0", "ensemble"),
     Method("snapshot ensemble (one BBT search, 5 calibrated members)", "PromptSST2-Subspace-v0", "snapshot",
            variants=True),
-    Method("CMA-ELBO", "PromptSST2-Subspace-v0", "cma_elbo"),
-    Method("ABC-SMC (labels only)", "PromptSST2-Subspace-v0", "abc_smc", env_kwargs=LABEL_ONLY),
-    Method("SNPE (labels only)", "PromptSST2-Subspace-v0", "snpe", env_kwargs=LABEL_ONLY),
+    Method("CMA-ELBO (previous lite recipe)", "PromptSST2-Subspace-v0", "cma_elbo", agent_kwargs=CMA_ELBO_LITE),
+    Method("ABC-SMC (labels only, previous lite recipe)", "PromptSST2-Subspace-v0", "abc_smc", env_kwargs=LABEL_ONLY,
+           agent_kwargs=ABC_LITE),
+    Method("SNPE (labels only, previous lite recipe)", "PromptSST2-Subspace-v0", "snpe", env_kwargs=LABEL_ONLY,
+           agent_kwargs=SNPE_LITE),
+    Method("CMA-ELBO (reference recipe)", "PromptSST2-Subspace-v0", "cma_elbo", tag="reference"),
+    Method("ABC-SMC (labels only, reference recipe)", "PromptSST2-Subspace-v0", "abc_smc", env_kwargs=LABEL_ONLY,
+           tag="reference"),
+    Method("SNPE (labels only, reference recipe)", "PromptSST2-Subspace-v0", "snpe", env_kwargs=LABEL_ONLY,
+           tag="reference"),
     Method("calibrated manual prompt", "PromptRTE-v0", "calibrated", seeds=RTE_SEEDS, reference=True),
     Method("BBT", "PromptRTE-Subspace-v0", "bbt", seeds=RTE_SEEDS, single=True),
     Method("ensemble", "PromptRTE-Subspace-v0", "ensemble", seeds=RTE_SEEDS),
-    Method("ABC-SMC (labels only)", "PromptRTE-Subspace-v0", "abc_smc", env_kwargs=LABEL_ONLY, seeds=RTE_SEEDS),
+    Method("ABC-SMC (labels only, previous lite recipe)", "PromptRTE-Subspace-v0", "abc_smc", env_kwargs=LABEL_ONLY,
+           seeds=RTE_SEEDS, agent_kwargs=ABC_LITE),
 ]
 
 
 def cache_path(m: Method, seed: int, tier: str, root: Path | None) -> Path:
-    return seed_file(evaluate_workdir(m.env_id, m.agent, tier, root=root, calibrate=m.calibrate), seed)
+    work = evaluate_workdir(m.env_id, m.agent, tier, root=root, calibrate=m.calibrate)
+    if m.tag:
+        work = work.with_name(work.name.removesuffix(f"-{tier}") + f"@{m.tag}-{tier}")
+    return seed_file(work, seed)
 
 
 def run_missing(methods: list[Method], seeds: list[int] | None, tier: str, model: str, root: Path | None) -> None:
@@ -109,7 +125,8 @@ def run_missing(methods: list[Method], seeds: list[int] | None, tier: str, model
             started = time.time()
             print(f"{m.label} on {m.env_id}, seed {seed}{' (completing a cached run)' if path.is_file() else ''} ...",
                   flush=True)
-            evaluate(m.env_id, m.agent, tier, model, (seed,), m.env_kwargs or None, workdir=path.parent,
+            evaluate(m.env_id, m.agent, tier, model, (seed,), m.env_kwargs or None, m.agent_kwargs or None,
+                     workdir=path.parent,
                      calibrate=m.calibrate)
             run = json.loads(cache_path(m, seed, tier, root).read_text())
             t = run["test"]
@@ -172,10 +189,14 @@ def load_runs(m: Method, tier: str, root: Path | None) -> dict[int, dict]:
     return out
 
 
-def ood_maxprob(run: dict) -> float:
-    """OOD AUROC by max-probability, mean over the task's OOD pairs (nan without OOD scores)."""
+def ood_maxprob(run: dict, task: str) -> float:
+    """OOD AUROC by max-probability, mean over the task's first-version OOD pairs (SST-2: RTE alone), the
+    pairs every run of this table has (nan without them); the full panel is ``benchmarks/ood_panel.py``'s."""
+    from promptgym.bench.ood import OOD_PAIRS_V1
+
     ood = run["test"].get("ood") or {}
-    return float(np.mean([v["auroc_maxprob"] for v in ood.values()])) if ood else float("nan")
+    keys = [k for k in OOD_PAIRS_V1.get(task, ()) if k in ood]
+    return float(np.mean([ood[k]["auroc_maxprob"] for k in keys])) if keys else float("nan")
 
 
 def mean_std(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
@@ -202,7 +223,7 @@ def report(methods: list[Method], tier: str, root: Path | None) -> str:
         spec = get_task(env_task(rows[0].env_id))
         labels = np.asarray(load_split(spec, "test").labels)
         lines += [f"### {task} ({spec.metric}, {len(labels)} test rows), {tier} tier", "",
-                  f"| method | env | seeds | {spec.metric} (%) | ECE | NLL | AURC | OOD AUROC (max-prob) | "
+                  f"| method | env | seeds | {spec.metric} (%) | ECE | NLL | AURC | OOD AUROC (max-prob, v1 pairs) | "
                   f"Δ {spec.metric} vs calibrated manual, 95% CI (pp) | calls |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
         for m in rows:
@@ -227,7 +248,7 @@ def report(methods: list[Method], tier: str, root: Path | None) -> str:
                 f"{mean_std([r['test']['ece'] for r in rs])} | "
                 f"{mean_std([r['test'].get('nll', np.nan) for r in rs])} | "
                 f"{mean_std([r['test'].get('aurc', np.nan) for r in rs])} | "
-                f"{mean_std([ood_maxprob(r) for r in rs])} | {diff} | "
+                f"{mean_std([ood_maxprob(r, spec.name) for r in rs])} | {diff} | "
                 f"{np.mean([r['calls_used'] for r in rs]):.0f} |")
         lines.append("")
         single = next((m for m in rows if m.single), None)

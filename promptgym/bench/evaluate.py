@@ -94,10 +94,11 @@ def test_record(env: Any, result: Result, test: TestScore) -> dict[str, Any]:
 test_record.__test__ = False  # type: ignore[attr-defined]
 
 
-def _ood_metrics(env: Any, result: Result, probs_in: np.ndarray | None) -> dict[str, dict[str, float]]:
+def _ood_metrics(env: Any, result: Result, probs_in: np.ndarray | None,
+                 tasks: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     from promptgym.bench.ood import ood_metrics  # it scores through the runner: imported when needed
 
-    return ood_metrics(env, result, "float32", probs_in=probs_in)
+    return ood_metrics(env, result, "float32", probs_in=probs_in, tasks=tasks)
 
 
 def check_protocol_agent(agent: str, allow_white_box: bool = False) -> None:
@@ -329,9 +330,11 @@ def verify(sub: dict, log=print) -> list[dict]:
     """Re-check a validated submission against the local data and model; raise on any mismatch.
 
     Every member of every run's prompt is re-scored on the test split; the claimed metric, the
-    predictions, the uncertainty metrics and the OOD AUROCs must be reproduced. Scores a backend
-    flags approximate cannot be checked, so they are refused. Returns one dict per run with the
-    claimed and re-scored metric.
+    predictions, the uncertainty metrics and the OOD AUROCs must be reproduced. The OOD AUROCs are
+    re-scored on exactly the OOD tasks a run claims, which must be the pair set of one protocol
+    version (:func:`check_ood_claim`): entries recorded with version 1's single pair still verify.
+    Scores a backend flags approximate cannot be checked, so they are refused. Returns one dict per
+    run with the claimed and re-scored metric.
     """
     sub = validate_submission(sub)
     check_budget(sub)
@@ -343,6 +346,9 @@ def verify(sub: dict, log=print) -> list[dict]:
         raise InvalidSubmissionError(f"env_id: {exc}") from None
     if sub["metric"] != task.metric:
         raise InvalidSubmissionError(f"metric: {task.name} is scored by {task.metric}, not {sub['metric']}")
+    for i, run in enumerate(sub["runs"]):  # before any scoring: an OOD key set no protocol version had is refused
+        if "ood" in run["test"]:
+            check_ood_claim(i, task.name, run["test"]["ood"])
     local = data_fingerprint(task)
     if sub["data_sha256"] != local:
         diff = sorted(k for k in set(local) | set(sub["data_sha256"]) if local.get(k) != sub["data_sha256"].get(k))
@@ -386,10 +392,29 @@ def verify(sub: dict, log=print) -> list[dict]:
             if key in claimed and not metric_close(claimed[key], rescored[key]):
                 raise InvalidSubmissionError(f"runs[{i}].test.{key}: claimed {claimed[key]:.4f} but the prompt's "
                                              f"predictive distribution gives {rescored[key]:.4f}")
-        if "ood" in claimed:
-            _verify_ood(i, claimed["ood"], _ood_metrics(env, replay, got.probs))
+        if "ood" in claimed:  # exactly the OOD tasks the run claims (checked above): version 1 entries have fewer
+            _verify_ood(i, claimed["ood"], _ood_metrics(env, replay, got.probs, tuple(claimed["ood"])))
         report.append({"seed": run["seed"], "claimed": claimed["metric"], "rescored": got.metric, "agree": agree})
     return report
+
+
+def check_ood_claim(i: int, task: str, claimed: dict[str, Any]) -> None:
+    """Refuse run ``i``'s ``test.ood`` unless its keys are exactly the OOD pair set of one protocol
+    version for ``task`` (:func:`promptgym.bench.ood.ood_pair_sets`): version 1 entries carry their
+    one pair, new runs every current pair; a key that is no known pair of the task, or a set picked
+    from the pairs (the favourable ones only), is refused. Costs no LM call."""
+    from promptgym.bench.ood import known_ood_tasks, ood_pair_sets
+
+    known = known_ood_tasks(task)
+    unknown = sorted(t for t in claimed if t not in known)
+    if unknown:
+        raise InvalidSubmissionError(f"runs[{i}].test.ood: {', '.join(unknown)} is not an OOD task of {task} "
+                                     f"(its OOD tasks: {', '.join(known) or 'none'})")
+    sets = ood_pair_sets(task)
+    if frozenset(claimed) not in sets:
+        allowed = " or ".join("{" + ", ".join(sorted(s)) + "}" for s in sets)
+        raise InvalidSubmissionError(f"runs[{i}].test.ood: claims {{{', '.join(sorted(claimed))}}}; a run records "
+                                     f"every OOD task of one protocol version: {allowed}")
 
 
 def _verify_ood(i: int, claimed: dict[str, dict[str, float]], got: dict[str, dict[str, float]]) -> None:

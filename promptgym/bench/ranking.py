@@ -12,7 +12,10 @@ A reader should not have to trust ranks alone, so each row also carries:
   with labels, a paired bootstrap CI of the difference; without, whether the seed-only CIs overlap;
 * the uncertainty metrics of its predictive distributions (ECE, NLL, AURC, OOD AUROC; see
   :mod:`promptgym.bench.uncertainty` and :mod:`promptgym.bench.ood`), means over seeds, None for an
-  entry submitted before they were recorded.
+  entry submitted before they were recorded. OOD detection is summarised over the OOD tasks the
+  entry was scored on (:func:`ood_summary`): the mean over them, their spread (min–max) and their
+  number — an entry of protocol version 1 has one OOD task where a new one has several, and
+  AUROCs on different OOD sets can rank the same prompts in opposite orders.
 
 An entry whose prompts were followed by a fitted label bias (top-level ``"calibration": true``) is
 named "<agent> + calibration", so that a tuned prompt plus calibration can be told from the agent
@@ -46,8 +49,8 @@ from promptgym.bench.store import submission_filename
 from promptgym.envs.registration import env_task
 from promptgym.errors import InvalidSubmissionError, UnknownEnvError
 
-__all__ = ["CLAIM_TOLERANCE", "N_BOOT", "TIER_ORDER", "Comparison", "Row", "Table", "baseline_agents",
-           "prompt_free_agents", "rank", "task_of"]
+__all__ = ["CLAIM_TOLERANCE", "N_BOOT", "TIER_ORDER", "Comparison", "OodSummary", "Row", "Table", "baseline_agents",
+           "ood_summary", "prompt_free_agents", "rank", "task_of"]
 
 TIER_ORDER: tuple[str, ...] = ("standard", "lite")  # tables of one env: the headline tier first
 N_BOOT = 1000  # bootstrap resamples: fixed (with the fixed seeds in stats) so pages regenerate byte for byte
@@ -96,6 +99,52 @@ class Comparison:
     distinguishable: bool  # False: the CI contains 0 (or the seed CIs overlap)
 
 
+@dataclass
+class OodSummary:
+    """An entry's max-prob OOD AUROC over its OOD tasks: per task the mean over seeds, then the mean,
+    extremes and standard deviation over the tasks (std 0 for a single task)."""
+
+    by_task: dict[str, float]  # OOD task -> mean over seeds, in the order the runs list them
+
+    @property
+    def n(self) -> int:
+        return len(self.by_task)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.by_task)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(list(self.by_task.values())))
+
+    @property
+    def low(self) -> float:
+        return min(self.by_task.values())
+
+    @property
+    def high(self) -> float:
+        return max(self.by_task.values())
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation over the OOD tasks (the tasks are the whole panel, not a sample)."""
+        return float(np.std(list(self.by_task.values())))
+
+
+def ood_summary(tests: Sequence[Mapping[str, Any]]) -> OodSummary | None:
+    """The OOD summary of an entry's per-seed ``test`` records: the max-prob AUROC of every OOD task
+    that *every* seed has, averaged over seeds; None when some seed has no OOD scores or the seeds
+    share no OOD task (a mean over some seeds would not compare with the other rows' means)."""
+    oods = [test.get("ood") for test in tests]
+    if not oods or any(not ood for ood in oods):
+        return None
+    shared = [task for task in oods[0] if all(task in ood for ood in oods[1:])]
+    if not shared:
+        return None
+    return OodSummary({task: float(np.mean([float(ood[task]["auroc_maxprob"]) for ood in oods])) for task in shared})
+
+
 @dataclass(eq=False)  # rows are compared by identity: two entries never are the same row
 class Row:
     """One entry of a table: its per-seed scores and the statistics the pages show."""
@@ -114,7 +163,8 @@ class Row:
     versus: Comparison | None = None  # None: no baseline was submitted for this row's model
     nll: float | None = None  # mean over seeds of the test NLL (nats); None: not recorded or not meaningful
     aurc: float | None = None  # mean over seeds of the exact test AURC; None: not recorded
-    ood_auroc: float | None = None  # max-prob OOD AUROC, mean over the task's OOD pairs then seeds; None: none
+    ood_auroc: float | None = None  # max-prob OOD AUROC, mean over seeds then the entry's OOD tasks; None: none
+    ood: OodSummary | None = None  # per OOD task, with the spread over tasks; None: none
 
     @property
     def agent(self) -> str:
@@ -220,6 +270,7 @@ def _score(sub: dict[str, Any], metric: str, labels: np.ndarray | None) -> Row:
     else:
         ci = seed_bootstrap_ci(scores, n_boot=N_BOOT)
     budget = int(sub["budget_calls"])
+    ood = ood_summary([r["test"] for r in runs])
     return Row(sub=sub, key=key, scores=scores, mean=mean, std=std, ci=ci,
                calls=float(np.mean([r["calls_used"] for r in runs])),
                ece=float(np.mean([r["test"]["ece"] for r in runs])),
@@ -227,7 +278,7 @@ def _score(sub: dict[str, Any], metric: str, labels: np.ndarray | None) -> Row:
                # a bare vote histogram's NLL (schema version 1) is the probability floor's: not applicable
                nll=None if bare_vote(sub) else _seed_mean([r["test"].get("nll") for r in runs]),
                aurc=_seed_mean([r["test"].get("aurc") for r in runs]),
-               ood_auroc=_seed_mean([_mean_ood_auroc(r["test"]) for r in runs]))
+               ood_auroc=None if ood is None else ood.mean, ood=ood)
 
 
 def _seed_mean(values: Sequence[float | None]) -> float | None:
@@ -236,14 +287,6 @@ def _seed_mean(values: Sequence[float | None]) -> float | None:
     if not values or any(v is None for v in values):
         return None
     return float(np.mean([float(v) for v in values if v is not None]))
-
-
-def _mean_ood_auroc(test: Mapping[str, Any]) -> float | None:
-    """A run's max-prob OOD AUROC averaged over its task's OOD pairs; None without OOD scores."""
-    ood = test.get("ood")
-    if not ood:
-        return None
-    return float(np.mean([float(pair["auroc_maxprob"]) for pair in ood.values()]))
 
 
 def _compare_with_baselines(table: Table, shared: Sequence[Row] = ()) -> None:

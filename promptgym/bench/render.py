@@ -53,10 +53,13 @@ resampling seeds and test rows. **ECE**: expected calibration error of the predi
 distribution on the test split (10 bins, top label). **NLL**: mean negative log-likelihood of the
 test labels, in nats. **AURC**: area under the risk–coverage curve (error rate among the most
 confident rows, averaged over every coverage; lower is better). **OOD AUROC**: how well the
-max-probability tells the task's test inputs from another task's (mean over the task's OOD pairs;
-0.5 = chance). ECE, NLL, AURC and OOD AUROC are means over the seeds; – for entries submitted
-before they were recorded, or a task without OOD pairs; NLL – for vote sets of schema version 1
-(a bare vote histogram puts probability 0 on labels, so its NLL is the 1e-12 floor's). **AUC**:
+max-probability tells the task's test inputs from another task's (0.5 = chance): the mean over the
+OOD tasks the entry was scored on, then in parentheses the lowest–highest of them and their number
+(a bare value: one OOD task, as entries of protocol version 1 have); it ranks OOD detection only
+where it agrees on every OOD task (see the protocol). ECE, NLL, AURC and OOD AUROC are means over
+the seeds; – for entries submitted before they were recorded, or a task without OOD pairs; NLL –
+for vote sets of schema version 1 (a bare vote histogram puts probability 0 on labels, so its NLL
+is the 1e-12 floor's). **AUC**:
 area under the best-so-far dev curve divided by the budget (sample efficiency; – for an entry
 that never evaluated a prompt on dev). All values but NLL are ×100. "+ calibration": the agent's
 final prompts with one bias per label fitted on the training examples (charged to the same
@@ -104,6 +107,16 @@ def _notes(table: Table) -> list[str]:
                      "same on every env kind of the task).")
     if table.missing_baseline:
         notes.append("— No baseline has been submitted for this entry's model in this tier.")
+    ood_sets: dict[frozenset[str], list[str]] = {}
+    for row in table.rows:
+        if row.ood is not None:
+            ood_sets.setdefault(frozenset(row.ood.tasks), []).append(row.name)
+    if len(ood_sets) > 1:
+        listed = "; ".join(f"{', '.join(sorted(tasks))}: {', '.join(names)}"
+                           for tasks, names in sorted(ood_sets.items(), key=lambda kv: (len(kv[0]), sorted(kv[0]))))
+        notes.append(f"OOD AUROC: these entries were scored on different OOD tasks ({listed}); a mean over other "
+                     "OOD tasks does not compare, and no entry is better at OOD detection unless it is better on "
+                     "every OOD task both have.")
     return notes
 
 
@@ -139,12 +152,23 @@ def _nats(x: float) -> str:
     return f"{x:.3f}"
 
 
+def _ood(row: Row) -> str:
+    """The OOD AUROC cell: the mean over the entry's OOD tasks, with their range and number when
+    there are several ("52.0 (34.0–70.0, 4 tasks)"); a bare value for a single OOD task."""
+    ood = row.ood
+    if ood is None:
+        return NOT_APPLICABLE
+    if ood.n == 1:
+        return _pct(ood.mean)
+    return f"{_pct(ood.mean)} ({_pct(ood.low)}–{_pct(ood.high)}, {ood.n} tasks)"
+
+
 def _cells(row: Row) -> list[str]:
     sub = row.sub
     return [str(row.rank), row.name, sub["submitter"], sub["model"]["name"],
             f"{_pct(row.mean)} ± {_pct(row.std)}", f"[{_pct(row.ci[0])}, {_pct(row.ci[1])}]",
             " / ".join(_pct(s) for s in row.scores), _calls(row.calls), _pct(row.ece), _optional(row.nll, _nats),
-            _optional(row.aurc), _optional(row.ood_auroc),
+            _optional(row.aurc), _ood(row),
             _pct(row.auc) if _has_curve(row) else NOT_APPLICABLE, _versus(row), created_date(sub),
             sub["promptgym_version"]]
 
