@@ -54,8 +54,8 @@ distribution on the test split (10 bins, top label). **NLL**: mean negative log-
 test labels, in nats. **AURC**: area under the risk–coverage curve (error rate among the most
 confident rows, averaged over every coverage; lower is better). **OOD AUROC**: how well the
 max-probability tells the task's test inputs from another task's (0.5 = chance): the mean over the
-OOD tasks the entry was scored on, then in parentheses the lowest–highest of them and their number
-(a bare value: one OOD task, as entries of protocol version 1 have); it ranks OOD detection only
+OOD tasks the entry was scored on, then in brackets the lowest–highest of them and after the slash
+their number (a bare value: one OOD task, as entries of protocol version 1 have); it ranks OOD detection only
 where it agrees on every OOD task (see the protocol). ECE, NLL, AURC and OOD AUROC are means over
 the seeds; – for entries submitted before they were recorded, or a task without OOD pairs; NLL –
 for vote sets of schema version 1 (a bare vote histogram puts probability 0 on labels, so its NLL
@@ -154,13 +154,14 @@ def _nats(x: float) -> str:
 
 def _ood(row: Row) -> str:
     """The OOD AUROC cell: the mean over the entry's OOD tasks, with their range and number when
-    there are several ("52.0 (34.0–70.0, 4 tasks)"); a bare value for a single OOD task."""
+    there are several ("52.0 [34–70]/4": compact, tables already fill the page); a bare value for a
+    single OOD task."""
     ood = row.ood
     if ood is None:
         return NOT_APPLICABLE
     if ood.n == 1:
         return _pct(ood.mean)
-    return f"{_pct(ood.mean)} ({_pct(ood.low)}–{_pct(ood.high)}, {ood.n} tasks)"
+    return f"{_pct(ood.mean)} [{100 * ood.low:.0f}–{100 * ood.high:.0f}]/{ood.n}"
 
 
 def _cells(row: Row) -> list[str]:
