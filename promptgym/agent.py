@@ -522,6 +522,8 @@ def _register_builtins() -> None:
     register_agent("bdpl", "agents.bdpl:BDPLAgent", both,
                    "BDPL: variance-reduced policy gradient over candidate distributions")
     register_agent("bbt", "agents.bbt:BBTAgent", ("subspace",), "BBT: CMA-ES in a random subspace")
+    register_agent("nevergrad", "agents.nevergrad_search:NevergradAgent", ("discrete", "subspace"),
+                   "Nevergrad optimizer by name (NGOpt, CMA, TwoPointsDE, PSO, ...), a population per batched call")
     register_agent("ensemble", "agents.ensemble:EnsembleAgent", ("subspace",),
                    "prompt ensemble: K BBT runs sharing the budget, mean of label distributions", needs_logprobs=True)
     register_agent("snapshot", "agents.snapshot:SnapshotAgent", ("subspace",),

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from promptgym.errors import ConfigError, InvalidSubmissionError, PromptGymError
+from promptgym.errors import ConfigError, InvalidSubmissionError, PromptGymError, ResumeError
 
 DEFAULT_MODEL = "smollm2-135m"
 CALIBRATE_HELP = ("after learning, fit one bias per label for each final prompt on train (one call per prompt, "
@@ -157,30 +157,70 @@ def _cmd_zeroshot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_run(args: argparse.Namespace, env_id: str, env_kwargs: dict[str, Any], agent_kwargs: dict[str, Any]):
+def _train_run(args: argparse.Namespace, env_id: str, env_kwargs: dict[str, Any], agent_kwargs: dict[str, Any],
+               run_dir: Path | None = None):
+    """Run and write a run folder; every LM answer is journaled in it while the run is under way, so a
+    killed run resumes with ``--resume`` (``run_dir``: the killed run's folder)."""
     from promptgym.runner import run_agent
-    from promptgym.runs import new_run_dir, run_config, write_run
+    from promptgym.runs import JOURNAL_FILE, new_run_dir, run_config, write_run
 
     calibrate = bool(getattr(args, "calibrate", False))
-    run = run_agent(env_id, args.agent, args.budget, seed=args.seed, split_seed=args.split_seed, model=args.model,
-                    dtype=args.dtype, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs, progress=not args.no_progress,
-                    calibrate=calibrate)
-    run_dir = new_run_dir(args.out, env_id, args.agent, args.seed, args.split_seed)
+    if run_dir is None:  # named now, created by the journal once the run has passed its checks
+        run_dir = new_run_dir(args.out, env_id, args.agent, args.seed, args.split_seed, create=False)
+    journal = run_dir / JOURNAL_FILE
+    try:
+        run = run_agent(env_id, args.agent, args.budget, seed=args.seed, split_seed=args.split_seed,
+                        model=args.model, dtype=args.dtype, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs,
+                        progress=not args.no_progress, calibrate=calibrate, journal=journal)
+    except KeyboardInterrupt:
+        if journal.is_file():
+            print(f"promptgym: the run can continue: promptgym train --resume {run_dir}", file=sys.stderr)
+        raise
     config = run_config(env_id, run.env, args.agent, run.agent, args.budget, args.seed, args.split_seed, args.model,
                         args.dtype, env_kwargs, run.seconds, calibrate)
+    config["resumed_calls"] = run.replayed_calls
     write_run(run_dir, run.env, run.result, config)
+    journal.unlink(missing_ok=True)
     return run, run_dir
+
+
+def _resume_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """Fill ``args`` from a killed run's journal: the run goes on with exactly the settings it began with."""
+    from promptgym.journal import journal_identity
+    from promptgym.runs import JOURNAL_FILE
+
+    if args.env is not None or args.agent is not None:
+        raise ConfigError("--resume takes every setting from the run folder; do not pass --env or --agent with it")
+    run_dir = Path(args.resume)
+    if (run_dir / "config.json").is_file():
+        raise ResumeError(f"{run_dir} holds a finished run (config.json is written); nothing to resume")
+    ident = journal_identity(run_dir / JOURNAL_FILE)
+    try:
+        args.env, args.agent, args.budget = ident["env_id"], ident["agent"], int(ident["budget"])
+        args.seed, args.split_seed = int(ident["seed"]), int(ident["split_seed"])
+        args.model, args.dtype, args.calibrate = ident["model"], ident["dtype"], bool(ident["calibrate"])
+        return dict(ident["env_kwargs"]), dict(ident["agent_config"] or {}), run_dir
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ResumeError(f"{run_dir / JOURNAL_FILE} has an incomplete header ({exc})") from None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train an agent on an env under a budget; write a run folder (see ``promptgym.runs``)."""
-    agent_kwargs = parse_agent_kwargs(args.agent, args.agent_kwarg)
-    run, run_dir = _train_run(args, args.env, parse_kv(args.env_kwarg), agent_kwargs)
+    if args.resume:
+        env_kwargs, agent_kwargs, run_dir = _resume_args(args)
+        run, run_dir = _train_run(args, args.env, env_kwargs, agent_kwargs, run_dir)
+    else:
+        if args.env is None or args.agent is None:
+            raise ConfigError("train needs --env and --agent (or --resume RUN_DIR)")
+        agent_kwargs = parse_agent_kwargs(args.agent, args.agent_kwarg)
+        run, run_dir = _train_run(args, args.env, parse_kv(args.env_kwarg), agent_kwargs)
     res = run.result
     metric = run.env.unwrapped.spec_task.metric
     dev = "-" if res.dev_metric is None else f"{res.dev_metric:.4f}"
     print(f"prompt: {res.prompt_text!r}")
     print(f"dev {metric}: {dev} | calls used: {res.calls_used}/{args.budget} | {run.seconds:.1f} s")
+    if run.replayed_calls:
+        print(f"resumed: {run.replayed_calls} call(s) replayed from the journal, none charged twice")
     if res.is_set:
         print(f"a set of {len(res.members or [])} prompts, combined by {res.combine!r} (shown: the largest weight)")
     calibration = res.extra.get("calibration")
@@ -317,7 +357,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(max_body_bytes=args.max_body_bytes, max_requests=args.max_requests, max_rows=args.max_rows,
                           max_prompt_length=args.max_prompt_length, max_array_elements=args.max_array_elements,
                           max_logprob_entries=args.max_logprob_entries, request_timeout_s=args.request_timeout_s,
-                          rate_limit=args.rate_limit, batching=not args.no_batching,
+                          rate_limit=args.rate_limit, embeddings_rate_limit=args.embeddings_rate_limit,
+                          batching=not args.no_batching,
                           batch_window_ms=args.batch_window_ms)
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}")
@@ -376,8 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_zeroshot)
 
     p = sub.add_parser("train", help="train an agent on an env under a query budget; write a run folder")
-    p.add_argument("--env", required=True, help="env id, e.g. PromptSST2-v0 (see `promptgym list`)")
-    p.add_argument("--agent", required=True, help="registered agent, e.g. bdpl or bbt (see `promptgym list`)")
+    p.add_argument("--env", default=None, help="env id, e.g. PromptSST2-v0 (see `promptgym list`)")
+    p.add_argument("--agent", default=None, help="registered agent, e.g. bdpl or bbt (see `promptgym list`)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue a killed run from its folder's call journal, with the settings it began with")
     _add_run_options(p, budget=8000)
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
                    help="search precision (default: %(default)s)")
@@ -441,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
                              ("max-logprob-entries", int, "log-probs listed in one /v1/completions answer"),
                              ("request-timeout-s", float, "seconds before a request answers 503, uncharged"),
                              ("rate-limit", float, "requests per second per key, None: no limit"),
+                             ("embeddings-rate-limit", float, "/v1/embeddings requests per second per key"),
                              ("batch-window-ms", float, "with batching, wait this long for more requests")):
         p.add_argument(f"--{flag}", type=kind, default=limits[flag.replace("-", "_")],
                        help=f"{what} (default: %(default)s)")

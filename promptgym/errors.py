@@ -99,6 +99,11 @@ class IncompatibleAgentError(ConfigError):
     """An agent that cannot run on the env it was given (wrong env kind, reward or backend)."""
 
 
+class ResumeError(ConfigError):
+    """A run cannot be resumed from its folder: no journal, a journal of another run, a finished run,
+    or a resumed agent that asks for other prompts than the killed run did (it would not be the same run)."""
+
+
 class InvalidProbabilitiesError(PromptGymError, ValueError):
     """Predictive probabilities a metric cannot read: a wrong shape, non-finite values, rows that do
     not sum to 1, or labels outside the classes."""
@@ -110,3 +115,8 @@ class AuthenticationError(ConfigError):
 
 class ServiceError(PromptGymError, ConnectionError):
     """An LM server could not be reached, kept answering "busy" after every retry, or failed (5xx)."""
+
+
+class KeyStoreBusyError(PromptGymError, RuntimeError):
+    """The key store stayed locked by another process past its busy timeout (HTTP 503 on a server):
+    nothing was charged, and the same request can simply be retried."""

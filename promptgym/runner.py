@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -29,6 +30,7 @@ from promptgym.agent import (
     Result,
     check_compatible,
     check_kind,
+    config_dict,
     make_agent,
     result_members,
 )
@@ -39,6 +41,7 @@ from promptgym.envs.budget import QueryBudget
 from promptgym.envs.registration import check_env_id, env_kind
 from promptgym.envs.scoring import Segments, is_approximate
 from promptgym.errors import ConfigError, IncompatibleAgentError, PromptGymError
+from promptgym.journal import CallJournal
 from promptgym.lm import DEFAULT_MODEL, in_dtype
 from promptgym.lm.base import Prompt, ScoreRequest, SoftPrompt, TokenPrompt
 from promptgym.progress import LiveMonitor
@@ -58,6 +61,7 @@ class Run:
     agent: Agent
     agent_name: str
     seconds: float
+    replayed_calls: int = 0  # calls answered from the journal of a killed run (0: not a resume)
 
 
 @dataclass
@@ -110,7 +114,7 @@ def prepare_agent(agent: str | Agent, seed: int, agent_kwargs: dict[str, Any] | 
 def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split_seed: int = 13,
               model: Any = DEFAULT_MODEL, dtype: str = "bfloat16", env_kwargs: dict[str, Any] | None = None,
               agent_kwargs: dict[str, Any] | None = None, progress: bool = True, label: str | None = None,
-              calibrate: bool = False) -> Run:
+              calibrate: bool = False, journal: str | Path | None = None) -> Run:
     """Let ``agent`` learn on ``env_id`` under ``budget`` API calls; return its Result and the env.
 
     ``seed`` is the agent's seed; ``split_seed`` picks the 16-shot split. Checks run before the
@@ -119,6 +123,10 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
     ``calibrate``: after ``learn()``, fit one bias per label for each final prompt on the train
     batch (:func:`promptgym.calibration.calibrate_result`, one charged call per member). The agent
     learns with the budget minus those calls, reserved up front, so the run stays within ``budget``.
+
+    ``journal``: a call-journal file (:mod:`promptgym.journal`). Every charged LM call is journaled there;
+    if the file exists (a killed run), its calls are replayed first, so the run resumes where it stopped
+    and ends as the uninterrupted run would.
     """
     check_env_id(env_id)
     QueryBudget(budget)  # a bad budget is refused before the model loads
@@ -139,6 +147,16 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
     base = env.unwrapped
     if calibrate:
         check_calibratable(base.reward_kind)
+    record = None
+    if journal is not None:
+        identity = {"env_id": env_id, "agent": name, "agent_config": config_dict(getattr(learner, "config", None)),
+                    "budget": int(budget), "seed": int(seed), "split_seed": int(split_seed),
+                    "model": model if isinstance(model, str) else getattr(model, "name", type(model).__name__),
+                    "dtype": dtype, "env_kwargs": kwargs, "calibrate": bool(calibrate)}
+        record = CallJournal(journal, identity)
+        base.record_calls(record)
+        # a served key's quota no longer counts the journaled calls: they were charged before the kill
+        base.budget.max_calls = min(int(budget), base.budget.max_calls + record.recorded_calls)
     started = time.time()
     with LiveMonitor(base, label or name, enabled=progress):
         base.budget.max_calls -= reserve  # the agent sees the budget without calibration's calls
@@ -153,9 +171,13 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
                                      f"{reserve}: calibration would exceed the budget")
             result = calibrate_result(env, result)
     seconds = time.time() - started
+    replayed = 0
+    if record is not None:
+        replayed = record.replayed_calls
+        base.record_calls(None)
     if base.budget.calls > budget:  # cannot happen through the env; checked anyway
         raise PromptGymError(f"agent used {base.budget.calls} calls, over the budget of {budget}")
-    return Run(result, env, learner, name, seconds)
+    return Run(result, env, learner, name, seconds, replayed)
 
 
 def check_calibration_request(agent: str, env_kwargs: dict[str, Any] | None) -> None:

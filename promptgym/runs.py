@@ -13,6 +13,8 @@ A run folder ``<out>/<env>-<agent>-s<split seed>-<agent seed>-<timestamp>/`` (wr
   bias or demonstrations, and the first train example rendered with the prompt.
 * ``curve.csv`` / ``curve.png``: best-so-far train reward and dev metric against calls used
   (for the white-box agent, against forward+backward passes).
+* ``calls.journal`` while the run is under way (:data:`JOURNAL_FILE`, :mod:`promptgym.journal`): every LM
+  answer so far, so ``promptgym train --resume <folder>`` continues a killed run; removed when it ends.
 
 The protocol's per-seed cache lives in :func:`evaluate_workdir` (``runs/evaluate/<env>-<agent>-<tier>``,
 ``<agent>+calibration`` for a calibrated variant),
@@ -36,6 +38,8 @@ from promptgym.agent import Agent, Result, config_dict, result_members
 from promptgym.progress import fmt
 
 CURVE_HEADER = ("best_train_reward", "best_dev_metric")
+#: a run folder's call journal while the run is under way (see promptgym.journal)
+JOURNAL_FILE = "calls.journal"
 #: the parent of every protocol work folder (relative to the working directory)
 EVALUATE_ROOT = Path("runs") / "evaluate"
 
@@ -53,8 +57,15 @@ def seed_file(workdir: Path, seed: int) -> Path:
     return Path(workdir) / f"seed-{int(seed)}.json"
 
 
-def new_run_dir(out: str | Path, env_id: str, agent: str, seed: int, split_seed: int) -> Path:
-    """A fresh run folder named by env, agent, split seed, agent seed and time (never reused)."""
+def seed_journal(workdir: Path, seed: int) -> Path:
+    """One protocol seed's call journal while it runs: a killed seed resumes from it (removed once
+    :func:`seed_file` is written)."""
+    return Path(workdir) / f"seed-{int(seed)}.journal"
+
+
+def new_run_dir(out: str | Path, env_id: str, agent: str, seed: int, split_seed: int, create: bool = True) -> Path:
+    """A fresh run folder named by env, agent, split seed, agent seed and time (never reused); with
+    ``create=False`` only named (the call journal creates it once the run has passed its checks)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = f"{env_id}-{agent}-s{split_seed}-{seed}-{stamp}".replace("/", "_").replace(":", "_")
     run_dir = Path(out) / name
@@ -62,7 +73,8 @@ def new_run_dir(out: str | Path, env_id: str, agent: str, seed: int, split_seed:
     while run_dir.exists():
         run_dir = Path(out) / f"{name}-{n}"
         n += 1
-    run_dir.mkdir(parents=True)
+    if create:
+        run_dir.mkdir(parents=True)
     return run_dir
 
 

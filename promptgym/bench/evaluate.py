@@ -39,7 +39,7 @@ from promptgym.envs.registration import check_env_id, env_kind, env_task
 from promptgym.errors import ConfigError, InvalidActionError, InvalidSubmissionError, PromptGymError, UnknownEnvError
 from promptgym.lm import DEFAULT_MODEL, get_lm
 from promptgym.runner import TestScore, check_calibration_request, check_env_kwargs, make_env, run_agent, score_test
-from promptgym.runs import evaluate_workdir, jsonable, seed_file
+from promptgym.runs import evaluate_workdir, jsonable, seed_file, seed_journal
 from promptgym.tasks import compute_metric, data_fingerprint, get_task, load_split
 
 #: Re-scoring tolerance: fp32 scores are reproducible on one machine; across CPUs a few near-ties
@@ -111,18 +111,20 @@ def check_protocol_agent(agent: str, allow_white_box: bool = False) -> None:
 
 def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAULT_MODEL,
              env_kwargs: dict | None = None, agent_kwargs: dict | None = None, progress: bool = False,
-             allow_white_box: bool = False, calibrate: bool = False) -> dict:
+             allow_white_box: bool = False, calibrate: bool = False, journal: Path | None = None) -> dict:
     """One protocol run: learn on split ``seed`` (agent seed = split seed), score on test in fp32.
 
     ``allow_white_box`` lets the agents benchmark run the back-propagation reference through the
     same harness; its runs can never become submissions (``verify`` rejects white-box agents).
     ``calibrate`` fits a label bias per final prompt after learning, within the same budget.
+    ``journal``: the seed's call journal; a seed killed while it learned resumes from it (see
+    :mod:`promptgym.journal`), so a standard-tier seed is never lost to an interruption.
     """
     check_protocol_agent(agent, allow_white_box)
     kwargs = {"seed": int(seed), **(agent_kwargs or {})}
     run = run_agent(env_id, agent, budget, int(seed), int(seed), model, "bfloat16", env_kwargs, kwargs,
                     progress=progress, label=f"{agent}{' + calibration' if calibrate else ''} seed {seed}",
-                    calibrate=calibrate)
+                    calibrate=calibrate, journal=journal)
     result, base = run.result, run.env.unwrapped
     started = time.time()
     test = score_test(run.env, result, "float32")
@@ -142,6 +144,8 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
                                   and (_scalarish(v) or isinstance(v, np.generic))},
                   "test_wall_seconds": round(time.time() - started, 3),
                   "approximate": bool(test.approximate), "calibrate": bool(calibrate),
+                  # calls answered from the journal of a killed attempt (wall_seconds counts the last attempt only)
+                  "resumed_calls": int(run.replayed_calls),
                   # the scoring rules the test record follows (a cached "vote" run of version 1 is re-scored)
                   "schema_version": SCHEMA_VERSION,
                   "calibration": jsonable(result.extra.get("calibration")),
@@ -192,10 +196,12 @@ def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_M
                 run = complete_run(env_id, run, model, env_kwargs)
                 _write_atomic(path, run)
         else:
+            journal = seed_journal(work, seed)
             run = run_seed(env_id, agent, seed, budget, model, env_kwargs, agent_kwargs, progress,
-                           calibrate=calibrate)
+                           calibrate=calibrate, journal=journal)
             work.mkdir(parents=True, exist_ok=True)
             _write_atomic(path, run)
+            journal.unlink(missing_ok=True)
         if on_seed is not None:
             on_seed(run)
         runs.append(run)

@@ -161,6 +161,11 @@ class PromptEnvBase(gym.Env):
         """``outcome`` re-scored with an additive per-label bias: no LM call, nothing charged."""
         return self.scorer.rebias(outcome, label_bias)
 
+    def record_calls(self, journal: Any) -> None:
+        """Journal every charged LM call of this env in ``journal`` (a ``promptgym.journal.CallJournal``),
+        replaying the calls it already holds: what makes a killed run resumable."""
+        self.scorer.journal = journal
+
     # ------------------------------------------------------------------ scoring (charged)
     def score_actions(self, actions: Sequence[Any], split: str = "train") -> list[Outcome]:
         """Score full prompts in ONE batched LM call; charges ``len(actions)`` API calls.

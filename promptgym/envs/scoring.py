@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -87,6 +88,9 @@ class Scorer:
         self.lm, self.task, self.template = lm, task, template
         self.prompt_position, self.reward_kind = prompt_position, reward_kind
         self._rendered: dict[tuple[str, str], Segments] = {}
+        #: a run's call journal (``promptgym.journal.CallJournal``): set by the run driver so that a killed
+        #: run can resume; scorers made by :meth:`with_lm` (test scoring) have none
+        self.journal: Any = None
 
     def with_lm(self, lm: BlackBoxLM, reward_kind: str | None = None) -> Scorer:
         """The same scorer on another LM or reward (the harness re-checks bf16 searches with the fp32
@@ -117,7 +121,7 @@ class Scorer:
         segments = tuple(all_segments[i] for i in idx)
         labels = np.asarray(split.labels)[idx]
         requests = [ScoreRequest(p, segments, self.template.verbalizers, self.label_only) for p in prompts]
-        results = self.lm.score(requests)
+        results = self.lm.score(requests) if self.journal is None else self.journal.score(self.lm, requests)
         return [self.outcome(res, labels, idx, label_bias) for res in results]
 
     def outcome(self, result: ScoreResult, labels: np.ndarray, rows: np.ndarray | None = None,

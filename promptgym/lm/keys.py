@@ -15,6 +15,13 @@ Why these choices:
   restart never loses usage, and a server that fails to score gives the calls back with
   :meth:`KeyStore.refund`. WAL mode lets readers (``/v1/usage``) proceed during writes.
 * Keys are never logged or stored in plain text; only :meth:`KeyStore.add` returns one, once.
+* **A bad file is refused whole.** Opening checks the file before anything is written: a file that
+  is not SQLite, is damaged (``PRAGMA quick_check``), holds other tables but no ``keys`` table (a
+  wrong ``--keys`` path must not get our table added) or a ``keys`` table of another shape raises
+  one :class:`~promptgym.errors.ConfigError`, never a traceback halfway through serving.
+* **A lock held too long is "busy", not a fault.** A write that waited ``busy_timeout_s`` for another
+  process's lock raises :class:`~promptgym.errors.KeyStoreBusyError` with nothing charged: the
+  server answers 503 + ``Retry-After`` and clients retry.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from promptgym.errors import ConfigError
+from promptgym.errors import ConfigError, KeyStoreBusyError
 
 KEY_PREFIX = "pg-"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -47,6 +54,7 @@ CREATE TABLE IF NOT EXISTS keys (
     revoked INTEGER NOT NULL DEFAULT 0
 )
 """
+_COLUMNS = ("name", "key_sha256", "quota", "calls", "requests", "created", "last_used", "revoked")
 
 
 @dataclass(frozen=True)
@@ -90,8 +98,36 @@ class KeyStore:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        with self._tx() as db:
+        try:
+            with self._tx() as db:
+                self._check_file(db)
+            self._db().execute("PRAGMA journal_mode=WAL")  # only now: a refused file is left as it was
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise ConfigError(f"{self.path} is not a usable key store ({e}); give the file made by "
+                              "`promptgym keys add`, or a new path") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_file(self, db: sqlite3.Connection) -> None:
+        """Create the table in a new (empty) file; refuse a damaged file or one of another program."""
+        check = db.execute("PRAGMA quick_check").fetchone()
+        if check is None or check[0] != "ok":
+            raise ConfigError(f"key store {self.path} is damaged (SQLite quick_check: {check and check[0]!r}); "
+                              "restore it from a backup")
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "keys" not in tables:
+            if tables:
+                raise ConfigError(f"{self.path} is an SQLite file of something else (tables: "
+                                  f"{', '.join(sorted(tables)[:5])}), not a promptgym key store")
             db.execute(_SCHEMA)
+            return
+        columns = {r[1] for r in db.execute("PRAGMA table_info(keys)")}
+        missing = [c for c in _COLUMNS if c not in columns]
+        if missing:
+            raise ConfigError(f"{self.path} has a 'keys' table without the columns {', '.join(missing)}: "
+                              "not a promptgym key store")
 
     # ---------------------------------------------------------------- connections
     def _db(self) -> sqlite3.Connection:
@@ -100,7 +136,7 @@ class KeyStore:
             try:
                 db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
                                      check_same_thread=False)
-                db.execute("PRAGMA journal_mode=WAL")
+                # WAL is a property of the file, set once it passed the checks (__init__)
                 db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
             except sqlite3.DatabaseError as e:
                 raise ConfigError(f"cannot open key store {self.path}: {e}") from None
@@ -111,15 +147,35 @@ class KeyStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken before any read (``BEGIN IMMEDIATE``): no lost updates."""
+        """One write transaction, taken before any read (``BEGIN IMMEDIATE``): no lost updates.
+
+        A lock that outlasts ``busy_timeout_s`` raises :class:`KeyStoreBusyError` (nothing written).
+        """
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise self._busy(e) from None
         try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK")
+            with suppress(sqlite3.Error):  # a damaged file may refuse even this; the error below says why
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+        try:
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            with suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise self._busy(e) from None
+
+    def _busy(self, error: sqlite3.OperationalError) -> Exception:
+        """``KeyStoreBusyError`` for SQLite's "locked"/"busy", else the error itself."""
+        text = str(error).lower()
+        if "locked" in text or "busy" in text:
+            return KeyStoreBusyError(f"key store {self.path} stayed locked by another process for "
+                                     f"{self.busy_timeout_s:g} s; nothing was changed, retry later")
+        return error
 
     def close(self) -> None:
         with self._lock:

@@ -64,7 +64,7 @@ equal to ``embed_tokens(ids)`` scores exactly like ``TokenPrompt(ids)`` (tested 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -150,6 +150,10 @@ class LocalLM:
     :param memo_size: most requests the memo keeps (an LRU, ``memo_store``; an entry holds the
         ``rows x labels`` float32 scores)
     :param past_budget: most padded past tokens (rows x longest past) in one fast-path forward
+
+    ``interrupt``: None, or a function called before every forward pass; whatever it raises ends the
+    current call there (a server stops the work of a request whose client's timeout expired). Caches
+    and memo only ever receive complete results, so an interrupted call leaves the LM as it was.
     """
 
     def __init__(self, loaded: LoadedModel, chunk_size: int = 64, max_length: int | None = None,
@@ -191,6 +195,7 @@ class LocalLM:
         if self.is_masked and self.mask_id is None:
             raise InvalidRequestError(f"masked LM {self.name!r} has a tokenizer without a mask token")
         self._stats: tuple[float, float] | None = None
+        self.interrupt: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ public, what an API exposes
     @property
@@ -451,6 +456,8 @@ class LocalLM:
 
     def _forward_with_past(self, pasts: list[torch.Tensor], news: list) -> np.ndarray:
         """Log-probs at the last token of each new part, run on top of its right-aligned past."""
+        if self.interrupt is not None:
+            self.interrupt()
         self.forward_passes += 1
         cache, past_mask = assemble(pasts)
         width = max(len(ids) for ids, _ in news)
@@ -489,7 +496,10 @@ class LocalLM:
         return torch.log_softmax(logits.float(), dim=-1).numpy()
 
     def _inputs(self, rows) -> tuple[dict, list[int]]:
-        """Model inputs (``attention_mask`` and ``input_ids`` or ``inputs_embeds``) of plain rows."""
+        """Model inputs (``attention_mask`` and ``input_ids`` or ``inputs_embeds``) of plain rows
+        (every plain forward builds them here, so this is where ``interrupt`` is asked)."""
+        if self.interrupt is not None:
+            self.interrupt()
         ids, mask, offsets = self._layout(rows)
         self.tokens_computed += int(mask.sum())
         self.tokens_padded += int(mask.numel())

@@ -10,7 +10,9 @@ Endpoints (``Authorization: Bearer <key>`` on all but ``/health``):
 * ``GET /v1/model`` - name, weight sha256, vocabulary size, embedding dimension and statistics,
   masked or causal, mask token, dtype.
 * ``GET /v1/tokenizer`` - the tokenizer's ``save_pretrained`` files (clients tokenize locally).
-* ``POST /v1/embeddings`` - input embeddings of chosen token ids (free of charge).
+* ``POST /v1/embeddings`` - input embeddings of chosen token ids: free of charge, but only for a key
+  with calls left (a spent key gets the quota 429) and rate-limited per key
+  (``embeddings_rate_limit``), so it is no unmetered side door to the model worker.
 * ``GET /v1/usage`` - the key's calls, quota and remaining calls.
 * ``POST /v1/score`` - the native protocol: exactly :meth:`~promptgym.lm.base.BlackBoxLM.score`;
   one request = one API call charged.
@@ -29,14 +31,28 @@ Endpoints (``Authorization: Bearer <key>`` on all but ``/health``):
 
 Limits (:class:`~promptgym.lm.server_config.ServerConfig`) answer 413 ``too_large`` before any model
 work: body bytes (checked on ``Content-Length`` and while the body streams in), requests per batch,
-rows per request, prompt length, array elements, log-probs listed per completions answer.
+rows per request, prompt length, array elements, log-probs listed per completions answer. Text that
+is not valid Unicode (a lone UTF-16 surrogate, which JSON can carry) answers 400 naming the field.
 
 Execution: one worker thread owns the model (torch on 2 cores gains nothing from parallel
 forwards; the LM is not thread-safe, so do not use a served instance from other threads); the event
 loop only parses, checks and answers. Quota: a job reserves its calls in the
 key store when the worker takes it, after every check passed (bad input is never charged), and gives
 them back if scoring fails or the client's timeout expired first (a timed-out request is never
-charged: the client will retry it).
+charged: the client will retry it). A timed-out job's work is stopped, not finished: the worker
+asks before every forward pass whether the job was abandoned (``LocalLM.interrupt``), so an uncharged
+request costs the worker at most ``request_timeout_s`` plus one forward pass. A key revoked while its
+request waited in the queue answers 401, not a quota 429.
+
+Failure modes of the charge. The calls are committed before the model runs, so no crash ever
+yields free calls; the other side of that choice is that a process killed outright (SIGKILL, power
+loss, OOM killer) while jobs were reserved keeps them charged though never answered: at most the
+jobs of one worker cycle (one job, or with ``batching`` the identical jobs scored together). A key
+store locked by another process past its busy timeout answers 503 + ``Retry-After`` with nothing
+charged. ``promptgym serve`` shuts down gracefully on SIGTERM or Ctrl-C: it stops accepting
+connections, finishes every request in flight (a request cut off after ``request_timeout_s`` more
+is refunded) and exits 0; a second Ctrl-C quits at once. Its access log never holds a query string
+(a key put in ``?api_key=`` is refused and not logged).
 
 Batching: merging different requests into one ``lm.score`` call changes their bf16 scores by
 rounding (LocalLM cuts rows into chunks by length, and a row's padding width depends on its chunk
@@ -73,7 +89,13 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from promptgym.errors import ConfigError, InvalidPromptError, InvalidRequestError, PromptGymError
+from promptgym.errors import (
+    ConfigError,
+    InvalidPromptError,
+    InvalidRequestError,
+    KeyStoreBusyError,
+    PromptGymError,
+)
 from promptgym.lm.keys import KeyStore
 from promptgym.lm.kv_cache import prompt_key
 from promptgym.lm.server_config import ServerConfig
@@ -118,6 +140,10 @@ def _bad(message: str) -> ApiError:
 
 
 # ---------------------------------------------------------------------------------------------- worker
+class JobAbandoned(Exception):
+    """Raised on the worker thread, inside the model's forward loop, to stop a job nobody waits for."""
+
+
 class _Job:
     """One unit of model work; ``fn(job, cycle)`` runs on the worker thread (``cycle``: a dict shared by
     the jobs of one batching cycle). The state machine decides who refunds: a job the handler
@@ -129,6 +155,11 @@ class _Job:
         self.lock = threading.Lock()
         self.state = "queued"  # -> running -> done | abandoned
         self.refund: Callable[[], None] | None = None  # set by fn once calls are reserved
+
+    def raise_if_abandoned(self) -> None:
+        """Stop the job's model work (the LM calls this before each forward pass) if its handler gave up."""
+        if self.state == "abandoned":
+            raise JobAbandoned
 
     def _deliver(self, value: Any, error: BaseException | None) -> None:
         def put() -> None:
@@ -195,16 +226,24 @@ class ModelWorker:
             value = job.fn(job, cycle)
         except BaseException as e:  # delivered to the handler, which answers JSON
             error = e
-            if job.refund is not None:
-                job.refund()
-                job.refund = None
+            ModelWorker._give_back(job)
         with job.lock:
             if job.state == "abandoned":
-                if job.refund is not None:
-                    job.refund()
+                ModelWorker._give_back(job)
                 return
             job.state = "done"
         job._deliver(value, error)
+
+    @staticmethod
+    def _give_back(job: _Job) -> None:
+        """Refund the job's reserved calls; a failing refund is logged, never allowed to stop the worker."""
+        refund, job.refund = job.refund, None
+        if refund is None:
+            return
+        try:
+            refund()
+        except Exception as exc:
+            log.error("could not give back the calls of a failed or abandoned request: %s", exc)
 
 
 class _RateLimiter:
@@ -325,6 +364,7 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None, work
     config = config or ServerConfig()
     worker = ModelWorker(config.batching, config.batch_window_ms / 1000.0, own_thread=worker_thread)
     limiter = _RateLimiter(config.rate_limit) if config.rate_limit else None
+    embeddings_limiter = _RateLimiter(config.embeddings_rate_limit) if config.embeddings_rate_limit else None
     bearer = HTTPBearer(auto_error=False, description="an API key made by `promptgym keys add`")
     mean, std = lm.embedding_stats()
     info = ModelInfo(name=str(lm.name), weights_sha256=str(getattr(lm, "weights_sha256", "") or ""),
@@ -360,6 +400,11 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None, work
     async def _pg(request: Request, exc: PromptGymError) -> JSONResponse:
         return _error(400, "invalid_request", str(exc))
 
+    @app.exception_handler(KeyStoreBusyError)  # more specific than PromptGymError: chosen first
+    async def _busy(request: Request, exc: KeyStoreBusyError) -> JSONResponse:
+        return _error(503, "unavailable", "the key store is busy; nothing was charged, retry later",
+                      {"Retry-After": "1"})
+
     # ------------------------------------------------------------------ helpers
     async def auth(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:  # noqa: B008
         if credentials is None or credentials.scheme.lower() != "bearer":
@@ -379,6 +424,11 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None, work
         worker.submit(job)
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout=config.request_timeout_s)
+        except asyncio.CancelledError:  # the server shuts down without waiting any longer: never charge
+            with job.lock:
+                if job.state != "done":
+                    job.state = "abandoned"
+            raise
         except asyncio.TimeoutError:
             with job.lock:
                 finished = job.state == "done"
@@ -395,11 +445,26 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None, work
         usage = key_store.charge(name, n)
         if usage is None:
             rec = key_store.get(name)
+            if rec.revoked:  # revoked while the request waited: an auth failure, not a quota one
+                raise ApiError(401, "unauthorized", "unknown or revoked API key")
             left = "no limit" if rec.remaining is None else f"{rec.remaining} of {rec.quota} calls left"
             raise ApiError(429, "quota_exceeded", f"quota exceeded for key {name!r}: this request needs {n} calls, "
                            f"{left}; nothing was charged")
         job.refund = lambda: key_store.refund(name, n)
         return usage
+
+    @contextlib.contextmanager
+    def interruptible(job: _Job) -> Iterator[None]:
+        """Let the LM stop ``job``'s forward passes once its handler abandoned it (a timeout), so a
+        refunded request does not keep the one model worker busy."""
+        if not hasattr(lm, "interrupt"):  # an LM without the hook runs its calls to the end
+            yield
+            return
+        saved, lm.interrupt = lm.interrupt, job.raise_if_abandoned
+        try:
+            yield
+        finally:
+            lm.interrupt = saved
 
     # ------------------------------------------------------------------ endpoints
     @app.get("/health", response_model=Health, tags=["service"])
@@ -426,6 +491,16 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None, work
             raise _too_large(f"{len(body.ids)} ids x {info.embedding_dim} dims exceed the server's "
                              f"{config.max_array_elements} array elements")
         _check_ids(body.ids, info.vocab_size, "ids")
+        rec = await asyncio.to_thread(key_store.get, name)
+        if rec.remaining == 0:  # free of charge, but not a way to keep using the service on a spent key
+            raise ApiError(429, "quota_exceeded", f"quota exceeded for key {name!r}: 0 of {rec.quota} calls left "
+                           "(embeddings are free of charge for a key with calls left)")
+        if embeddings_limiter is not None:
+            wait = embeddings_limiter.take(name)
+            if wait > 0:
+                raise ApiError(429, "rate_limited", f"more than {config.embeddings_rate_limit:g} embeddings "
+                               "requests per second for this key; retry later",
+                               {"Retry-After": str(max(1, math.ceil(wait)))})
         out = await run_job(lambda job, cycle: lm.embed_tokens(body.ids))
         return EmbeddingsResponse(embeddings=encode_array(np.asarray(out, dtype=np.float32)))
 
@@ -441,7 +516,8 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None, work
                 stats["shared"] += 1
                 return cycle[key], usage
             try:
-                results = lm.score(requests)
+                with interruptible(job):
+                    results = lm.score(requests)
             except (InvalidPromptError, InvalidRequestError) as e:
                 raise _bad(str(e)) from None
             cycle[key] = results
@@ -458,7 +534,8 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None, work
             inputs = _completion_inputs(lm, plan, info, config)
             charge(job, name, len(inputs))
             try:
-                return _complete(lm, body, plan, inputs)
+                with interruptible(job):
+                    return _complete(lm, body, plan, inputs)
             except (InvalidPromptError, InvalidRequestError) as e:
                 raise _bad(str(e)) from None
 
@@ -472,6 +549,18 @@ def _check_ids(ids: list[int], vocab: int, what: str) -> None:
     bad = [i for i in ids if not 0 <= i < vocab]
     if bad:
         raise _bad(f"{what}: token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
+
+
+def _check_text(text: str, where: str) -> None:
+    """400 for text that is not valid Unicode: JSON's ``\\ud800`` escapes decode to a lone surrogate, which
+    no tokenizer can encode (it failed inside the tokenizer, as a 500)."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise _bad(f"{where} holds a lone UTF-16 surrogate at character {e.start} (not valid Unicode "
+                   "text)") from None
 
 
 def _too_large(message: str) -> ApiError:
@@ -494,6 +583,11 @@ def _check_score(body: ScoreBatch, config: ServerConfig, info: ModelInfo) -> lis
             raise _too_large(f"{where} has {len(req.segments)} rows, the server allows {config.max_rows}")
         if not req.label_words:
             raise _bad(f"{where}.label_words must hold at least one word")
+        for j, segment in enumerate(req.segments):
+            for k, text in enumerate(segment):
+                _check_text(text, f"{where}.segments[{j}][{k}]")
+        for j, word in enumerate(req.label_words):
+            _check_text(word, f"{where}.label_words[{j}]")
         if isinstance(req.prompt, SoftPromptIn):
             shape = req.prompt.embeds.shape
             if len(shape) != 2 or shape[1] != info.embedding_dim:
@@ -569,6 +663,9 @@ def _check_completion(body: CompletionRequest, config: ServerConfig, info: Model
             if not ids:
                 raise _bad(f"prompt[{i}] is empty")
             _check_ids(ids, info.vocab_size, f"prompt[{i}]")
+    elif kind == "text":
+        for i, text in enumerate(items):
+            _check_text(text, f"prompt[{i}]")
     return _CompletionPlan(kind=kind, items=items, max_tokens=int(body.max_tokens), top=body.logprobs,
                            prompt_top=body.prompt_logprobs, extra_ids=extra, echo=bool(body.echo),
                            as_ids=bool(body.return_tokens_as_token_ids),
@@ -729,19 +826,51 @@ def _resolve(model, keys_db, dtype: str):
     return lm, store
 
 
+class _RedactQuery(logging.Filter):
+    """Drops the query string from access-log lines: a client that put a key in ``?api_key=`` (refused,
+    the key goes in a header) must not find it stored in clear text in the operator's logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(a.split("?", 1)[0] + "?[redacted]" if isinstance(a, str) and a.startswith("/")
+                                and "?" in a else a for a in record.args)
+        return True
+
+
 def serve(model, keys_db, host: str = "127.0.0.1", port: int = 8000, dtype: str = "bfloat16",
           config: ServerConfig | None = None, log_level: str = "info") -> None:
-    """Serve until interrupted (the ``promptgym serve`` command).
+    """Serve until SIGTERM or Ctrl-C (the ``promptgym serve`` command), then shut down gracefully.
 
     The model runs on the main thread, which loaded it, and HTTP on a second thread: with torch's
     OpenMP threads, a process in which two threads run the model was measured ~20% slower per
-    call on 2 cores (benchmarks/RESULTS.md, "Serving").
+    call on 2 cores (benchmarks/RESULTS.md, "Serving"). uvicorn installs signal handlers only on the
+    main thread, so this function installs them: without, SIGTERM killed the process mid-request
+    (the client saw a protocol error for a call that stayed charged). The first SIGTERM or SIGINT
+    stops accepting connections and lets every request in flight finish (at most
+    ``request_timeout_s``, then it is cancelled and refunded); a second SIGINT quits at once. A
+    SIGKILL cannot be caught: calls reserved at that moment stay charged (module docstring).
     """
+    import signal
+
     import uvicorn
 
     lm, store = _resolve(model, keys_db, dtype)
+    config = config or ServerConfig()
     app = create_app(lm, store, config, worker_thread=False)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=True))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=True,
+                                           timeout_graceful_shutdown=config.request_timeout_s + 5))
+    access = logging.getLogger("uvicorn.access")  # configured by uvicorn.Config above
+    redact = _RedactQuery()
+    access.addFilter(redact)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if server.should_exit and signum == signal.SIGINT:
+            server.force_exit = True
+        server.should_exit = True
+
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        saved = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def run_http() -> None:
         try:
@@ -759,6 +888,9 @@ def serve(model, keys_db, host: str = "127.0.0.1", port: int = 8000, dtype: str 
         server.should_exit = True
         http.join(timeout=30)
         store.close()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        access.removeFilter(redact)
     if not server.started:
         raise ConfigError(f"could not serve on {host}:{port} (is the port in use?)")
 

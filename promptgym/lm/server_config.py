@@ -24,6 +24,9 @@ class ServerConfig:
     max_array_elements: int = 1 << 22  # most elements of one array (soft prompt, prompt_embeds, ids)
     request_timeout_s: float = 600.0  # a request not answered by then gets 503 and is not charged
     rate_limit: float | None = None  # requests per second per key (a burst of max(1, rate) allowed); None: off
+    # /v1/embeddings is free of charge, so it gets a rate limit of its own (per key; None: off). An env
+    # asks it once when it is built; a client over the limit is told Retry-After and retries.
+    embeddings_rate_limit: float | None = 5.0
     batching: bool = True  # score identical concurrent /v1/score jobs once (never changes a score)
     batch_window_ms: float = 0.0  # with batching, wait this long for more jobs before scoring
     max_logprob_entries: int = 1 << 21  # most (token, log-prob) pairs one /v1/completions answer may list
@@ -40,9 +43,11 @@ class ServerConfig:
                 raise ConfigError(f"ServerConfig.{name} must be a finite number >= 0, got {value!r}")
         if self.request_timeout_s <= 0:
             raise ConfigError(f"ServerConfig.request_timeout_s must be > 0, got {self.request_timeout_s!r}")
-        if self.rate_limit is not None and (isinstance(self.rate_limit, bool) or not isinstance(
-                self.rate_limit, int | float) or not math.isfinite(self.rate_limit) or self.rate_limit <= 0):
-            raise ConfigError(f"ServerConfig.rate_limit must be a number > 0 or None, got {self.rate_limit!r}")
+        for name in ("rate_limit", "embeddings_rate_limit"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or not math.isfinite(value) or value <= 0):
+                raise ConfigError(f"ServerConfig.{name} must be a number > 0 or None, got {value!r}")
         if not isinstance(self.batching, bool):
             raise ConfigError(f"ServerConfig.batching must be true or false, got {self.batching!r}")
 
