@@ -46,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -236,6 +237,12 @@ class SB3Agent(ConfiguredAgent):
         super().__init__(config)
         self.callbacks = list(callbacks or [])
         self.model: Any = None
+        self.tracking_dir: Path | None = None
+
+    def use_tracking(self, logdir: Path) -> None:
+        """Send SB3's own logger (losses, entropy, rollout statistics) to ``logdir/sb3`` as TensorBoard
+        events, beside the run's promptgym curves (``promptgym.tracking``); its x axis is SB3's timesteps."""
+        self.tracking_dir = Path(logdir) / "sb3"
 
     def algo_kwargs(self, base: Any) -> dict[str, Any]:
         """Constructor arguments of the SB3 class: tiny-budget defaults, then the config's choices."""
@@ -284,6 +291,11 @@ class SB3Agent(ConfiguredAgent):
         with torch_threads(cfg.torch_threads):
             self.model = cls(cfg.policy, recorder, seed=cfg.seed, device="cpu", verbose=cfg.verbose,
                              **self.algo_kwargs(base))
+            if self.tracking_dir is not None:
+                from stable_baselines3.common.logger import configure
+
+                formats = ["stdout", "tensorboard"] if cfg.verbose else ["tensorboard"]
+                self.model.set_logger(configure(str(self.tracking_dir), formats))
             dev = DevSelector(env)
             if total > 0 and base.budget.remaining > cfg.reserve:
                 budget_stop = _budget_callback(cfg, base, dev, reset_obs, lm_threads)

@@ -1,4 +1,4 @@
-"""The promptgym command: list, zeroshot, train, demo, evaluate, submit, leaderboard.
+"""The promptgym command: list, zeroshot, train, demo, evaluate, submit, leaderboard, audit.
 
 Every command answers bad input (an unknown env id or agent, a config value of the wrong type,
 a missing file) with ONE line on stderr and exit code 2, before anything is loaded, charged or
@@ -163,15 +163,19 @@ def _train_run(args: argparse.Namespace, env_id: str, env_kwargs: dict[str, Any]
     killed run resumes with ``--resume`` (``run_dir``: the killed run's folder)."""
     from promptgym.runner import run_agent
     from promptgym.runs import JOURNAL_FILE, new_run_dir, run_config, write_run
+    from promptgym.tracking import TENSORBOARD_DIR, check_tracker
 
     calibrate = bool(getattr(args, "calibrate", False))
+    log = getattr(args, "log", None)
+    check_tracker(log)
     if run_dir is None:  # named now, created by the journal once the run has passed its checks
         run_dir = new_run_dir(args.out, env_id, args.agent, args.seed, args.split_seed, create=False)
     journal = run_dir / JOURNAL_FILE
     try:
         run = run_agent(env_id, args.agent, args.budget, seed=args.seed, split_seed=args.split_seed,
                         model=args.model, dtype=args.dtype, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs,
-                        progress=not args.no_progress, calibrate=calibrate, journal=journal)
+                        progress=not args.no_progress, calibrate=calibrate, journal=journal,
+                        tensorboard=run_dir / TENSORBOARD_DIR if log == "tensorboard" else None)
     except KeyboardInterrupt:
         if journal.is_file():
             print(f"promptgym: the run can continue: promptgym train --resume {run_dir}", file=sys.stderr)
@@ -267,6 +271,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     agent_kwargs = parse_agent_kwargs(args.agent, args.agent_kwarg) or None
     check_request(args.env, args.agent, args.tier, seeds, env_kwargs, agent_kwargs,  # before any folder or model
                   args.calibrate)
+    from promptgym.tracking import check_tracker
+
+    check_tracker(args.log)
     work = Path(args.workdir) if args.workdir else evaluate_workdir(args.env, args.agent, args.tier,
                                                                     calibrate=args.calibrate)
     argv = getattr(args, "argv", None) or sys.argv[1:]
@@ -277,7 +284,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
               f"calls {run['calls_used']}", flush=True)
 
     sub = evaluate(args.env, args.agent, args.tier, args.model, seeds, env_kwargs, agent_kwargs, work,
-                   args.submitter, command, progress=not args.no_progress, on_seed=report, calibrate=args.calibrate)
+                   args.submitter, command, progress=not args.no_progress, on_seed=report, calibrate=args.calibrate,
+                   log=args.log)
     if sub is None:
         missing = [s for s in BENCH_SEEDS if s not in seeds]
         print(f"seed runs saved in {work}; a submission needs every seed: run the same command with "
@@ -296,18 +304,53 @@ def _leaderboard_root(args: argparse.Namespace) -> Path:
     return root
 
 
+def _submission_path(name: str) -> Path:
+    path = Path(name)
+    if path.is_dir():
+        raise InvalidSubmissionError(f"{path} is a directory; pass the submission file "
+                                     f"(promptgym evaluate writes {path / 'submission.json'})")
+    if not path.is_file():
+        raise InvalidSubmissionError(f"{path}: no such file")
+    return path
+
+
+def _check_submissions(names: Sequence[str]) -> int:
+    """``submit --check``: the checks ``submit`` makes, on several files, writing nothing (what CI runs on the
+    entries a pull request adds). Every file is parsed before any is re-scored, so a malformed one costs no
+    model load; the first bad file ends it with one line naming it."""
+    from promptgym.bench.evaluate import verify
+    from promptgym.bench.schema import parse_submission
+
+    paths = [_submission_path(name) for name in names]
+    subs = []
+    for path in paths:
+        try:
+            subs.append(parse_submission(path.read_bytes()))
+        except InvalidSubmissionError as exc:
+            raise InvalidSubmissionError(f"{path}: {exc}") from None
+    for path, sub in zip(paths, subs):
+        print(f"verifying {path} ({sub['env_id']} / {sub['agent']['name']} / {sub['tier']}, model "
+              f"{sub['model']['name']}) ...", flush=True)
+        try:
+            verify(sub)
+        except PromptGymError as exc:
+            raise InvalidSubmissionError(f"{path}: {exc}") from None
+        print(f"ok: {path}")
+    print(f"{len(paths)} file{'s' if len(paths) > 1 else ''} verified; nothing written")
+    return 0
+
+
 def _cmd_submit(args: argparse.Namespace) -> int:
     from promptgym.bench.evaluate import test_labels_by_env, verify
     from promptgym.bench.render import write_leaderboard
     from promptgym.bench.schema import parse_submission
     from promptgym.bench.store import add_submission, load_entries
 
-    path = Path(args.file)
-    if path.is_dir():
-        raise InvalidSubmissionError(f"{path} is a directory; pass the submission file "
-                                     f"(promptgym evaluate writes {path / 'submission.json'})")
-    if not path.is_file():
-        raise InvalidSubmissionError(f"{path}: no such file")
+    if args.check:
+        return _check_submissions(args.file)
+    if len(args.file) != 1:
+        raise ConfigError(f"submit adds one file at a time, got {len(args.file)}; --check verifies several")
+    path = _submission_path(args.file[0])
     root = _leaderboard_root(args)
     sub = parse_submission(path.read_bytes())
     print(f"verifying {sub['env_id']} / {sub['agent']['name']} / {sub['tier']} with model {sub['model']['name']} ...")
@@ -334,6 +377,20 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     readme, html = write_leaderboard(root, test_labels_by_env(entries))
     print(f"{len(entries)} entries -> {readme}, {html}")
     return 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    """Replay one seed of an entry (``promptgym.bench.audit``); the exit code is the verdict's."""
+    from promptgym.bench.audit import audit, check_audit_request, find_entry, load_entry
+
+    path = find_entry(args.entry, args.root)
+    sub = load_entry(path)
+    check_audit_request(sub, args.seed)  # before the model loads
+    print(f"auditing seed {args.seed} of {path}: re-running {sub['agent']['name']} on {sub['env_id']} "
+          f"({sub['tier']} tier) ...", flush=True)
+    report = audit(sub, args.seed, same_cpu=args.same_cpu, progress=not args.no_progress)
+    print(report.paragraph)
+    return report.exit_code
 
 
 # ---------------------------------------------------------------------------------------------- the parser
@@ -428,6 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
                    help="agent config field, typed by the config (repeatable)")
     p.add_argument("--calibrate", action="store_true", help=CALIBRATE_HELP)
+    p.add_argument("--log", default=None, choices=["tensorboard"],
+                   help="track the run's curves by API calls: tensorboard events in <run folder>/tensorboard")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("demo", help="a short real run on SST-2 with the default model (~5 min on an idle 2-core CPU)")
@@ -454,10 +513,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="submission file (default: <workdir>/submission.json)")
     p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
     p.add_argument("--calibrate", action="store_true", help=CALIBRATE_HELP + "; its own work folder and entry")
+    p.add_argument("--log", default=None, choices=["tensorboard"],
+                   help="track each seed's curves by API calls: tensorboard events in <workdir>/tensorboard/seed-<s>")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("submit", help="verify a submission (re-scores every prompt) and add it to the leaderboard")
-    p.add_argument("file", help="the submission JSON written by promptgym evaluate")
+    p.add_argument("file", nargs="+", metavar="FILE", help="the submission JSON written by promptgym evaluate "
+                   "(several with --check)")
+    p.add_argument("--check", action="store_true", help="verify the files only, write nothing (exit 2 on the first "
+                   "bad one): what CI runs on the entries a pull request adds")
     p.add_argument("--root", default=None, help="folder holding leaderboards/ (default: the working directory)")
     p.add_argument("--no-render", action="store_true", help="do not regenerate the tables")
     p.set_defaults(func=_cmd_submit)
@@ -465,6 +529,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="regenerate leaderboards/README.md and index.html from the entries")
     p.add_argument("--root", default=None, help="folder holding leaderboards/ (default: the working directory)")
     p.set_defaults(func=_cmd_leaderboard)
+
+    p = sub.add_parser("audit", help="re-run an entry's agent on one seed; check it returns the submitted prompt",
+                       description="Re-run a built-in agent with the entry's recorded config, env kwargs, tier budget "
+                       "and agent seed = split seed (bf16 search), and compare the prompt (every member of a set), "
+                       "the calls used and the dev curve with the entry's run; print a one-paragraph verdict. "
+                       "A replay is exact on the CPU kind and torch build the entry was made on; across CPU kinds "
+                       "bf16 rounding differs and a search may branch (see promptgym/bench/audit.py).",
+                       epilog="exit codes: 0 reproduced; 3 not reproduced on this host (the replay took another "
+                       "path: inconclusive off the submitter's CPU kind); 4 forged (a mismatch no host difference "
+                       "explains); 2 bad input (unknown entry, a seed not in the entry, an agent not registered "
+                       "here, other data or model weights)")
+    p.add_argument("entry", help="entry file, or the file name of an entry in leaderboards/<env_id>/")
+    p.add_argument("--seed", type=int, required=True, help="the protocol seed to replay (13, 21, 42, 87 or 100)")
+    p.add_argument("--same-cpu", action="store_true", help="this host is of the CPU kind (and torch build) the entry "
+                   "was made on: a replay is exact here, so any mismatch is judged forged")
+    p.add_argument("--root", default=None, help="folder holding leaderboards/ (default: the working directory)")
+    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_audit)
 
     from promptgym.lm.server_config import server_defaults
 

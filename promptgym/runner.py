@@ -13,6 +13,7 @@ env's own :class:`~promptgym.envs.scoring.Scorer`, uncharged: the test split nev
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from promptgym.lm.base import Prompt, ScoreRequest, SoftPrompt, TokenPrompt
 from promptgym.progress import LiveMonitor
 from promptgym.tasks import load_split
 from promptgym.tasks.metrics import compute_metric
+from promptgym.tracking import TensorBoardTracker, check_tracker
 
 #: env arguments the driver sets itself; passing them in ``env_kwargs`` too would be ambiguous
 DRIVER_ENV_ARGS = ("model", "dtype", "split_seed", "budget")
@@ -114,7 +116,8 @@ def prepare_agent(agent: str | Agent, seed: int, agent_kwargs: dict[str, Any] | 
 def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split_seed: int = 13,
               model: Any = DEFAULT_MODEL, dtype: str = "bfloat16", env_kwargs: dict[str, Any] | None = None,
               agent_kwargs: dict[str, Any] | None = None, progress: bool = True, label: str | None = None,
-              calibrate: bool = False, journal: str | Path | None = None) -> Run:
+              calibrate: bool = False, journal: str | Path | None = None,
+              tensorboard: str | Path | None = None) -> Run:
     """Let ``agent`` learn on ``env_id`` under ``budget`` API calls; return its Result and the env.
 
     ``seed`` is the agent's seed; ``split_seed`` picks the 16-shot split. Checks run before the
@@ -127,10 +130,14 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
     ``journal``: a call-journal file (:mod:`promptgym.journal`). Every charged LM call is journaled there;
     if the file exists (a killed run), its calls are replayed first, so the run resumes where it stopped
     and ends as the uninterrupted run would.
+
+    ``tensorboard``: a folder for the run's TensorBoard events (:mod:`promptgym.tracking`), indexed by calls.
     """
     check_env_id(env_id)
     QueryBudget(budget)  # a bad budget is refused before the model loads
     kwargs = check_env_kwargs(env_kwargs)
+    if tensorboard is not None:
+        check_tracker("tensorboard")
     learner, name = prepare_agent(agent, seed, agent_kwargs)
     if name in AGENT_REGISTRY:
         check_kind(name, env_kind(env_id))
@@ -157,8 +164,17 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
         base.record_calls(record)
         # a served key's quota no longer counts the journaled calls: they were charged before the kill
         base.budget.max_calls = min(int(budget), base.budget.max_calls + record.recorded_calls)
+    tracker = contextlib.nullcontext()
+    if tensorboard is not None:
+        tracker = TensorBoardTracker(base, tensorboard, {"env": env_id, "agent": name, "budget": budget, "seed": seed,
+                                                         "split_seed": split_seed, "model": str(model), "dtype": dtype,
+                                                         "config": config_dict(getattr(learner, "config", None)),
+                                                         "env_kwargs": kwargs, "calibrate": calibrate})
+        use_tracking = getattr(learner, "use_tracking", None)
+        if callable(use_tracking):  # the agent's own statistics go into the same run (SB3's logger)
+            use_tracking(Path(tensorboard))
     started = time.time()
-    with LiveMonitor(base, label or name, enabled=progress):
+    with LiveMonitor(base, label or name, enabled=progress), tracker:
         base.budget.max_calls -= reserve  # the agent sees the budget without calibration's calls
         try:
             result = learner.learn(env)

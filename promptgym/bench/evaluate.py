@@ -41,6 +41,7 @@ from promptgym.lm import DEFAULT_MODEL, get_lm
 from promptgym.runner import TestScore, check_calibration_request, check_env_kwargs, make_env, run_agent, score_test
 from promptgym.runs import evaluate_workdir, jsonable, seed_file, seed_journal
 from promptgym.tasks import compute_metric, data_fingerprint, get_task, load_split
+from promptgym.tracking import TENSORBOARD_DIR, check_tracker, log_values
 
 #: Re-scoring tolerance: fp32 scores are reproducible on one machine; across CPUs a few near-ties
 #: may flip. A submission passes when its metric is within METRIC_TOL and >= AGREEMENT of its
@@ -80,6 +81,14 @@ def prompt_record(result: Result) -> dict[str, Any]:
     return rec
 
 
+def curve_record(result: Result) -> list[list[int | float]]:
+    """A Result's best-so-far dev curve as a run records it (``run_seed``, and the audit's replay compares
+    with it): the protocol's curve counts API calls; a white-box reference's counts passes (kept out)."""
+    if result.curve_unit != "calls":
+        return []
+    return [[int(c), float(v)] for c, v in result.curve if np.isfinite(v)]
+
+
 def test_record(env: Any, result: Result, test: TestScore) -> dict[str, Any]:
     """A run's ``test`` record: metric, ECE, predictions, the uncertainty metrics and OOD detection."""
     rec: dict[str, Any] = {"metric": float(test.metric), "ece": float(test.ece), "n": int(test.n),
@@ -111,7 +120,8 @@ def check_protocol_agent(agent: str, allow_white_box: bool = False) -> None:
 
 def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAULT_MODEL,
              env_kwargs: dict | None = None, agent_kwargs: dict | None = None, progress: bool = False,
-             allow_white_box: bool = False, calibrate: bool = False, journal: Path | None = None) -> dict:
+             allow_white_box: bool = False, calibrate: bool = False, journal: Path | None = None,
+             tensorboard: Path | None = None) -> dict:
     """One protocol run: learn on split ``seed`` (agent seed = split seed), score on test in fp32.
 
     ``allow_white_box`` lets the agents benchmark run the back-propagation reference through the
@@ -119,21 +129,23 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
     ``calibrate`` fits a label bias per final prompt after learning, within the same budget.
     ``journal``: the seed's call journal; a seed killed while it learned resumes from it (see
     :mod:`promptgym.journal`), so a standard-tier seed is never lost to an interruption.
+    ``tensorboard``: the seed's TensorBoard folder (curves by calls, then its test metric and ECE).
     """
     check_protocol_agent(agent, allow_white_box)
     kwargs = {"seed": int(seed), **(agent_kwargs or {})}
     run = run_agent(env_id, agent, budget, int(seed), int(seed), model, "bfloat16", env_kwargs, kwargs,
                     progress=progress, label=f"{agent}{' + calibration' if calibrate else ''} seed {seed}",
-                    calibrate=calibrate, journal=journal)
+                    calibrate=calibrate, journal=journal, tensorboard=tensorboard)
     result, base = run.result, run.env.unwrapped
     started = time.time()
     test = score_test(run.env, result, "float32")
+    if tensorboard is not None:
+        log_values(tensorboard, {f"test/{base.spec_task.metric}": test.metric, "test/ece": test.ece,
+                                 "final/dev_metric": result.dev_metric}, base.budget.calls)
     return {
         "seed": int(seed), "calls_used": int(base.budget.calls), "wall_seconds": round(run.seconds, 3),
         "prompt": prompt_record(result),
-        # the protocol's curve counts API calls; a white-box reference's curve counts passes (kept out)
-        "curve": [[int(c), float(v)] for c, v in result.curve if np.isfinite(v)] if result.curve_unit == "calls"
-        else [],
+        "curve": curve_record(result),
         "test": test_record(run.env, result, test),
         "extra": {"train_reward": float(result.train_reward), "dev_metric": result.dev_metric,
                   "passes": {k: result.extra[k] for k in ("forward_passes", "backward_passes") if k in result.extra},
@@ -176,14 +188,17 @@ def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_M
              seeds: Sequence[int] = BENCH_SEEDS, env_kwargs: dict | None = None,
              agent_kwargs: dict | None = None, workdir: str | Path | None = None,
              submitter: str = "", command: str = "", progress: bool = False,
-             on_seed: Callable[[dict], None] | None = None, calibrate: bool = False) -> dict | None:
+             on_seed: Callable[[dict], None] | None = None, calibrate: bool = False,
+             log: str | None = None) -> dict | None:
     """Run the protocol (runs cached per seed in ``workdir``); return a validated submission.
 
     Returns None when ``seeds`` is a strict subset of the protocol's: the runs are cached and a
     later call with every seed assembles the submission. ``on_seed`` sees each run as it is ready.
     ``calibrate`` evaluates the agent's calibrated variant (its own work folder and entry).
+    ``log="tensorboard"`` tracks each seed run in ``<workdir>/tensorboard/seed-<s>``.
     """
     check_request(env_id, agent, tier, seeds, env_kwargs, agent_kwargs, calibrate)
+    check_tracker(log)
     budget = TIERS[tier]
     work = Path(workdir) if workdir else evaluate_workdir(env_id, agent, tier, calibrate=calibrate)
     runs = []
@@ -198,7 +213,8 @@ def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_M
         else:
             journal = seed_journal(work, seed)
             run = run_seed(env_id, agent, seed, budget, model, env_kwargs, agent_kwargs, progress,
-                           calibrate=calibrate, journal=journal)
+                           calibrate=calibrate, journal=journal,
+                           tensorboard=work / TENSORBOARD_DIR / f"seed-{seed}" if log == "tensorboard" else None)
             work.mkdir(parents=True, exist_ok=True)
             _write_atomic(path, run)
             journal.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ split itself (the env loads train and dev, the harness loads test).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,7 @@ class Outcome:
     labels: np.ndarray | None = None  # gold labels of the scored rows
     num_tokens: int = 0  # tokens the LM processed for this prompt (the meter counts them)
     approximate: bool = False  # the backend flagged its scores approximate (e.g. a top-k-only remote API)
+    prompt: Prompt | None = None  # the LM prompt scored (listeners such as the tracker show the best one)
 
 
 def is_approximate(result: ScoreResult) -> bool:
@@ -122,7 +123,7 @@ class Scorer:
         labels = np.asarray(split.labels)[idx]
         requests = [ScoreRequest(p, segments, self.template.verbalizers, self.label_only) for p in prompts]
         results = self.lm.score(requests) if self.journal is None else self.journal.score(self.lm, requests)
-        return [self.outcome(res, labels, idx, label_bias) for res in results]
+        return [replace(self.outcome(res, labels, idx, label_bias), prompt=p) for p, res in zip(prompts, results)]
 
     def outcome(self, result: ScoreResult, labels: np.ndarray, rows: np.ndarray | None = None,
                 label_bias: np.ndarray | None = None) -> Outcome:
@@ -155,7 +156,7 @@ class Scorer:
             raise ValueError("a label bias needs label log-probabilities; the LM returned labels only")
         result = ScoreResult(outcome.predictions, outcome.logprobs, outcome.label_logprobs,
                              extra={"approximate": True} if outcome.approximate else {})
-        return self.outcome(result, outcome.labels, outcome.rows, label_bias)
+        return replace(self.outcome(result, outcome.labels, outcome.rows, label_bias), prompt=outcome.prompt)
 
 
 __all__ = ["Outcome", "Scorer", "Segments", "is_approximate", "render_rows", "with_label_bias"]

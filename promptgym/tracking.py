@@ -1,0 +1,130 @@
+"""Experiment tracking: a run's curves in TensorBoard, indexed by API calls.
+
+The tracker listens to the env's charged scorings, as the progress bar does, so it follows any
+agent (built-in or a user's own) without its cooperation. Every point is logged at step = API calls
+used so far, not wall time: calls are the unit budgets, tiers and the papers' curves are in, and
+wall time differs threefold between our two kinds of hosts. Logged:
+
+* ``train/best_reward`` (best so far), ``train/batch_best_reward``, ``dev/best_metric``, ``dev/metric``;
+* ``budget/remaining_calls``, ``speed/calls_per_s`` (over the run so far), ``speed/tokens_per_call``;
+* ``prompt/best_train`` and ``prompt/best_dev`` (text, each time the best changes): the prompt's text for
+  token prompts, its size and norm for soft prompts;
+* at the end, ``final/dev_metric`` and (``promptgym evaluate``) ``test/<metric>``, ``test/ece``.
+
+An agent may add its own statistics into the same run by defining ``use_tracking(logdir)``: SB3
+agents send SB3's logger (losses, entropy, ...) there, indexed by SB3's timesteps (one per prompt
+scored). A resumed run (:mod:`promptgym.journal`) replays its calls through the listener, so the
+writer first purges the killed attempt's events and the curves come out once, as uninterrupted.
+W&B is not wrapped: ``wandb sync --sync-tensorboard <logdir>`` imports these event files as they are.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from promptgym.envs.scoring import Outcome
+from promptgym.errors import ConfigError
+from promptgym.lm.base import Prompt, SoftPrompt
+
+#: the values of ``--log``
+TRACKERS = ("tensorboard",)
+#: the folder of a run's TensorBoard events, inside its run or work folder
+TENSORBOARD_DIR = "tensorboard"
+
+
+def check_tracker(name: str | None) -> None:
+    """Refuse an unknown ``--log`` value, and ``tensorboard`` when the package is missing, before any model loads."""
+    if name is None:
+        return
+    if name not in TRACKERS:
+        raise ConfigError(f"unknown tracker {name!r}; trackers: {', '.join(TRACKERS)}")
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ConfigError("--log tensorboard needs the tensorboard package: "
+                          "pip install 'promptgym[tracking]'") from None
+
+
+def prompt_text(base: Any, prompt: Prompt | None) -> str:
+    """What a tracked prompt looks like to a reader."""
+    if prompt is None:
+        return "-"
+    if isinstance(prompt, SoftPrompt):
+        e = np.asarray(prompt.embeds, dtype=np.float64)
+        return f"soft prompt: {e.shape[0]} vectors x {e.shape[1]}, mean L2 norm {np.linalg.norm(e, axis=1).mean():.3f}"
+    decode = getattr(base.lm, "decode", None)
+    return repr(decode(list(prompt.ids))) if callable(decode) else f"token ids {list(prompt.ids)}"
+
+
+def log_values(logdir: str | Path, values: dict[str, float | None], step: int) -> None:
+    """Add end-of-run values (e.g. ``test/accuracy``) to a run's events after its tracker closed."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(log_dir=str(logdir)) as writer:
+        for key, value in values.items():
+            if value is not None and math.isfinite(float(value)):
+                writer.add_scalar(key, float(value), int(step))
+
+
+class TensorBoardTracker:
+    """Writes a run's curves to ``logdir`` (see the module docstring); use as a context manager around
+    ``agent.learn(env)``.
+
+    :param base: the unwrapped env
+    :param logdir: the run's event folder (created)
+    :param description: shown as the run's ``config`` text (env, agent, config, budget, seeds)
+    """
+
+    def __init__(self, base: Any, logdir: str | Path, description: dict[str, Any] | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.base = base
+        self.logdir = Path(logdir)
+        # purge_step=0: a resumed run re-logs its replayed calls; the killed attempt's events are hidden
+        self.writer = SummaryWriter(log_dir=str(self.logdir), purge_step=0)
+        self.best_train = -math.inf
+        self.best_dev = -math.inf
+        self.started = time.monotonic()
+        self.calls_at_start = base.budget.calls
+        if description:
+            lines = "\n".join(f"* **{k}**: `{v}`" for k, v in description.items())
+            self.writer.add_text("config", lines, 0)
+
+    def __call__(self, split: str, outcomes: list[Outcome]) -> None:
+        step = int(self.base.budget.calls)
+        w = self.writer
+        if split == "train":
+            i = int(np.argmax([o.reward for o in outcomes]))
+            w.add_scalar("train/batch_best_reward", outcomes[i].reward, step)
+            if outcomes[i].reward > self.best_train:
+                self.best_train = outcomes[i].reward
+                w.add_text("prompt/best_train", f"{prompt_text(self.base, outcomes[i].prompt)} "
+                           f"(train reward {self.best_train:.4f})", step)
+            w.add_scalar("train/best_reward", self.best_train, step)
+        else:
+            i = int(np.argmax([o.metric for o in outcomes]))
+            w.add_scalar("dev/metric", outcomes[i].metric, step)
+            if outcomes[i].metric > self.best_dev:
+                self.best_dev = outcomes[i].metric
+                w.add_text("prompt/best_dev", f"{prompt_text(self.base, outcomes[i].prompt)} "
+                           f"(dev metric {self.best_dev:.4f})", step)
+            w.add_scalar("dev/best_metric", self.best_dev, step)
+        w.add_scalar("budget/remaining_calls", self.base.budget.remaining, step)
+        seconds = time.monotonic() - self.started
+        if seconds > 0:
+            w.add_scalar("speed/calls_per_s", (step - self.calls_at_start) / seconds, step)
+        w.add_scalar("speed/tokens_per_call", float(np.mean([o.num_tokens for o in outcomes])), step)
+
+    def __enter__(self) -> TensorBoardTracker:
+        self.base.score_listeners.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self in self.base.score_listeners:
+            self.base.score_listeners.remove(self)
+        self.writer.close()
