@@ -1,9 +1,9 @@
-"""The promptgym command: list, zeroshot, train, demo, evaluate, submit, leaderboard, audit.
+"""The promptgym command: list, zeroshot, train, demo, evaluate, sweep, submit, leaderboard, audit.
 
 Every command answers bad input (an unknown env id or agent, a config value of the wrong type,
 a missing file) with ONE line on stderr and exit code 2, before anything is loaded, charged or
 written. Heavy imports (torch, transformers) happen inside the commands, so ``promptgym list``
-is quick.
+is quick. ``audit`` has two more codes, for its verdicts: 3 not reproduced on this host, 4 forged.
 """
 
 from __future__ import annotations
@@ -297,6 +297,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    """A grid of protocol seed runs on Ray Tune (``promptgym.bench.sweep``): 0 when every trial finished, 1
+    when one failed (re-running the same command retries what is missing, resuming from journals)."""
+    from promptgym.bench.sweep import check_resources, describe, import_ray, plan_sweep, run_sweep, summary_lines
+
+    plan = plan_sweep(args.envs, args.agents, args.tier, parse_seeds(args.seeds), args.model, args.agent_kwarg,
+                      args.env_kwarg, args.workroot)
+    check_resources(args.num_cpus, args.cpus_per_trial, args.address)
+    if plan.pending and not args.dry_run:
+        import_ray()  # refused in one line before anything starts
+    print("\n".join(describe(plan)), flush=True)
+    if args.dry_run:
+        return 0
+    rows, states = run_sweep(plan, args.num_cpus, args.cpus_per_trial, args.address,
+                             out=lambda line: print(line, flush=True))
+    print("\n" + "\n".join(summary_lines(plan, rows)))
+    unfinished = sum(1 for st in states.values() if st.status != "done")
+    if unfinished:
+        print(f"{unfinished} trial(s) did not finish; run the same command again to retry them (finished seeds are "
+              "skipped, a killed seed resumes from its journal)")
+        return 1
+    return 0
+
+
 def _leaderboard_root(args: argparse.Namespace) -> Path:
     root = Path(args.root) if args.root else Path.cwd()
     if not (root / "leaderboards").is_dir():
@@ -314,10 +338,11 @@ def _submission_path(name: str) -> Path:
     return path
 
 
-def _check_submissions(names: Sequence[str]) -> int:
+def _check_submissions(names: Sequence[str], root: str | None) -> int:
     """``submit --check``: the checks ``submit`` makes, on several files, writing nothing (what CI runs on the
-    entries a pull request adds). Every file is parsed before any is re-scored, so a malformed one costs no
-    model load; the first bad file ends it with one line naming it."""
+    entries a pull request adds; ``root``: the board whose trusted keys and entries receipts are checked
+    against). Every file is parsed before any is re-scored, so a malformed one costs no model load; the
+    first bad file ends it with one line naming it."""
     from promptgym.bench.evaluate import verify
     from promptgym.bench.schema import parse_submission
 
@@ -332,7 +357,7 @@ def _check_submissions(names: Sequence[str]) -> int:
         print(f"verifying {path} ({sub['env_id']} / {sub['agent']['name']} / {sub['tier']}, model "
               f"{sub['model']['name']}) ...", flush=True)
         try:
-            verify(sub)
+            verify(sub, root=root)
         except PromptGymError as exc:
             raise InvalidSubmissionError(f"{path}: {exc}") from None
         print(f"ok: {path}")
@@ -347,14 +372,14 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     from promptgym.bench.store import add_submission, load_entries
 
     if args.check:
-        return _check_submissions(args.file)
+        return _check_submissions(args.file, args.root)
     if len(args.file) != 1:
         raise ConfigError(f"submit adds one file at a time, got {len(args.file)}; --check verifies several")
     path = _submission_path(args.file[0])
     root = _leaderboard_root(args)
     sub = parse_submission(path.read_bytes())
     print(f"verifying {sub['env_id']} / {sub['agent']['name']} / {sub['tier']} with model {sub['model']['name']} ...")
-    verify(sub)
+    verify(sub, root=root)
     try:
         dest = add_submission(root, sub)
     except FileExistsError as exc:
@@ -443,6 +468,13 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     elif args.keys_command == "revoke":
         store.revoke(args.name)
         print(f"revoked key {args.name!r}")
+    elif args.keys_command == "pubkey":
+        from promptgym.lm.receipts import ReceiptSigner, signing_key_path
+
+        signer = ReceiptSigner.load_or_create(signing_key_path(args.keys))
+        print(signer.public_pem(), end="")
+        print(f"signer {signer.fingerprint} (private key: {signer.path}); a leaderboard trusts its receipts once this "
+              "is committed as leaderboards/trusted_keys/NAME.pub", file=sys.stderr)
     else:
         records = store.records()
         print(f"{'name':20} {'calls':>10} {'quota':>10} {'remaining':>10}  status")
@@ -458,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     import promptgym
 
     parser = _Parser(prog="promptgym", description="Gymnasium environments and a benchmark for black-box prompt "
-                     "tuning. Commands: list, zeroshot, train, demo, evaluate, submit, leaderboard.")
+                     "tuning. Commands: list, zeroshot, train, demo, evaluate, sweep, submit, leaderboard.")
     parser.add_argument("--version", action="version", version=f"promptgym {promptgym.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("list", help="list tasks, env ids, agents and model presets")
@@ -516,6 +548,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", default=None, choices=["tensorboard"],
                    help="track each seed's curves by API calls: tensorboard events in <workdir>/tensorboard/seed-<s>")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("sweep", help="run a grid of envs x agents x kwargs x protocol seeds on Ray Tune, cached as "
+                       "evaluate caches them", description="One trial = one protocol seed run, cached in the work "
+                       "folder `promptgym evaluate` uses (a grid point with non-default kwargs: <env>-<agent>@<tag>-"
+                       "<tier>), so a re-run skips finished seeds and resumes killed ones, and evaluate assembles "
+                       "the submission. Needs the sweep extra (Ray Tune).")
+    p.add_argument("--envs", required=True, help="comma-separated env ids")
+    p.add_argument("--agents", required=True, help="comma-separated registered black-box agents (pairs of kinds "
+                                                   "that do not fit are skipped)")
+    p.add_argument("--tier", default="lite", choices=sorted(TIERS), help=f"budget tier: {tiers} (default: %(default)s)")
+    p.add_argument("--seeds", default=None, help="comma-separated subset of the protocol seeds (default: all five)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model preset or Hugging Face id, or a served model's URL "
+                   "(http://host:port) every trial shares; its key from $PROMPTGYM_API_KEY (default: %(default)s)")
+    p.add_argument("--agent-kwarg", action="append", default=[], metavar="[AGENT:]KEY=V1,V2",
+                   help="an axis of the grid: an agent config field and its values (commas inside [], {} or \"\" do "
+                        "not split); AGENT: scopes it to one agent (repeatable; axes cross)")
+    p.add_argument("--env-kwarg", action="append", default=[], metavar="[ENV:]KEY=V1,V2",
+                   help="an axis of the grid: an env argument and its values; ENV: scopes it to one env id "
+                        "(repeatable; axes cross)")
+    p.add_argument("--workroot", default=None, help="parent of the work folders (default: runs/evaluate)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all of this machine)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs one trial reserves; also its torch "
+                   "threads (default: %(default)s)")
+    p.add_argument("--address", default=None, help="join this Ray cluster (e.g. ray://head:10001 or auto) instead "
+                   "of starting a local Ray; the nodes must share the work folders' file system")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (grid points, work folders, seeds to run) "
+                   "and stop")
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("submit", help="verify a submission (re-scores every prompt) and add it to the leaderboard")
     p.add_argument("file", nargs="+", metavar="FILE", help="the submission JSON written by promptgym evaluate "
@@ -583,6 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     k = keys.add_parser("list", help="every key's usage and quota")
     k = keys.add_parser("revoke", help="revoke a key")
     k.add_argument("name", help="the key's name")
+    keys.add_parser("pubkey", help="print the public key the server signs usage receipts with (made on first use)")
     for k in keys.choices.values():
         k.add_argument("--keys", default="keys.db", help="key store (default: %(default)s)")
     p.set_defaults(func=_cmd_keys)

@@ -169,7 +169,8 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
         tracker = TensorBoardTracker(base, tensorboard, {"env": env_id, "agent": name, "budget": budget, "seed": seed,
                                                          "split_seed": split_seed, "model": str(model), "dtype": dtype,
                                                          "config": config_dict(getattr(learner, "config", None)),
-                                                         "env_kwargs": kwargs, "calibrate": calibrate})
+                                                         "env_kwargs": kwargs, "calibrate": calibrate},
+                                     replaying=None if record is None else (lambda: record.replaying))
         use_tracking = getattr(learner, "use_tracking", None)
         if callable(use_tracking):  # the agent's own statistics go into the same run (SB3's logger)
             use_tracking(Path(tensorboard))
@@ -381,6 +382,17 @@ def score_test(env: gym.Env, result: Any, dtype: str | None = "float32") -> Test
 
 
 score_test.__test__ = False  # type: ignore[attr-defined]
+
+
+def test_requests(env: gym.Env, result: Result) -> list[ScoreRequest]:
+    """The requests :func:`score_test` sends its LM for ``result``: one per member, every test row. A
+    verifier rebuilds them to find the submitted prompts among a usage receipt's calls
+    (:mod:`promptgym.bench.receipts`)."""
+    base = env.unwrapped
+    scorer = base.scorer.with_lm(base.lm, reward_kind="ce")
+    segments = tuple(scorer.segments(load_split(base.spec_task, "test", None, base.data_dir)))
+    return [ScoreRequest(p, segments, scorer.template.verbalizers, scorer.label_only)
+            for p, _ in member_prompts(env, result)]
 
 
 @dataclass

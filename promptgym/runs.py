@@ -45,10 +45,15 @@ EVALUATE_ROOT = Path("runs") / "evaluate"
 
 
 def evaluate_workdir(env_id: str, agent: str, tier: str, root: str | Path | None = None,
-                     calibrate: bool = False) -> Path:
+                     calibrate: bool = False, tag: str = "") -> Path:
     """The protocol's per-seed cache for ``env_id`` / ``agent`` / ``tier`` (not created here); the
-    calibrated variant of an agent (``--calibrate``) has its own, ``<env>-<agent>+calibration-<tier>``."""
+    calibrated variant of an agent (``--calibrate``) has its own, ``<env>-<agent>+calibration-<tier>``.
+    ``tag`` names a variant run with non-default agent or env kwargs, ``<env>-<agent>@<tag>-<tier>``: a
+    folder is named by env, agent and tier only, so such runs need their own (``promptgym sweep``,
+    ``benchmarks/reliability.py``)."""
     name = f"{agent}+calibration" if calibrate else agent
+    if tag:
+        name += f"@{tag}"
     return Path(root if root is not None else EVALUATE_ROOT) / f"{env_id}-{name}-{tier}"
 
 

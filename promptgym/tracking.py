@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +79,12 @@ class TensorBoardTracker:
     :param base: the unwrapped env
     :param logdir: the run's event folder (created)
     :param description: shown as the run's ``config`` text (env, agent, config, budget, seeds)
+    :param replaying: whether calls are being answered from a journal (a resumed run): calls/s is then
+        measured from the first live call, not inflated by the replay
     """
 
-    def __init__(self, base: Any, logdir: str | Path, description: dict[str, Any] | None = None) -> None:
+    def __init__(self, base: Any, logdir: str | Path, description: dict[str, Any] | None = None,
+                 replaying: Callable[[], bool] | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.base = base
@@ -91,6 +95,8 @@ class TensorBoardTracker:
         self.best_dev = -math.inf
         self.started = time.monotonic()
         self.calls_at_start = base.budget.calls
+        self.replaying = replaying
+        self.live = replaying is None or not replaying()
         if description:
             lines = "\n".join(f"* **{k}**: `{v}`" for k, v in description.items())
             self.writer.add_text("config", lines, 0)
@@ -115,8 +121,11 @@ class TensorBoardTracker:
                            f"(dev metric {self.best_dev:.4f})", step)
             w.add_scalar("dev/best_metric", self.best_dev, step)
         w.add_scalar("budget/remaining_calls", self.base.budget.remaining, step)
+        if not self.live and self.replaying is not None and not self.replaying():
+            self.live = True  # the replay is over: time the live calls from here
+            self.started, self.calls_at_start = time.monotonic(), step
         seconds = time.monotonic() - self.started
-        if seconds > 0:
+        if self.live and seconds > 0 and step > self.calls_at_start:
             w.add_scalar("speed/calls_per_s", (step - self.calls_at_start) / seconds, step)
         w.add_scalar("speed/tokens_per_call", float(np.mean([o.num_tokens for o in outcomes])), step)
 

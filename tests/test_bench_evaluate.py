@@ -196,3 +196,27 @@ def test_missing_file_and_duplicate_submission(board, submission, capsys, tmp_pa
     assert main(["submit", str(path), "--root", str(board)]) == 2
     assert "already" in capsys.readouterr().err
     assert snapshot(board) == before
+
+
+def test_submit_check_verifies_several_files_and_writes_nothing(submission, capsys, tmp_path):
+    """What CI runs on the entries a pull request adds: every check of submit, no board needed, no write."""
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(submission))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(_forge_predictions(json.loads(json.dumps(submission)))))
+    malformed = tmp_path / "malformed.json"
+    malformed.write_text("{")
+    capsys.readouterr()
+    assert main(["submit", "--check", str(good), str(good)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"ok: {good}") == 2 and out.rstrip().endswith("2 files verified; nothing written")
+    assert main(["submit", "--check", str(good), str(bad), str(good)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.count("ok: ") == 1  # the first bad file ends it
+    assert captured.err.count("\n") == 1 and captured.err.startswith(f"promptgym: error: {bad}: runs[0].test.metric")
+    assert main(["submit", "--check", str(good), str(malformed)]) == 2  # parsed before anything is re-scored
+    captured = capsys.readouterr()
+    assert "verifying" not in captured.out and captured.err.startswith(f"promptgym: error: {malformed}: ")
+    assert main(["submit", str(good), str(bad)]) == 2
+    assert "submit adds one file at a time, got 2; --check verifies several" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "good.json", "malformed.json"]

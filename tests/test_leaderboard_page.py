@@ -20,6 +20,7 @@ from test_bench_schema import TEST_LABELS, make_predictions, make_submission
 
 from promptgym.bench.render import render_html
 from promptgym.bench.store import load_entries
+from promptgym.lm.receipts import RECEIPT_FORMAT, Entry, ReceiptSigner, extend
 from promptgym.runs import curve_title, plot_curve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,11 +67,29 @@ def _calibrated(agent: str, flips: list[int]) -> dict[str, Any]:
     return sub
 
 
+def _budget_verified(agent: str, signer: ReceiptSigner) -> dict[str, Any]:
+    """An entry whose runs carry receipts ``signer`` signed (the page checks signatures and chains, not
+    prompts: those were checked when it was submitted)."""
+    sub = make_submission(agent, predictions=make_predictions(TEST_LABELS, [2, 3, 2, 3, 2]), submitter="ci")
+    for i, run in enumerate(sub["runs"]):
+        entries = [[f"{i}{k}".ljust(64, "a"), "b" * 64, "c" * 64] for k in range(3)]
+        prefix = "d" * 64
+        body = {"format": RECEIPT_FORMAT, "signer": signer.fingerprint, "key": f"seed-{run['seed']}",
+                "key_id": f"{i}".rjust(32, "e"), "model": sub["model"]["name"],
+                "model_sha256": sub["model"]["weights_sha256"], "dtype": "bfloat16",
+                "calls": run["calls_used"] + 3, "examples": 100, "first_call": "", "last_call": "",
+                "head": extend(prefix, [Entry(*e) for e in entries]), "issued": ""}
+        run["receipt"] = {"body": body, "signature": signer.sign(body), "prefix_head": prefix, "entries": entries}
+    return sub
+
+
 def _synthetic_page(tmp_path: Path) -> Path:
     """A page with what the committed one has (curves, a 2-call and a 0-call baseline, a table
-    without baseline) plus a long submitter name, calibrated entries with uncertainty metrics and a
-    standard-tier table."""
+    without baseline) plus a long submitter name, calibrated entries with uncertainty metrics, a
+    budget-verified entry and a standard-tier table."""
+    signer = ReceiptSigner.load_or_create(tmp_path / "receipt-key.pem")
     entries = [
+        _budget_verified("bbt", signer),
         make_submission("bdpl", predictions=make_predictions(TEST_LABELS, [0, 1, 0, 1, 0]),
                         submitter="a submitter with a rather long name, longer than most"),
         _calibrated("bdpl", [1, 1, 0, 1, 0]),
@@ -83,7 +102,9 @@ def _synthetic_page(tmp_path: Path) -> Path:
         make_submission("bbt", tier="standard"),
     ]
     path = tmp_path / "index.html"
-    path.write_text(render_html(entries, {"PromptSST2-v0": TEST_LABELS}), encoding="utf-8")
+    page = render_html(entries, {"PromptSST2-v0": TEST_LABELS}, trusted={signer.fingerprint: signer.public_key})
+    assert page.count("✓</td>") == 1 and page.count('title="budget verified') == 1
+    path.write_text(page, encoding="utf-8")
     return path
 
 

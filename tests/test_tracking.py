@@ -92,11 +92,15 @@ def test_a_resumed_run_logs_each_call_once(tmp_path, monkeypatch):
         with pytest.raises(Killed):
             main([*BBT, "--log", "tensorboard", "--out", str(tmp_path)])
     run_dir = _run_dir(tmp_path)
-    assert (run_dir / JOURNAL_FILE).is_file()
+    from promptgym.journal import journal_identity
+
+    killed = CallJournal(run_dir / JOURNAL_FILE, journal_identity(run_dir / JOURNAL_FILE)).recorded_calls
+    assert killed > 0
     assert main(["train", "--resume", str(run_dir), "--log", "tensorboard"]) == 0
     acc = _events(run_dir / "tensorboard")
     steps = _steps(acc, "train/best_reward")
     assert steps == sorted(set(steps))  # the killed attempt's points are purged, not doubled
+    assert min(_steps(acc, "speed/calls_per_s")) > killed  # calls/s counts live calls, not the fast replay
     assert steps[-1] <= json.loads((run_dir / "config.json").read_text())["budget_used"]["calls"]
 
 

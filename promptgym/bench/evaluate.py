@@ -11,11 +11,17 @@ submission file gathers the runs with the env, agent, model and data fingerprint
 the data hashes and model weight hash against the local ones, and every submitted prompt is
 re-scored on the test split with the stated model; a score that differs beyond tolerance rejects
 the file.
+
+Against ``promptgym serve`` (``model="http://..."``, one fresh key per seed) each run also records
+the server's signed usage receipt (:mod:`promptgym.lm.receipts`): its number of calls when the
+search ended, and the calls after it (the test and OOD scoring of the submitted prompts), which
+``verify`` checks against the leaderboard's trusted keys (:mod:`promptgym.bench.receipts`).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -26,6 +32,7 @@ import numpy as np
 
 import promptgym
 from promptgym.agent import VOTE_V1, Result, agent_spec, check_kind, config_dict, is_white_box, make_config
+from promptgym.bench.receipts import check_prompts, check_receipts, check_unused, trusted_keys
 from promptgym.bench.schema import (
     BENCH_SEEDS,
     SCHEMA_VERSION,
@@ -37,8 +44,17 @@ from promptgym.bench.schema import (
 from promptgym.bench.stats import decode_predictions, encode_predictions
 from promptgym.envs.registration import check_env_id, env_kind, env_task
 from promptgym.errors import ConfigError, InvalidActionError, InvalidSubmissionError, PromptGymError, UnknownEnvError
-from promptgym.lm import DEFAULT_MODEL, get_lm
-from promptgym.runner import TestScore, check_calibration_request, check_env_kwargs, make_env, run_agent, score_test
+from promptgym.lm import DEFAULT_MODEL, get_lm, is_served, parse_served
+from promptgym.lm.receipts import Entry, rows_sha256, run_proof
+from promptgym.runner import (
+    TestScore,
+    check_calibration_request,
+    check_env_kwargs,
+    make_env,
+    run_agent,
+    score_test,
+    test_requests,
+)
 from promptgym.runs import evaluate_workdir, jsonable, seed_file, seed_journal
 from promptgym.tasks import compute_metric, data_fingerprint, get_task, load_split
 from promptgym.tracking import TENSORBOARD_DIR, check_tracker, log_values
@@ -121,7 +137,7 @@ def check_protocol_agent(agent: str, allow_white_box: bool = False) -> None:
 def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAULT_MODEL,
              env_kwargs: dict | None = None, agent_kwargs: dict | None = None, progress: bool = False,
              allow_white_box: bool = False, calibrate: bool = False, journal: Path | None = None,
-             tensorboard: Path | None = None) -> dict:
+             tensorboard: Path | None = None, receipt: bool = True) -> dict:
     """One protocol run: learn on split ``seed`` (agent seed = split seed), score on test in fp32.
 
     ``allow_white_box`` lets the agents benchmark run the back-propagation reference through the
@@ -130,6 +146,7 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
     ``journal``: the seed's call journal; a seed killed while it learned resumes from it (see
     :mod:`promptgym.journal`), so a standard-tier seed is never lost to an interruption.
     ``tensorboard``: the seed's TensorBoard folder (curves by calls, then its test metric and ECE).
+    ``receipt``: record the served key's usage receipt (False: its key had made calls before this run).
     """
     check_protocol_agent(agent, allow_white_box)
     kwargs = {"seed": int(seed), **(agent_kwargs or {})}
@@ -137,12 +154,13 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
                     progress=progress, label=f"{agent}{' + calibration' if calibrate else ''} seed {seed}",
                     calibrate=calibrate, journal=journal, tensorboard=tensorboard)
     result, base = run.result, run.env.unwrapped
+    search = search_receipt(base.lm) if receipt else None  # the key's calls when the search ended (served only)
     started = time.time()
     test = score_test(run.env, result, "float32")
     if tensorboard is not None:
         log_values(tensorboard, {f"test/{base.spec_task.metric}": test.metric, "test/ece": test.ece,
                                  "final/dev_metric": result.dev_metric}, base.budget.calls)
-    return {
+    record = {
         "seed": int(seed), "calls_used": int(base.budget.calls), "wall_seconds": round(run.seconds, 3),
         "prompt": prompt_record(result),
         "curve": curve_record(result),
@@ -165,6 +183,44 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
                   "env_id": env_id, "env_kwargs": jsonable(env_kwargs or {}), "model": model,
                   "agent": agent, "agent_config": jsonable(config_dict(getattr(run.agent, "config", None)))},
     }
+    if search is not None:  # the whole chain, test and OOD scoring included: what the submission proves
+        final = base.lm.receipt(after=0)
+        record["receipt"] = run_proof(final.model_dump(by_alias=True), search.receipt.calls)
+        record["extra"]["search_receipt"] = search.model_dump(by_alias=True, exclude_none=True)
+        record["extra"]["receipt_requests"] = [Entry(*e[:3]).request_sha256 for e in final.log.entries]
+    return record
+
+
+def search_receipt(lm: Any) -> Any:
+    """The signed receipt of a ``promptgym serve`` key (a :class:`~promptgym.lm.wire.Receipt`), or None
+    for a model that is not served so (in process, an OpenAI-compatible server, a server without receipts)."""
+    from promptgym.lm.remote import RemoteLM
+
+    if not isinstance(lm, RemoteLM):
+        return None
+    try:
+        return lm.receipt()
+    except PromptGymError as exc:
+        if getattr(exc, "status", None) == 404:
+            return None
+        raise
+
+
+def used_key_warning(model: str, seed: int) -> str | None:
+    """Why seed ``seed`` cannot carry a usage receipt, or None: a run's receipt counts every call of its key,
+    so a budget-verified run needs a key of its own. A used key does not stop the run (it is a valid run, as
+    against any other server); it only records no receipt. A killed seed resuming from its journal
+    continues on the key it began with and is not checked."""
+    if not is_served(model) or parse_served(model)[0] != "native":
+        return None
+    lm = get_lm(model)
+    receipt = search_receipt(lm)
+    lm.close()
+    if receipt is not None and receipt.receipt.calls:
+        return (f"seed {seed}: key {receipt.receipt.key!r} has made {receipt.receipt.calls} calls already, so this "
+                "seed's run carries no usage receipt (not budget verified); for a budget-verified entry give each "
+                "seed a fresh key (`promptgym keys add NAME --calls N` on the server)")
+    return None
 
 
 def check_request(env_id: str, agent: str, tier: str, seeds: Sequence[int], env_kwargs: dict | None,
@@ -212,8 +268,11 @@ def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_M
                 _write_atomic(path, run)
         else:
             journal = seed_journal(work, seed)
+            warning = None if journal.is_file() else used_key_warning(model, seed)
+            if warning:
+                print(f"promptgym: warning: {warning}", file=sys.stderr, flush=True)
             run = run_seed(env_id, agent, seed, budget, model, env_kwargs, agent_kwargs, progress,
-                           calibrate=calibrate, journal=journal,
+                           calibrate=calibrate, journal=journal, receipt=warning is None,
                            tensorboard=work / TENSORBOARD_DIR / f"seed-{seed}" if log == "tensorboard" else None)
             work.mkdir(parents=True, exist_ok=True)
             _write_atomic(path, run)
@@ -291,18 +350,24 @@ def assemble(env_id: str, agent: str, tier: str, model: str, runs: list[dict], e
     if flagged:
         raise InvalidSubmissionError(f"seeds {flagged}: the backend flagged its test scores approximate (e.g. "
                                      "top-k log-probs only); such runs cannot be verified or ranked")
+    all_receipts = all("receipt" in r for r in runs)
+    if not all_receipts and any("receipt" in r for r in runs):
+        print("promptgym: warning: only some seeds carry a usage receipt; the entry is written without "
+              "receipts (not budget verified)", file=sys.stderr, flush=True)
     env = make_env(env_id, 1, runs[0]["seed"], model, "bfloat16", env_kwargs)
     base = env.unwrapped
+    lm = get_lm(model, "float32")  # a served model: the server's name and weights (a verifier loads them)
     config = config_dict(make_config(agent, **(agent_kwargs or {})))
     config.pop("seed", None)  # the protocol sets it to the split seed
     sub = {
         "schema_version": SCHEMA_VERSION, "env_id": env_id, "env_kwargs": dict(env_kwargs or {}),
         "agent": {"name": agent, "config": {k: v for k, v in config.items() if _scalarish(v)}},
         "submitter": submitter[:100], "promptgym_version": promptgym.__version__,
-        "model": {"name": model, "weights_sha256": get_lm(model, "float32").weights_sha256},
+        "model": {"name": str(lm.name) if is_served(model) else model, "weights_sha256": lm.weights_sha256},
         "data_sha256": data_fingerprint(base.spec_task, data_dir_path=base.data_dir),
         "tier": tier, "budget_calls": TIERS[tier], "metric": base.spec_task.metric,
-        "runs": [{k: v for k, v in r.items() if k != "extra"} for r in runs],
+        # receipts prove the budget of a whole entry or of nothing: a run without one makes the entry unverified
+        "runs": [{k: v for k, v in r.items() if k != "extra" and (k != "receipt" or all_receipts)} for r in runs],
         "command": command[:1000], "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
     }
     if calibrate:
@@ -348,15 +413,18 @@ def metric_close(claimed: float, got: float) -> bool:
     return abs(claimed - got) <= METRIC_TOL + UNCERTAINTY_RTOL * abs(claimed)
 
 
-def verify(sub: dict, log=print) -> list[dict]:
+def verify(sub: dict, log=print, root: str | Path | None = None) -> list[dict]:
     """Re-check a validated submission against the local data and model; raise on any mismatch.
 
     Every member of every run's prompt is re-scored on the test split; the claimed metric, the
     predictions, the uncertainty metrics and the OOD AUROCs must be reproduced. The OOD AUROCs are
     re-scored on exactly the OOD tasks a run claims, which must be the pair set of one protocol
     version (:func:`check_ood_claim`): entries recorded with version 1's single pair still verify.
-    Scores a backend flags approximate cannot be checked, so they are refused. Returns one dict per
-    run with the claimed and re-scored metric.
+    Scores a backend flags approximate cannot be checked, so they are refused. Usage receipts, when
+    the runs carry them, are checked against the trusted keys of the leaderboard in ``root`` (the
+    folder holding ``leaderboards/``; default: the working directory, as the CLI's ``--root``) and
+    must not sign an entry already on it (:mod:`promptgym.bench.receipts`). Returns one dict per run
+    with the claimed and re-scored metric, and whether its budget was verified.
     """
     sub = validate_submission(sub)
     check_budget(sub)
@@ -371,6 +439,13 @@ def verify(sub: dict, log=print) -> list[dict]:
     for i, run in enumerate(sub["runs"]):  # before any scoring: an OOD key set no protocol version had is refused
         if "ood" in run["test"]:
             check_ood_claim(i, task.name, run["test"]["ood"])
+    receipts = None
+    if any("receipt" in run for run in sub["runs"]):
+        from promptgym.bench.store import load_entries
+
+        board = Path.cwd() if root is None else Path(root)
+        receipts = check_receipts(sub, trusted_keys(board))
+        check_unused(sub, load_entries(board))
     local = data_fingerprint(task)
     if sub["data_sha256"] != local:
         diff = sorted(k for k in set(local) | set(sub["data_sha256"]) if local.get(k) != sub["data_sha256"].get(k))
@@ -389,6 +464,8 @@ def verify(sub: dict, log=print) -> list[dict]:
     for i, run in enumerate(sub["runs"]):
         env = make_env(sub["env_id"], 1, run["seed"], model, "bfloat16", sub["env_kwargs"])
         replay = replay_result(sub, i, env, task.num_labels)
+        if receipts is not None:
+            _check_receipt_prompts(sub, i, receipts[i], env, replay)
         got = score_test(env, replay, "float32")
         if got.approximate:
             raise InvalidSubmissionError(f"runs[{i}].prompt: the backend flagged its scores approximate; they "
@@ -416,8 +493,27 @@ def verify(sub: dict, log=print) -> list[dict]:
                                              f"predictive distribution gives {rescored[key]:.4f}")
         if "ood" in claimed:  # exactly the OOD tasks the run claims (checked above): version 1 entries have fewer
             _verify_ood(i, claimed["ood"], _ood_metrics(env, replay, got.probs, tuple(claimed["ood"])))
-        report.append({"seed": run["seed"], "claimed": claimed["metric"], "rescored": got.metric, "agree": agree})
+        report.append({"seed": run["seed"], "claimed": claimed["metric"], "rescored": got.metric, "agree": agree,
+                       "budget_verified": receipts is not None})
+    if receipts is not None:
+        log(f"budget verified: {', '.join(str(r.search_calls) for r in receipts)} search calls per seed, signed by "
+            f"{receipts[0].body['signer'][:16]}...")
     return report
+
+
+def _check_receipt_prompts(sub: dict, i: int, receipt: Any, env: Any, replay: Result) -> None:
+    """Refuse run ``i`` unless its prompts, rebuilt as the server received them (soft prompts from the
+    model in the server's dtype), were scored on this verifier's test rows under its receipt."""
+    dtype = receipt.body["dtype"]
+    if dtype not in ("bfloat16", "float32"):
+        raise InvalidSubmissionError(f"runs[{i}].receipt.body.dtype: the server scored in {dtype!r}; prompts are "
+                                     "rebuilt in bfloat16 or float32")
+    if dtype != "bfloat16":  # env is the protocol's bf16 one
+        env = make_env(sub["env_id"], 1, sub["runs"][i]["seed"], sub["model"]["name"], dtype, sub["env_kwargs"])
+    requests = test_requests(env, replay)
+    first = requests[0]
+    check_prompts(receipt, [r.prompt for r in requests], rows_sha256(first.segments, first.label_words,
+                                                                     first.label_only))
 
 
 def check_ood_claim(i: int, task: str, claimed: dict[str, Any]) -> None:

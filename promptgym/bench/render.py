@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from promptgym.bench.ranking import Row, Table, baseline_agents, rank
+from promptgym.bench.receipts import budget_verified, trusted_keys
 from promptgym.bench.schema import BENCH_SEEDS, TIERS, created_date
 from promptgym.bench.stats import curve_on_grid
 from promptgym.bench.store import LEADERBOARD_DIR, load_entries, write_text_atomic
@@ -36,6 +37,7 @@ PROTOCOL_MARKER = "<!-- protocol -->"
 PROTOCOL_END = "<!-- /protocol -->"
 PROTOCOL_FILE = "PROTOCOL.md"
 GRID_POINTS = 201  # learning-curve resolution: budget / 200 calls (5 calls in the lite tier)
+VERIFIED_MARK = "✓"  # after the Calls of a budget-verified entry (promptgym.bench.receipts)
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
 
@@ -61,9 +63,13 @@ the seeds; – for entries submitted before they were recorded, or a task withou
 for vote sets of schema version 1 (a bare vote histogram puts probability 0 on labels, so its NLL
 is the 1e-12 floor's). **AUC**:
 area under the best-so-far dev curve divided by the budget (sample efficiency; – for an entry
-that never evaluated a prompt on dev). All values but NLL are ×100. "+ calibration": the agent's
-final prompts with one bias per label fitted on the training examples (charged to the same
-budget). **vs best baseline**:
+that never evaluated a prompt on dev). **Calls**: mean LM calls per seed; {VERIFIED_MARK} marks a
+*budget verified* entry: every run was made against promptgym serve with a key of its own, and that
+server's signed usage receipt (its key in leaderboards/trusted_keys) shows the search within the
+tier and the submitted prompts among the calls it scored. Calls without {VERIFIED_MARK} are as the
+submitter's harness reported them (the scores are re-checked all the same). All values but NLL are
+×100. "+ calibration": the agent's final prompts with one bias per label fitted on the training
+examples (charged to the same budget). **vs best baseline**:
 difference to the best baseline ({", ".join(sorted(baseline_agents()))}) on the same model with
 the 95% CI of a paired bootstrap; ≈ marks entries *not* distinguishable from it (the CI contains 0)."""
 
@@ -164,11 +170,12 @@ def _ood(row: Row) -> str:
     return f"{_pct(ood.mean)} [{100 * ood.low:.0f}–{100 * ood.high:.0f}]/{ood.n}"
 
 
-def _cells(row: Row) -> list[str]:
+def _cells(row: Row, trusted: Mapping[str, Any] | None = None) -> list[str]:
     sub = row.sub
+    calls = _calls(row.calls) + (f" {VERIFIED_MARK}" if trusted and budget_verified(sub, trusted) else "")
     return [str(row.rank), row.name, sub["submitter"], sub["model"]["name"],
             f"{_pct(row.mean)} ± {_pct(row.std)}", f"[{_pct(row.ci[0])}, {_pct(row.ci[1])}]",
-            " / ".join(_pct(s) for s in row.scores), _calls(row.calls), _pct(row.ece), _optional(row.nll, _nats),
+            " / ".join(_pct(s) for s in row.scores), calls, _pct(row.ece), _optional(row.nll, _nats),
             _optional(row.aurc), _ood(row),
             _pct(row.auc) if _has_curve(row) else NOT_APPLICABLE, _versus(row), created_date(sub),
             sub["promptgym_version"]]
@@ -185,13 +192,15 @@ def _md_escape(text: str) -> str:
 
 
 def render_markdown(entries: Sequence[Mapping[str, Any]], labels_by_env: Mapping[str, np.ndarray] | None = None,
-                    *, protocol: str | None = None) -> str:
+                    *, protocol: str | None = None, trusted: Mapping[str, Any] | None = None) -> str:
     """The content of ``leaderboards/README.md``: :func:`markdown_page` of the ranked ``entries``."""
-    return markdown_page(rank(entries, labels_by_env), protocol=protocol)
+    return markdown_page(rank(entries, labels_by_env), protocol=protocol, trusted=trusted)
 
 
-def markdown_page(tables: Sequence[Table], *, protocol: str | None = None) -> str:
-    """``leaderboards/README.md`` from ranked tables.
+def markdown_page(tables: Sequence[Table], *, protocol: str | None = None,
+                  trusted: Mapping[str, Any] | None = None) -> str:
+    """``leaderboards/README.md`` from ranked tables (``trusted``: the board's receipt keys, by fingerprint,
+    see :func:`~promptgym.bench.receipts.trusted_keys`; without them no entry is marked budget verified).
 
     ``protocol`` (the text of ``leaderboards/PROTOCOL.md``, when present) goes between the
     ``<!-- protocol -->`` and ``<!-- /protocol -->`` markers, so the hand-written protocol and the
@@ -207,8 +216,8 @@ def markdown_page(tables: Sequence[Table], *, protocol: str | None = None) -> st
         out += ["_No submissions yet._", ""]
     for table in tables:
         out += [f"## {_title(table)}", "", "| " + " | ".join(HEADERS) + " |", "|" + "|".join(_MD_ALIGN) + "|"]
-        out += ["| " + " | ".join(_md_escape(c) if i in _SUBMITTED_COLUMNS else c for i, c in enumerate(_cells(row)))
-                + " |" for row in table.rows]
+        out += ["| " + " | ".join(_md_escape(c) if i in _SUBMITTED_COLUMNS else c
+                                  for i, c in enumerate(_cells(row, trusted))) + " |" for row in table.rows]
         out.append("")
         for note in _notes(table):
             out += [note, ""]
@@ -250,6 +259,7 @@ _WORDS_COLUMNS = {_COLUMN["Submitter"]}
 _NAME_COLUMNS = {_COLUMN["Agent"]}  # "bbt + calibration" may wrap before "+" (an agent name has no spaces)
 _SEEDS_COLUMN = next(i for i, h in enumerate(HEADERS) if h.startswith("Seeds "))
 _SCORE_COLUMN = _COLUMN["Score"]
+_CALLS_COLUMN = _COLUMN["Calls"]
 # The page's tables leave out the per-seed column (16 columns do not fit 1,320 px): the seeds' scores
 # are drawn in the CI chart and given as the Score cell's tooltip instead; README.md lists them.
 _HTML_COLUMNS = tuple(i for i in range(len(HEADERS)) if i != _SEEDS_COLUMN)
@@ -264,12 +274,12 @@ def _inline_markdown(text: str) -> str:
 
 
 def render_html(entries: Sequence[Mapping[str, Any]], labels_by_env: Mapping[str, np.ndarray] | None = None,
-                *, protocol: str | None = None) -> str:
+                *, protocol: str | None = None, trusted: Mapping[str, Any] | None = None) -> str:
     """The content of ``leaderboards/index.html``: :func:`html_page` of the ranked ``entries``."""
-    return html_page(rank(entries, labels_by_env), protocol=protocol)
+    return html_page(rank(entries, labels_by_env), protocol=protocol, trusted=trusted)
 
 
-def html_page(tables: Sequence[Table], *, protocol: str | None = None) -> str:
+def html_page(tables: Sequence[Table], *, protocol: str | None = None, trusted: Mapping[str, Any] | None = None) -> str:
     """``leaderboards/index.html`` from ranked tables: one self-contained page (inline CSS and SVG, no
     scripts, no external assets) so it reads offline and from a file:// URL. It is also well-formed
     XML, which keeps it checkable with a strict parser.
@@ -304,7 +314,7 @@ def html_page(tables: Sequence[Table], *, protocol: str | None = None) -> str:
                                         for i in _HTML_COLUMNS) + "</tr></thead>", "<tbody>"]
         for row in table.rows:
             cells = []
-            all_cells = _cells(row)
+            all_cells = _cells(row, trusted)
             for i in _HTML_COLUMNS:
                 cell = all_cells[i]
                 classes = ((["text"] if i in _TEXT_COLUMNS else []) + (["words"] if i in _WORDS_COLUMNS else [])
@@ -313,6 +323,8 @@ def html_page(tables: Sequence[Table], *, protocol: str | None = None) -> str:
                 attr = f' class="{" ".join(classes)}"' if classes else ""
                 if i == _SCORE_COLUMN:
                     attr += f' title="{esc(HEADERS[_SEEDS_COLUMN].lower())}: {esc(all_cells[_SEEDS_COLUMN])}"'
+                if i == _CALLS_COLUMN and cell.endswith(VERIFIED_MARK):
+                    attr += ' title="budget verified: signed usage receipts"'
                 if i in _WORDS_COLUMNS or i in _NAME_COLUMNS:
                     content = " ".join(f'<span class="word">{esc(w)}</span>' for w in cell.split())
                 else:
@@ -649,8 +661,9 @@ def write_leaderboard(root: Path, labels_by_env: Mapping[str, np.ndarray] | None
     protocol_path = board / PROTOCOL_FILE
     protocol = protocol_path.read_text(encoding="utf-8") if protocol_path.is_file() else None
     tables = rank(entries, labels_by_env)  # once for both pages: the bootstraps are the slow part
-    markdown = markdown_page(tables, protocol=protocol)
-    page = html_page(tables, protocol=protocol)
+    trusted = trusted_keys(Path(root))
+    markdown = markdown_page(tables, protocol=protocol, trusted=trusted)
+    page = html_page(tables, protocol=protocol, trusted=trusted)
     board.mkdir(parents=True, exist_ok=True)
     readme, index = board / "README.md", board / "index.html"
     write_text_atomic(readme, markdown)

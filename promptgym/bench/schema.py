@@ -28,7 +28,9 @@ so committed entries verify exactly as they did. Version 2 changed the meaning o
 ``"combine": "vote"`` from the bare weighted histogram of predicted labels (exact zeros: its NLL
 was the 1e-12 floor; ties went to the first label) to smoothed vote shares with a tie-break
 (:func:`promptgym.runner.combine_set`); the shape is the same. :func:`combine_rule` maps a file's
-rule name to the runner's rule, the one place where the versions differ.
+rule name to the runner's rule, the one place where the versions differ. A run's optional
+``receipt`` (a server's signed usage receipt, :mod:`promptgym.bench.receipts`) changes no existing
+key's meaning, so it came without a new version: files without it read and verify as before.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ MAX_COMMAND = 1000
 MAX_KWARG_STRING = 1000
 MAX_TEST_ROWS = 1_000_000
 MAX_BUDGET = 10_000_000
+MAX_RECEIPT_ENTRIES = 25_000  # calls after the search a receipt lists: each member on test and the OOD tasks
 
 # Anchored with ^...$: pydantic (Rust regex) and JSON Schema (ECMA-262) let '$' match only at the very
 # end; Python users of these constants call fullmatch, since Python's '$' also matches before a final '\n'.
@@ -105,6 +108,9 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 DATA_PATH_RE = re.compile(r"^[A-Za-z0-9_.\-/]{1,200}$")
 PREDICTIONS_RE = re.compile(r"^[0-9a-z]*$")
 SINGLE_LINE_RE = re.compile(r"^[^\x00-\x1f\x7f]*$")
+KEY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")  # promptgym.lm.keys' key names
+KEY_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+BASE64_RE = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 
 # Range of each metric: accuracy and F1 are fractions, Matthews correlation lies in [-1, 1].
 _METRIC_RANGE: dict[str, tuple[float, float]] = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0),
@@ -619,8 +625,43 @@ class Scores(_Strict):
         return self
 
 
+class ReceiptBody(_Strict):
+    """What a server's usage receipt states, exactly as it signed it (:mod:`promptgym.lm.receipts`)."""
+
+    format: Annotated[str, _text(40, SINGLE_LINE_RE, "a receipt format like 'promptgym-receipt/1'")]
+    signer: Sha256
+    key: Annotated[str, _text(64, KEY_NAME_RE, "a key name (letters, digits, _.@-)")]
+    key_id: Annotated[str, _text(32, KEY_ID_RE, "32 lowercase hex digits")]
+    model: Annotated[str, _text(300, SINGLE_LINE_RE, "a single line without control characters")]
+    model_sha256: Sha256
+    dtype: Annotated[str, _text(20, SINGLE_LINE_RE, "a dtype like 'bfloat16'")]
+    calls: Annotated[int, _int(0, MAX_BUDGET + MAX_RECEIPT_ENTRIES)]
+    examples: Annotated[int, _int(0)]
+    first_call: Annotated[str, _text(40, SINGLE_LINE_RE, "a timestamp")]
+    last_call: Annotated[str, _text(40, SINGLE_LINE_RE, "a timestamp")]
+    head: Sha256
+    issued: Annotated[str, _text(40, SINGLE_LINE_RE, "a timestamp")]
+
+
+CallHashes = Annotated[list[Sha256], _Rule("an array [prompt, rows, response] of sha256 hashes", unit="items",
+                                           empty="needs 3 hashes: [prompt, rows, response]", min_length=3,
+                                           max_length=3, prepare=lambda v: list(v) if isinstance(v, tuple) else v)]
+
+
+class UsageReceipt(_Strict):
+    """A run's usage receipt: the server's signed receipt of the run's key, the chain's head after the
+    search, and the calls after it (the harness scoring the submitted prompts) as [prompt, rows,
+    response] hashes, from which the signed head is recomputed (:mod:`promptgym.bench.receipts`)."""
+
+    body: ReceiptBody
+    signature: Annotated[str, _text(200, BASE64_RE, "base64")]
+    prefix_head: Sha256
+    entries: Annotated[list[CallHashes], _array(MAX_RECEIPT_ENTRIES)]
+
+
 class Run(_Strict):
-    """One data seed: LM calls used, the final prompt, the best-so-far dev curve and the test scores."""
+    """One data seed: LM calls used, the final prompt, the best-so-far dev curve and the test scores
+    (and, for a run made against ``promptgym serve``, the server's usage receipt)."""
 
     seed: Annotated[int, _int(), Field(json_schema_extra={"enum": list(BENCH_SEEDS)})]
     calls_used: Annotated[int, _int(0, MAX_BUDGET)]
@@ -628,6 +669,7 @@ class Run(_Strict):
     prompt: Prompt
     curve: Annotated[list[CurvePoint], _array(MAX_CURVE)]
     test: Scores
+    receipt: UsageReceipt = _optional()
 
     @model_validator(mode="after")
     def _curve_within_run(self) -> Run:

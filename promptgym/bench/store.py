@@ -33,10 +33,12 @@ from promptgym.bench.schema import (
 )
 from promptgym.errors import InvalidSubmissionError
 
-__all__ = ["LEADERBOARD_DIR", "add_submission", "canonical_json", "content_sha256", "dumps_submission",
-           "load_entries", "submission_filename", "write_text_atomic"]
+__all__ = ["LEADERBOARD_DIR", "TRUSTED_KEYS_DIR", "add_submission", "canonical_json", "content_sha256",
+           "dumps_submission", "load_entries", "submission_filename", "write_text_atomic"]
 
 LEADERBOARD_DIR = "leaderboards"
+#: the folder of leaderboards/ holding the public keys of servers whose usage receipts it trusts (``*.pub``)
+TRUSTED_KEYS_DIR = "trusted_keys"
 _GENERATED = {"README.md", "index.html", "PROTOCOL.md", "submission.schema.json", "screenshot.png"}  # not entries
 
 
@@ -141,7 +143,8 @@ def load_entries(root: Path) -> list[dict[str, Any]]:
     every sub-folder is named after an env id and holds only ``*.json`` submissions for that env
     id, each named by :func:`submission_filename` of its content (so an edited file is caught) and
     within its tier's budget. Hidden files (``.gitkeep``, leftovers of interrupted writes) are
-    ignored; top-level files other than the generated pages and ``PROTOCOL.md`` are errors.
+    ignored; top-level files other than the generated pages and ``PROTOCOL.md`` are errors, and the
+    ``trusted_keys`` folder holds public keys, not entries.
     Returns the validated submissions sorted by env id, tier and file name.
     """
     board = Path(root) / LEADERBOARD_DIR
@@ -156,6 +159,8 @@ def load_entries(root: Path) -> list[dict[str, Any]]:
                 raise InvalidSubmissionError(
                     f"{child}: unexpected file; submissions go in {LEADERBOARD_DIR}/<env_id>/ "
                     f"(known top-level files: {sorted(_GENERATED)})")
+            continue
+        if child.name == TRUSTED_KEYS_DIR:  # not entries (promptgym.bench.receipts reads them)
             continue
         if not ENV_ID_RE.fullmatch(child.name):
             raise InvalidSubmissionError(f"{child}: folder name is not an env id like 'PromptSST2-v0'")

@@ -177,6 +177,13 @@ class KeyStore:
                                      f"{self.busy_timeout_s:g} s; nothing was changed, retry later")
         return error
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the store's file, for the tables other modules keep beside the keys
+        (:mod:`promptgym.lm.receipts`): the same locking, busy timeout and rollback as the key table's."""
+        with self._tx() as db:
+            yield db
+
     def close(self) -> None:
         with self._lock:
             for db in self._all:
@@ -256,6 +263,14 @@ class KeyStore:
 
     def usage(self, name: str) -> dict:
         return self.get(name).usage()
+
+    def key_id(self, name: str) -> str:
+        """A public, stable id of key ``name``: 32 hex digits of a hash of its hash, so it names the key in
+        receipts without being the key or the digest the server authenticates with."""
+        row = self._db().execute("SELECT key_sha256 FROM keys WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise ConfigError(f"no key named {name!r} in {self.path}")
+        return hashlib.sha256(b"promptgym key id\0" + bytes(row[0])).hexdigest()[:32]
 
 
 def _record(row: tuple) -> KeyRecord:

@@ -33,6 +33,7 @@ from promptgym.lm.transport import RetryPolicy, Transport, resolve_api_key
 from promptgym.lm.wire import (
     EmbeddingsResponse,
     ModelInfo,
+    Receipt,
     ScoreBatch,
     ScoreResponse,
     TokenizerFiles,
@@ -159,6 +160,11 @@ class RemoteLM:
         """Calls the key has left on the server (None: no quota); asks the server."""
         self.usage = Usage.model_validate(self.transport.get("/v1/usage"))
         return self.usage.remaining
+
+    def receipt(self, after: int | None = None) -> Receipt:
+        """The key's signed usage receipt (:mod:`promptgym.lm.receipts`), free of charge; with ``after``, also
+        the chain's calls after its first ``after`` ones."""
+        return Receipt.model_validate(self.transport.get("/v1/receipt" + ("" if after is None else f"?from={after}")))
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Score ``requests`` on the server: one POST (or a few, see ``max_requests``), one call each."""

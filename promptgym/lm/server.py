@@ -14,6 +14,10 @@ Endpoints (``Authorization: Bearer <key>`` on all but ``/health``):
   with calls left (a spent key gets the quota 429) and rate-limited per key
   (``embeddings_rate_limit``), so it is no unmetered side door to the model worker.
 * ``GET /v1/usage`` - the key's calls, quota and remaining calls.
+* ``GET /v1/receipt`` - the key's usage receipt, signed (:mod:`promptgym.lm.receipts`; ``?from=N`` adds
+  the chain's calls after its first N); free, and answered for a spent key too. Every charged and
+  answered call of either scoring endpoint is one chain entry, recorded as its answer is delivered
+  (a refunded call never is). ``GET /v1/receipt/public-key`` (no key needed): the signing key.
 * ``POST /v1/score`` - the native protocol: exactly :meth:`~promptgym.lm.base.BlackBoxLM.score`;
   one request = one API call charged.
 * ``POST /v1/completions`` - OpenAI-compatible, vLLM dialect, **scoring only** (``max_tokens`` 0
@@ -83,7 +87,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -96,6 +100,8 @@ from promptgym.errors import (
     KeyStoreBusyError,
     PromptGymError,
 )
+from promptgym.lm import receipts
+from promptgym.lm.base import SoftPrompt, TokenPrompt
 from promptgym.lm.keys import KeyStore
 from promptgym.lm.kv_cache import prompt_key
 from promptgym.lm.server_config import ServerConfig
@@ -111,6 +117,8 @@ from promptgym.lm.wire import (
     Health,
     ModelInfo,
     PromptLogprob,
+    Receipt,
+    ReceiptKey,
     ScoreBatch,
     ScoreResponse,
     SoftPromptIn,
@@ -125,6 +133,8 @@ from promptgym.lm.wire import (
 log = logging.getLogger("promptgym.server")
 #: vLLM's floor for log-probs in JSON (-inf is not JSON)
 LOGPROB_FLOOR = -9999.0
+#: most chain entries one ``GET /v1/receipt`` lists (a standard-tier run with its evaluation fits)
+MAX_RECEIPT_ENTRIES = 100_000
 
 
 class ApiError(Exception):
@@ -155,6 +165,9 @@ class _Job:
         self.lock = threading.Lock()
         self.state = "queued"  # -> running -> done | abandoned
         self.refund: Callable[[], None] | None = None  # set by fn once calls are reserved
+        # set by fn once it has answers: records the answered calls (usage receipts); run only if the job is
+        # delivered, under the lock that decides it, so a chain never holds a call that was refunded
+        self.commit: Callable[[], None] | None = None
 
     def raise_if_abandoned(self) -> None:
         """Stop the job's model work (the LM calls this before each forward pass) if its handler gave up."""
@@ -231,8 +244,23 @@ class ModelWorker:
             if job.state == "abandoned":
                 ModelWorker._give_back(job)
                 return
+            if error is None:
+                error = ModelWorker._commit(job)
             job.state = "done"
         job._deliver(value, error)
+
+    @staticmethod
+    def _commit(job: _Job) -> BaseException | None:
+        """Record the job's answered calls; if that fails (a busy key store), refund them and answer the error."""
+        commit, job.commit = job.commit, None
+        if commit is None:
+            return None
+        try:
+            commit()
+        except BaseException as exc:
+            ModelWorker._give_back(job)
+            return exc
+        return None
 
     @staticmethod
     def _give_back(job: _Job) -> None:
@@ -373,6 +401,8 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None, work
                      mask_token=getattr(lm, "mask_token", None) if lm.is_masked else None,
                      dtype=str(getattr(lm, "dtype", "unknown")).replace("torch.", ""))
     tokenizer_files = _tokenizer_files(lm.tokenizer)
+    signer = receipts.ReceiptSigner.load_or_create(receipts.signing_key_path(key_store.path))
+    chain = receipts.ReceiptLog(key_store)
 
     app = FastAPI(title="promptgym LM service", version="1",
                   description="A frozen LM as a black box: scoring calls charged to API keys with quotas.")
@@ -380,6 +410,7 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None, work
     app.add_middleware(_CatchAll)
     app.state.config, app.state.keys, app.state.worker, app.state.lm = config, key_store, worker, lm
     app.state.shutdown = worker.stop
+    app.state.signer, app.state.receipts = signer, chain
     app.state.stats = stats = {"score_jobs": 0, "shared": 0}  # shared: identical jobs scored once (batching)
 
     @app.exception_handler(ApiError)
@@ -483,6 +514,38 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None, work
     async def usage(name: str = Depends(auth)) -> Usage:
         return Usage(**(await asyncio.to_thread(key_store.usage, name)))
 
+    @app.get("/v1/receipt", response_model=Receipt, response_model_exclude_none=True, responses=_ERRORS,
+             tags=["service"])
+    async def receipt(name: str = Depends(auth), after: int | None = Query(  # noqa: B008
+            None, alias="from", ge=0, description="also list the chain's calls after its first `from` calls"),
+    ) -> Receipt:
+        """The key's usage receipt, signed: free, and given to a spent key too (that is when it is wanted)."""
+        def read() -> dict:
+            summary = chain.summary(name)
+            body = receipts.receipt_body(signer, name, key_store.key_id(name), info.name, info.weights_sha256,
+                                         info.dtype, summary)
+            out: dict[str, Any] = {"receipt": body, "signature": signer.sign(body)}
+            if after is not None:
+                if after > summary["calls"]:
+                    raise _bad(f"from={after} is past the chain's {summary['calls']} calls")
+                if summary["calls"] - after > MAX_RECEIPT_ENTRIES:
+                    raise _too_large(f"{summary['calls'] - after} calls after from={after}; the server lists at most "
+                                     f"{MAX_RECEIPT_ENTRIES} per request (ask for a later from)")
+                head, entries = chain.entries(name, after)
+                if len(entries) != summary["calls"] - after:  # a call answered between the two reads
+                    raise ApiError(503, "unavailable", "the chain grew while it was read; retry",
+                                   {"Retry-After": "1"})
+                out["log"] = {"from": after, "head": head,
+                              "entries": [(*e.triple(), e.examples) for e in entries]}
+            return out
+
+        return Receipt.model_validate(await asyncio.to_thread(read))
+
+    @app.get("/v1/receipt/public-key", response_model=ReceiptKey, tags=["service"])
+    async def receipt_key() -> ReceiptKey:
+        """The public key receipts are signed with (a leaderboard trusts it by committing it)."""
+        return ReceiptKey(signer=signer.fingerprint, public_key=signer.public_pem())
+
     @app.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=_ERRORS, tags=["model"])
     async def embeddings(body: EmbeddingsRequest, name: str = Depends(auth)) -> EmbeddingsResponse:
         if not body.ids:
@@ -514,17 +577,24 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None, work
             stats["score_jobs"] += 1
             if key in cycle:
                 stats["shared"] += 1
-                return cycle[key], usage
-            try:
-                with interruptible(job):
-                    results = lm.score(requests)
-            except (InvalidPromptError, InvalidRequestError) as e:
-                raise _bad(str(e)) from None
-            cycle[key] = results
-            return results, usage
+                results = cycle[key]
+            else:
+                try:
+                    with interruptible(job):
+                        results = lm.score(requests)
+                except (InvalidPromptError, InvalidRequestError) as e:
+                    raise _bad(str(e)) from None
+                cycle[key] = results
+            wire = [result_to_wire(r) for r in results]
+            entries = [receipts.Entry(receipts.prompt_sha256(req.prompt),
+                                      receipts.rows_sha256(req.segments, req.label_words, req.label_only),
+                                      receipts.response_sha256(out.model_dump(mode="json")), len(req.segments))
+                       for req, out in zip(requests, wire, strict=True)]
+            job.commit = lambda: chain.append(name, entries)
+            return wire, usage
 
-        results, usage = await run_job(work, batchable=True)
-        return ScoreResponse(results=[result_to_wire(r) for r in results], calls=len(requests), usage=Usage(**usage))
+        wire, usage = await run_job(work, batchable=True)
+        return ScoreResponse(results=wire, calls=len(requests), usage=Usage(**usage))
 
     @app.post("/v1/completions", response_model=CompletionResponse, responses=_ERRORS, tags=["openai-compatible"])
     async def completions(body: CompletionRequest, name: str = Depends(auth)) -> CompletionResponse:
@@ -535,9 +605,15 @@ def create_app(lm, key_store: KeyStore, config: ServerConfig | None = None, work
             charge(job, name, len(inputs))
             try:
                 with interruptible(job):
-                    return _complete(lm, body, plan, inputs)
+                    answer = _complete(lm, body, plan, inputs)
             except (InvalidPromptError, InvalidRequestError) as e:
                 raise _bad(str(e)) from None
+            rows = receipts.options_sha256(body.model_dump(mode="json", exclude={"prompt", "prompt_embeds"}))
+            entries = [receipts.Entry(_completion_prompt_sha256(item, x), rows,
+                                      receipts.response_sha256(choice.model_dump(mode="json")), 1)
+                       for item, x, choice in zip(plan.items, inputs, answer.choices, strict=True)]
+            job.commit = lambda: chain.append(name, entries)
+            return answer
 
         return await run_job(work)
 
@@ -561,6 +637,16 @@ def _check_text(text: str, where: str) -> None:
     except UnicodeEncodeError as e:
         raise _bad(f"{where} holds a lone UTF-16 surrogate at character {e.start} (not valid Unicode "
                    "text)") from None
+
+
+def _completion_prompt_sha256(item: Any, scored: Any) -> str:
+    """The receipt hash of a completions prompt: its token ids or embeddings as a score request's would
+    be, or its text as given."""
+    if isinstance(scored, np.ndarray):
+        return receipts.prompt_sha256(SoftPrompt(scored))
+    if isinstance(item, str):
+        return receipts.text_prompt_sha256(item)
+    return receipts.prompt_sha256(TokenPrompt(tuple(scored)))
 
 
 def _too_large(message: str) -> ApiError:

@@ -178,6 +178,47 @@ class EmbeddingsResponse(_Strict):
     embeddings: Array  # (len(ids), embedding_dim), float32
 
 
+class ReceiptBody(_Strict):
+    """What a usage receipt states (see :mod:`promptgym.lm.receipts`); signed as canonical JSON."""
+
+    format: StrictStr
+    signer: StrictStr  # sha256 of the server's raw Ed25519 public key
+    key: StrictStr  # the key's name, never the key
+    key_id: StrictStr
+    model: StrictStr
+    model_sha256: StrictStr
+    dtype: StrictStr
+    calls: StrictInt
+    examples: StrictInt
+    first_call: StrictStr
+    last_call: StrictStr
+    head: StrictStr
+    issued: StrictStr
+
+
+class ReceiptLog(_Strict):
+    """The key's chain after its first ``from`` calls: the head there, then [prompt, rows, response, examples]."""
+
+    from_: StrictInt = Field(alias="from")
+    head: StrictStr
+    entries: list[tuple[StrictStr, StrictStr, StrictStr, StrictInt]]
+
+
+class Receipt(_Strict):
+    """``GET /v1/receipt``: the signed receipt of the key's chain (and its log, when asked ``?from=N``)."""
+
+    receipt: ReceiptBody
+    signature: StrictStr  # base64 Ed25519 signature of the receipt's canonical JSON
+    log: ReceiptLog | None = None
+
+
+class ReceiptKey(_Strict):
+    """``GET /v1/receipt/public-key``: the key receipts are signed with."""
+
+    signer: StrictStr
+    public_key: StrictStr  # PEM
+
+
 class Health(_Strict):
     status: Literal["ok"] = "ok"
     model: StrictStr
