@@ -220,3 +220,19 @@ def test_submit_check_verifies_several_files_and_writes_nothing(submission, caps
     assert main(["submit", str(good), str(bad)]) == 2
     assert "submit adds one file at a time, got 2; --check verifies several" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "good.json", "malformed.json"]
+
+
+def test_a_cached_run_of_another_agent_config_or_a_seed_kwarg_is_refused(unit_tier, tmp_path, capsys):
+    base = ["evaluate", "--env", ENV, "--agent", "random", "--tier", unit_tier, "--model", MODEL,
+            "--workdir", str(tmp_path), "--no-progress", "--seeds", "13"]
+    assert main([*base, "--agent-kwarg", "batch=5"]) == 0
+    cached = (tmp_path / "seed-13.json").read_bytes()
+    capsys.readouterr()
+    # the same folder asked for the default config: refused, not reported as the default's run
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "was run with batch=5" in err and "another --workdir" in err
+    assert (tmp_path / "seed-13.json").read_bytes() == cached
+    # the protocol owns the agent seed
+    assert main([*base, "--agent-kwarg", "seed=5", "--workdir", str(tmp_path / "other")]) == 2
+    assert "do not pass seed" in capsys.readouterr().err and not (tmp_path / "other").exists()

@@ -235,6 +235,8 @@ def check_request(env_id: str, agent: str, tier: str, seeds: Sequence[int], env_
     if bad or not seeds:
         raise ConfigError(f"seeds must be a non-empty subset of the protocol seeds {BENCH_SEEDS}, got {list(seeds)}")
     check_env_kwargs(env_kwargs)
+    if "seed" in (agent_kwargs or {}):
+        raise ConfigError("the protocol sets the agent's seed to each split seed; do not pass seed as an agent kwarg")
     make_config(agent, **{"seed": int(seeds[0]), **(agent_kwargs or {})})
     if calibrate:
         check_calibration_request(agent, env_kwargs)
@@ -263,6 +265,7 @@ def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_M
         if path.is_file():
             run = json.loads(path.read_text())
             check_cached_run(path, run, env_kwargs, calibrate)
+            check_cached_config(path, run, agent, agent_kwargs, seed)
             if not has_uncertainty(run):  # cached before the protocol reported uncertainty: add it, uncharged
                 run = complete_run(env_id, run, model, env_kwargs)
                 _write_atomic(path, run)
@@ -301,6 +304,18 @@ def check_cached_run(path: Path, run: dict, env_kwargs: dict | None, calibrate: 
     if "env_kwargs" in extra and extra["env_kwargs"] != jsonable(env_kwargs or {}):
         raise ConfigError(f"{path} was run with env kwargs {extra['env_kwargs']}, not {env_kwargs or {}}; use "
                           "another --workdir")
+
+
+def check_cached_config(path: Path, run: dict, agent: str, agent_kwargs: dict | None, seed: int) -> None:
+    """Refuse a cached seed run whose agent config differs from the requested one on any field both know
+    (a work folder is named by env, agent and tier only: a run of other ``--agent-kwarg`` values would
+    otherwise be reported under this config; fields added to a config after the run are not compared)."""
+    cached = run.get("extra", {}).get("agent_config") or {}
+    want = jsonable(config_dict(make_config(agent, **{**(agent_kwargs or {}), "seed": int(seed)})))
+    for key in sorted(set(cached) & set(want)):
+        if cached[key] != want[key]:
+            raise ConfigError(f"{path} was run with {key}={cached[key]!r}, not {want[key]!r}; a work folder holds "
+                              "one agent config: use another --workdir")
 
 
 def has_uncertainty(run: dict) -> bool:

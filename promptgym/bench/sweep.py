@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from promptgym.agent import agent_spec, check_kind, config_dict, make_config, parse_field
-from promptgym.bench.evaluate import check_cached_run, check_request, has_uncertainty
+from promptgym.bench.evaluate import check_cached_config, check_cached_run, check_request, has_uncertainty
 from promptgym.bench.schema import BENCH_SEEDS, TIERS
 from promptgym.bench.stats import seed_summary
 from promptgym.envs.registration import KINDS, check_env_id, env_kind, env_task
@@ -276,17 +276,6 @@ def _split_names(text: str | Sequence[str], what: str) -> list[str]:
     return names
 
 
-def _check_cached_config(path: Path, run: dict, point: GridPoint, seed: int) -> None:
-    """Refuse a cached seed run whose agent config differs from the point's on any field both know:
-    ``evaluate`` would otherwise report a run of another config under this point."""
-    cached = run.get("extra", {}).get("agent_config") or {}
-    want = jsonable(config_dict(make_config(point.agent, **{**point.agent_kwargs, "seed": int(seed)})))
-    for key in sorted(set(cached) & set(want)):
-        if cached[key] != want[key]:
-            raise ConfigError(f"{path} was run with {key}={cached[key]!r}, not {want[key]!r}: it belongs to another "
-                              "grid point; move it away or sweep into another --workroot")
-
-
 def plan_sweep(envs: str | Sequence[str], agents: str | Sequence[str], tier: str = "lite",
                seeds: Sequence[int] = BENCH_SEEDS, model: str = DEFAULT_MODEL,
                agent_kwargs: Sequence[str] | None = None, env_kwargs: Sequence[str] | None = None,
@@ -343,7 +332,7 @@ def plan_sweep(envs: str | Sequence[str], agents: str | Sequence[str], tier: str
                 except ValueError:
                     raise ConfigError(f"{path} is not a seed run (bad JSON); move it away") from None
                 check_cached_run(path, run, point.env_kwargs or None, False)
-                _check_cached_config(path, run, point, seed)
+                check_cached_config(path, run, point.agent, point.agent_kwargs, seed)
                 if has_uncertainty(run):
                     plan.cached.add((i, seed))
                     continue
