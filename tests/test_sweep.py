@@ -65,9 +65,17 @@ def stable(run: dict) -> dict:
 
 
 def reference(agent: str, seed: int, tmp: Path, agent_kwargs: dict | None = None) -> dict:
-    """The seed file ``evaluate`` writes for this run, made in this process."""
+    """The seed file ``evaluate`` writes for this run, made in this process with one torch thread, as a Ray
+    trial of one CPU runs (the thread count changes summation order, hence the last bits of the scores)."""
+    import torch
+
     work = tmp / f"ref-{agent}"
-    evaluate(ENV, agent, TIER, MODEL, (seed,), agent_kwargs=agent_kwargs, workdir=work)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        evaluate(ENV, agent, TIER, MODEL, (seed,), agent_kwargs=agent_kwargs, workdir=work)
+    finally:
+        torch.set_num_threads(threads)
     return json.loads(seed_file(work, seed).read_text())
 
 
