@@ -64,6 +64,18 @@ def stable(run: dict) -> dict:
     return run
 
 
+def same_run(a: object, b: object) -> bool:
+    """Equal runs: floats to 1e-4 relative (in one process the LM's fast paths, warmed by earlier tests, give
+    scores equal to the plain path to ~1e-5, not bit for bit), everything else exactly."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_run(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_run(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return b == pytest.approx(a, rel=1e-4, abs=1e-7, nan_ok=True)
+    return a == b
+
+
 def reference(agent: str, seed: int, tmp: Path, agent_kwargs: dict | None = None) -> dict:
     """The seed file ``evaluate`` writes for this run, made in this process with one torch thread, as a Ray
     trial of one CPU runs (the thread count changes summation order, hence the last bits of the scores)."""
@@ -175,7 +187,7 @@ def test_a_sweep_caches_what_evaluate_caches_and_evaluate_assembles_it(ray_sessi
     assert not evaluate_workdir(ENV, "random", TIER, root=root).exists()
     for agent, work, kwargs in (("random", random_work, {"batch": 10}), ("manual", manual, None)):
         swept = json.loads(seed_file(work, 13).read_text())
-        assert stable(swept) == stable(reference(agent, 13, tmp_path, kwargs))
+        assert same_run(stable(swept), stable(reference(agent, 13, tmp_path, kwargs)))
         assert sorted(p.name for p in work.iterdir() if p.name.startswith("seed-13")) == ["seed-13.json"]
     assert json.loads(seed_file(random_work, 13).read_text())["extra"]["agent_config"]["batch"] == 10
     # the summary: one row per grid point, and the evaluate command of the point with every seed cached
@@ -236,7 +248,7 @@ def test_a_rerun_skips_finished_seeds_resumes_a_killed_one_and_reports_a_failure
     expected = stable(reference("random", 21, tmp_path))
     got = stable(resumed)
     got["extra"]["resumed_calls"] = expected["extra"]["resumed_calls"]
-    assert got == expected  # the resumed seed is the uninterrupted run
+    assert same_run(got, expected)  # the resumed seed is the uninterrupted run
     assert "FAILED" in out and "is not a promptgym call journal" in out
     assert "1 trial(s) did not finish; run the same command again" in out
     assert not seed_file(manual, 13).exists() and "0/1 (1 failed)" not in out and "1/2 (1 failed)" in out
