@@ -170,8 +170,9 @@ def report(root: Path, models: list[str], tasks: list[str]) -> str:
                     cells += ["not scorable", c["error"][:80]]
                     continue
                 cal = np.array(list(c["calibrated"].values())) * 100
-                used = used or (f"{c['test_rows']:,}" if c["test_rows"] == c["split_rows"]
-                                else f"{c['test_rows']:,} of {c['split_rows']:,}")
+                whole = c.get("split_rows", c["test_rows"])  # cells scored before subsampling existed: every row
+                part = f"{c['test_rows']:,}" + ("" if c["test_rows"] == whole else f" of {whole:,}")
+                used = used or part
                 flag = " (degenerate: " + f"{100 * max(c['label_shares']):.0f}% one label)" if c["degenerate"] else ""
                 cells += [f"{100 * c['zero_shot']:.1f}{flag}", f"{cal.mean():.1f} ± {cal.std(ddof=1):.1f}"]
             lines.append(f"| {spec.name} | {spec.metric} | {used} | {name} | " + " | ".join(cells) + " |")
