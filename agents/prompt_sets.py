@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from promptgym.agent import Result, TrainCurve, config_dict
-from promptgym.bench.uncertainty import nll
 from promptgym.errors import IncompatibleAgentError
+from promptgym.metrics import compute_metric
+from promptgym.metrics.uncertainty import nll
 from promptgym.runner import combine_set
-from promptgym.tasks.metrics import compute_metric
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ import numpy as np
 
 from promptgym.agent import AgentConfig, ConfiguredAgent, Result, config_dict, require
 from promptgym.errors import IncompatibleAgentError
-from promptgym.tasks.metrics import compute_metric
+from promptgym.metrics import compute_metric
 
 DEFAULT_LENGTH = 10
 
@@ -70,7 +70,7 @@ def fp32_white_box(base: Any) -> Any:
     from promptgym.lm import get_lm
 
     lm = base.lm
-    if not callable(getattr(lm, "white_box", None)):
+    if not lm.supports_white_box:
         raise IncompatibleAgentError("prompt tuning back-propagates through the model: it needs an in-process "
                                      f"transformers model, not {type(lm).__name__}")
     return (lm if lm.dtype == torch.float32 else get_lm(lm.name, "float32")).white_box()

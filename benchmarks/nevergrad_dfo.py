@@ -19,7 +19,7 @@ stopped (a seed killed mid-run from its call journal); ``--report`` prints the t
 
 Cost: ~13 min per 1,000-call run on a 2-core CPU (BBT: 767 s), 7 rows x 3 seeds. The table: test
 accuracy, mean over seeds with a 95% bootstrap CI over seeds and test rows; the paired difference
-from BBT on the same seeds with its CI (``promptgym.bench.stats.paired_difference_ci``); calls used;
+from BBT on the same seeds with its CI (``promptgym.metrics.stats.paired_difference_ci``); calls used;
 and where a search stopped early. Known before running: in Nevergrad 1.0.12 (pycma 4) the CMA family,
 and NGOpt, which picks a CMA-based optimizer on this box, fail under parallel asks at d >= 300
 (Nevergrad issue #1690); the agent then stops (~450 calls in a dry run on the tiny model) and keeps
@@ -98,7 +98,7 @@ def run_missing(methods: list[Method], seeds: tuple[int, ...], tier: str, model:
 
 def report(methods: list[Method], seeds: tuple[int, ...], tier: str, root: Path | None) -> str:
     """The markdown table (accuracy in percentage points)."""
-    from promptgym.bench.stats import bootstrap_ci, decode_predictions, distinguishable, paired_difference_ci
+    from promptgym.metrics.stats import bootstrap_ci, decode_predictions, distinguishable, paired_difference_ci
     from promptgym.tasks import get_task, load_split
 
     labels = np.asarray(load_split(get_task("sst2"), "test").labels)

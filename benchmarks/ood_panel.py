@@ -30,9 +30,9 @@ import numpy as np
 import promptgym  # noqa: F401  (registers the envs)
 from promptgym.bench.evaluate import replay_result
 from promptgym.bench.ood import ood_metrics, ood_tasks
-from promptgym.bench.stats import seed_summary
 from promptgym.envs.registration import env_task
 from promptgym.lm import DEFAULT_MODEL
+from promptgym.metrics.stats import seed_summary
 from promptgym.runner import make_env
 from promptgym.tasks import get_task
 

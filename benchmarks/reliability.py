@@ -211,8 +211,8 @@ def mean_std(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
 
 def report(methods: list[Method], tier: str, root: Path | None) -> str:
     """Markdown tables per task, with the paired comparison against the task's reference row."""
-    from promptgym.bench.stats import decode_predictions, distinguishable, paired_difference_ci
     from promptgym.envs.registration import env_task
+    from promptgym.metrics.stats import decode_predictions, distinguishable, paired_difference_ci
     from promptgym.tasks import get_task, load_split
 
     lines: list[str] = []
@@ -288,7 +288,7 @@ def variants_table(m: Method, tier: str, root: Path | None) -> list[str]:
 def paired_with_single(rows: list[Method], single: Method, tier: str, root: Path | None, labels: np.ndarray,
                        metric: str) -> list[str]:
     """Markdown rows: each method minus one BBT prompt on their shared seeds (negative ECE/NLL: better)."""
-    from promptgym.bench.stats import decode_predictions, distinguishable, paired_difference_ci, seed_bootstrap_ci
+    from promptgym.metrics.stats import decode_predictions, distinguishable, paired_difference_ci, seed_bootstrap_ci
 
     base = load_runs(single, tier, root)
     lines = [f"Paired with one {single.label} prompt ({single.env_id}) on the seeds both ran; ECE and NLL: mean of "

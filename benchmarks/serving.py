@@ -44,11 +44,11 @@ import torch
 
 from promptgym.envs.scoring import render_rows
 from promptgym.lm import ScoreRequest, TokenPrompt
-from promptgym.lm.keys import KeyStore
 from promptgym.lm.local import LocalLM
 from promptgym.lm.openai_compat import OpenAICompatLM
 from promptgym.lm.presets import load_model
 from promptgym.lm.remote import RemoteLM
+from promptgym.serve.keys import KeyStore
 from promptgym.tasks import get_task, load_split
 
 RESULTS = Path(__file__).with_name("RESULTS.md")

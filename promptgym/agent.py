@@ -11,7 +11,10 @@ Users register their own the same way::
     agent = promptgym.make_agent("coordinate", batch=10)
 
 A registered agent class has a ``config_class`` (a dataclass deriving :class:`AgentConfig`, which
-validates its fields on construction) and takes ``config`` as its first argument.
+validates its fields on construction) and takes ``config`` as its first argument. An installed
+package can offer agents without any call: an entry point ``NAME = "module:Class"`` in group
+``promptgym.agents`` is found the first time ``NAME`` is asked for (:func:`find_agent`; built-in
+names always win), the class's ``kinds``/``description``/flag attributes filling its spec.
 
 Choosing the final prompt on the dev split matters: agents overfit 32 training examples within a
 few hundred calls, so :class:`DevSelector` evaluates candidate prompts on dev (charged like any
@@ -23,9 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import math
-import types
-import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -34,7 +34,10 @@ import gymnasium as gym
 import numpy as np
 
 from promptgym.envs.registration import KINDS, kind_of, kind_pattern
-from promptgym.errors import ConfigError, IncompatibleAgentError, UnknownAgentError
+from promptgym.errors import ConfigError, IncompatibleAgentError, PluginError, UnknownAgentError
+from promptgym.plugins import AGENTS_GROUP, Plugin, installed, the_plugin
+from promptgym.tasks.spec import PROMPT_POSITIONS
+from promptgym.typed_config import TypedConfig, config_fields, parse_field, require
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -230,140 +233,14 @@ class TrainCurve:
 
 
 # ---------------------------------------------------------------------------------------------- configs
-class AgentConfig:
+class AgentConfig(TypedConfig):
     """Mixin for agent config dataclasses: every field is type-checked on construction.
 
     Subclasses are ``@dataclass`` classes whose fields have defaults in the signature and a one-line
     comment each; they add range checks in :meth:`validate` (call :func:`require`). A bad value
     raises :class:`~promptgym.errors.ConfigError` naming the field, before any call is charged.
+    The checking itself is :class:`promptgym.typed_config.TypedConfig`'s, shared with the env configs.
     """
-
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            setattr(self, f.name, _coerce(type(self).__name__, f.name, hints.get(f.name, Any),
-                                          getattr(self, f.name)))
-        self.validate()
-
-    def validate(self) -> None:
-        """Range checks beyond the field types (override; raise through :func:`require`)."""
-
-
-def require(ok: bool, message: str) -> None:
-    """Raise :class:`ConfigError` with ``message`` unless ``ok``."""
-    if not ok:
-        raise ConfigError(message)
-
-
-def _type_name(tp: Any) -> str:
-    if tp is type(None):
-        return "None"
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args)
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(owner: str, name: str, tp: Any, value: Any) -> Any:
-    """``value`` checked against annotation ``tp`` (ints are accepted for floats; bools never for numbers)."""
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(owner, name, arg, value)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{owner}.{name} must be {_type_name(tp)}, got {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-    elif tp is bool:
-        if isinstance(value, (bool, np.bool_)):
-            return bool(value)
-    elif tp is int:
-        if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-            return int(value)
-    elif tp is float:
-        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
-            if not math.isfinite(float(value)):
-                raise ConfigError(f"{owner}.{name} must be a finite number, got {value!r}")
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif (origin or tp) in (dict, list, tuple):
-        if isinstance(value, origin or tp):
-            return value
-    else:
-        return value
-    raise ConfigError(f"{owner}.{name} must be {_type_name(tp)}, got {value!r}")
-
-
-def parse_field(config_class: type, name: str, text: str) -> Any:
-    """A command-line value for field ``name`` of ``config_class``, typed by the field's annotation.
-
-    ``"0.5"`` for a float field, ``"none"`` for an optional one, JSON for dicts and lists. A value
-    that does not fit raises a ConfigError naming the field and its type.
-    """
-    import json
-
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    if name not in fields:
-        raise ConfigError(f"{config_class.__name__} has no field {name!r}; its fields: {', '.join(fields)}")
-    tp = typing.get_type_hints(config_class).get(name, Any)
-    options = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
-    lowered = text.strip().lower()
-    for opt in options:
-        try:
-            if opt is type(None) and lowered in ("none", "null"):
-                return None
-            if opt is bool and lowered in ("true", "false", "1", "0", "yes", "no"):
-                return lowered in ("true", "1", "yes")
-            if opt is int:
-                return int(text)
-            if opt is float:
-                return float(text)
-            if opt is str:
-                return text
-            if (typing.get_origin(opt) or opt) in (dict, list, tuple) or opt is Any:
-                return json.loads(text)
-        except (ValueError, json.JSONDecodeError):
-            continue
-    raise ConfigError(f"{config_class.__name__}.{name} must be {_type_name(tp)}, got {text!r}")
-
-
-def config_fields(config_class: type) -> list[tuple[str, str, Any, str]]:
-    """``(name, type, default, one-line meaning)`` of each field of a config dataclass.
-
-    The meaning is the field's trailing ``# comment`` in the source (CleanRL's one-line-per-field
-    style), so the documentation shown by ``promptgym list --agent NAME`` is the code's own.
-    """
-    import inspect
-    import re
-
-    docs: dict[str, str] = {}
-    for klass in reversed(config_class.__mro__):
-        try:
-            source = inspect.getsource(klass)
-        except (OSError, TypeError):
-            continue
-        for line in source.splitlines():
-            m = re.match(r"\s+(\w+)\s*:[^#]*?#\s*(.+)$", line)
-            if m:
-                docs[m.group(1)] = m.group(2).strip()
-    hints = typing.get_type_hints(config_class)
-    out = []
-    for f in dataclasses.fields(config_class):
-        if f.default is not dataclasses.MISSING:
-            default: Any = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = None
-        out.append((f.name, _type_name(hints.get(f.name, Any)), default, docs.get(f.name, "")))
-    return out
 
 
 class ConfiguredAgent:
@@ -408,6 +285,7 @@ class AgentSpec:
     :param needs_logprobs: it cannot run with ``reward="label_only"``
     :param prompt_position: the placement it requires, if any
     :param fits_label_bias: it fits a label bias itself (so the calibration option is refused)
+    :param plugin: the installed distribution that declared it (``promptgym.agents`` entry point), if any
     """
 
     name: str
@@ -420,6 +298,7 @@ class AgentSpec:
     needs_logprobs: bool = False
     prompt_position: str | None = None
     fits_label_bias: bool = False
+    plugin: str = ""  # the distribution it came from ("my-agent 0.1"); "" when built in or registered in Python
 
     def load(self) -> type:
         """The agent class (imported now)."""
@@ -453,16 +332,89 @@ def register_agent(name: str, entry_point: str, kinds: Sequence[str] = ALL_KINDS
     return spec
 
 
+def find_agent(name: str) -> AgentSpec | None:
+    """The spec of ``name``: a registered agent, else an installed plugin's (loaded and registered now), else None.
+
+    Entry points are read only for a name that is not registered, so built-in names are never shadowed.
+    """
+    if name in AGENT_REGISTRY:
+        return AGENT_REGISTRY[name]
+    plugin = the_plugin(AGENTS_GROUP, name) if isinstance(name, str) and name else None
+    return None if plugin is None else _register_plugin(plugin)
+
+
 def agent_spec(name: str) -> AgentSpec:
-    """The registered spec of ``name``, or an :class:`UnknownAgentError` listing the registered names."""
-    if name not in AGENT_REGISTRY:
+    """The spec of ``name`` (see :func:`find_agent`), or an :class:`UnknownAgentError` listing the registered names."""
+    spec = find_agent(name)
+    if spec is None:
         raise UnknownAgentError(f"unknown agent {name!r}; registered agents: {', '.join(AGENT_REGISTRY)}")
-    return AGENT_REGISTRY[name]
+    return spec
 
 
 def is_white_box(name: str) -> bool:
     """Whether ``name`` is a registered white-box agent (it back-propagates: a reference, never ranked)."""
-    return name in AGENT_REGISTRY and AGENT_REGISTRY[name].white_box
+    spec = find_agent(name)
+    return spec is not None and spec.white_box
+
+
+#: class attributes a plugin's agent class may set to fill its :class:`AgentSpec` (defaults: the spec's)
+PLUGIN_FLAGS: tuple[str, ...] = ("white_box", "baseline", "prompt_free", "needs_logprobs", "fits_label_bias")
+
+
+def _register_plugin(plugin: Plugin) -> AgentSpec:
+    """Load an agent plugin's class and register it under the entry point's name.
+
+    The class says where it runs the way a registration would: ``kinds`` (default: every kind), ``description``
+    (default: its docstring's first line), the flags of :data:`PLUGIN_FLAGS` and ``prompt_position``.
+    """
+    cls = plugin.load()
+    config_class = getattr(cls, "config_class", None)
+    if not isinstance(cls, type) or not (isinstance(config_class, type) and dataclasses.is_dataclass(config_class)):
+        raise plugin.error("must name an agent class with a config_class (a dataclass deriving "
+                           "promptgym.agent.AgentConfig)")
+    flags: dict[str, Any] = {}
+    for flag in PLUGIN_FLAGS:
+        value = getattr(cls, flag, False)
+        if not isinstance(value, bool):
+            raise plugin.error(f"{cls.__name__}.{flag} must be True or False, got {value!r}")
+        flags[flag] = value
+    position = getattr(cls, "prompt_position", None)
+    if position is not None and position not in PROMPT_POSITIONS:
+        raise plugin.error(f"{cls.__name__}.prompt_position must be None or one of {PROMPT_POSITIONS}, "
+                           f"got {position!r}")
+    kinds = getattr(cls, "kinds", ALL_KINDS)
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    description = getattr(cls, "description", None) or (cls.__doc__ or "").strip().split("\n")[0]
+    try:
+        return register_agent(plugin.name, plugin.value, kinds, str(description), prompt_position=position,
+                              plugin=plugin.dist, **flags)
+    except ConfigError as exc:
+        raise plugin.error(str(exc)) from None
+
+
+def load_agent_plugins() -> list[str]:
+    """Register every installed agent plugin not registered yet (for ``promptgym list``).
+
+    Returns one line per plugin that could not be used (it fails to load, or its name is taken and it is
+    ignored); the others are registered.
+    """
+    problems = []
+    plugins = installed(AGENTS_GROUP)
+    for plugin in plugins:
+        spec = AGENT_REGISTRY.get(plugin.name)
+        if spec is not None:
+            if spec.plugin != plugin.dist or spec.entry_point != plugin.value:
+                problems.append(f"{plugin.describe()} is ignored: an agent of that name is already registered "
+                                f"({spec.entry_point})")
+            continue
+        if sum(p.name == plugin.name for p in plugins) > 1:
+            problems.append(f"{plugin.describe()} is ignored: another installed plugin has the name {plugin.name!r}")
+            continue
+        try:
+            _register_plugin(plugin)
+        except PluginError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def make_config(name: str, **overrides: Any) -> Any:
@@ -512,7 +464,7 @@ def check_compatible(name: str, env: gym.Env) -> None:
     if spec.prompt_position is not None and base.prompt_position != spec.prompt_position:
         raise IncompatibleAgentError(f"agent {name!r} puts its prompt {spec.prompt_position} the input; make the "
                                      f"env with prompt_position={spec.prompt_position!r}")
-    if spec.white_box and not callable(getattr(base.lm, "white_box", None)):
+    if spec.white_box and not base.lm.supports_white_box:
         raise IncompatibleAgentError(f"agent {name!r} is white-box (back-propagation): it needs an in-process "
                                      f"transformers model, not {type(base.lm).__name__}")
 
@@ -556,7 +508,7 @@ def _register_builtins() -> None:
 
 _register_builtins()
 
-__all__ = ["AGENT_REGISTRY", "ALL_KINDS", "COMBINE_RULES", "VOTE_V1", "Agent", "AgentConfig", "AgentSpec",
-           "ConfiguredAgent", "DevSelector", "Result", "TrainCurve", "agent_spec", "check_compatible", "check_kind",
-           "config_dict", "config_fields", "is_white_box", "make_agent", "make_config", "max_members", "parse_field",
-           "register_agent", "require", "result_members"]
+__all__ = ["AGENT_REGISTRY", "ALL_KINDS", "COMBINE_RULES", "PLUGIN_FLAGS", "VOTE_V1", "Agent", "AgentConfig",
+           "AgentSpec", "ConfiguredAgent", "DevSelector", "Result", "TrainCurve", "agent_spec", "check_compatible",
+           "check_kind", "config_dict", "config_fields", "find_agent", "is_white_box", "load_agent_plugins",
+           "make_agent", "make_config", "max_members", "parse_field", "register_agent", "require", "result_members"]

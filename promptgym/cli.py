@@ -46,9 +46,39 @@ def parse_kv(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
+def parse_env_kwargs(env_id: str, items: Sequence[str] | None) -> dict[str, Any]:
+    """``--env-kwarg KEY=VALUE`` items typed by the fields of ``env_id``'s kind's config.
+
+    ``prompt_length=10`` gives an int, ``bound=2`` a float, ``batch_size=none`` None; a choice is checked
+    (``reward=mse`` names the choices) and an unknown key names the valid ones. The kwargs are then checked
+    together, as the env will (ranges, the driver's own options), so a bad one costs nothing.
+    """
+    if not items:
+        return {}
+    from promptgym.envs.registration import env_config_class, env_kind, env_task
+    from promptgym.runner import check_env_kwargs
+
+    config_class = env_config_class(env_id)
+    names = config_class.kwarg_names()
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"expected KEY=VALUE, got {item!r}")
+        if key not in names:
+            raise ConfigError(f"{env_id} ({env_kind(env_id)} kind) takes no env kwarg {key!r}; its kwargs: "
+                              f"{', '.join(names)}")
+        out[key] = config_class.parse(key, value)
+    check_env_kwargs(out)
+    config_class(task=env_task(env_id), **out)  # ranges and combinations, before anything loads
+    return out
+
+
 def parse_agent_kwargs(agent: str, items: Sequence[str] | None) -> dict[str, Any]:
     """``--agent-kwarg KEY=VALUE`` items typed by the agent config's fields (``lr=abc`` names ``lr`` and float)."""
-    from promptgym.agent import agent_spec, parse_field
+    from promptgym.agent import agent_spec
+    from promptgym.typed_config import parse_field
 
     config_class = agent_spec(agent).config_class
     out: dict[str, Any] = {}
@@ -73,13 +103,14 @@ def parse_seeds(text: str | None) -> tuple[int, ...]:
 
 # ---------------------------------------------------------------------------------------------- commands
 def _list_agent(name: str) -> int:
-    from promptgym.agent import agent_spec, config_fields
+    from promptgym.agent import agent_spec
     from promptgym.envs.registration import kind_pattern
+    from promptgym.typed_config import config_fields
 
     spec = agent_spec(name)
     flags = [f for f in ("white_box", "baseline", "prompt_free", "needs_logprobs") if getattr(spec, f)]
     print(f"{name}: {spec.description}")
-    print(f"  entry point: {spec.entry_point}")
+    print(f"  entry point: {spec.entry_point}" + (f" (plugin: {spec.plugin})" if spec.plugin else ""))
     print(f"  env kinds:   {', '.join(f'{k} ({kind_pattern(k)})' for k in spec.kinds)}")
     if spec.prompt_position:
         flags.append(f"prompt {spec.prompt_position} the input")
@@ -92,33 +123,45 @@ def _list_agent(name: str) -> int:
 
 
 def _list_envs() -> int:
-    import inspect
-
-    from promptgym.envs.core import PromptEnvBase
+    from promptgym.envs.config import EnvConfig
     from promptgym.envs.registration import KINDS, kind_pattern
+    from promptgym.typed_config import config_fields
 
-    print("env kwargs (gym.make(ID, **kwargs) or --env-kwarg KEY=VALUE):")
+    def rows(config_class: type, skip: set[str]) -> None:
+        for field, tp, default, doc in config_fields(config_class):
+            if field not in skip:
+                print(f"    {field + '=' + repr(default):28} {tp:28} {doc}")
+
+    common = {name for name, *_ in config_fields(EnvConfig)}
+    print("env kwargs (gym.make(ID, **kwargs) or --env-kwarg KEY=VALUE), typed by each kind's config dataclass:")
+    print(f"  common to every kind ({EnvConfig.__module__}.{EnvConfig.__name__}; the env id sets task):")
+    rows(EnvConfig, {"task"})
     for kind, cls in KINDS.items():
-        own = {p.name: p for klass in cls.__mro__[:cls.__mro__.index(PromptEnvBase)]
-               for p in inspect.signature(klass.__init__).parameters.values()
-               if p.name not in ("self", "task", "kwargs", "args")}.values()
-        print(f"  {kind} ({kind_pattern(kind)}): " + ", ".join(f"{p.name}={p.default!r}" for p in own))
-    common = [p for p in inspect.signature(PromptEnvBase.__init__).parameters.values()
-              if p.name not in ("self", "task")]
-    print("  common to every kind: " + ", ".join(f"{p.name}={p.default!r}" for p in common))
+        print(f"  {kind} ({kind_pattern(kind)}, {cls.config_class.__name__}):")
+        rows(cls.config_class, common)
     return 0
+
+
+def _load_plugins() -> None:
+    """Register every installed agent and task plugin; one line on stderr for each that cannot be used."""
+    from promptgym.agent import load_agent_plugins
+    from promptgym.tasks.catalog import load_task_plugins
+
+    for problem in load_agent_plugins() + load_task_plugins():
+        print(f"promptgym: warning: {' '.join(problem.split())}", file=sys.stderr)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from promptgym.agent import AGENT_REGISTRY
     from promptgym.envs.registration import KINDS, env_id
     from promptgym.lm.presets import PRESETS
-    from promptgym.tasks import TASKS
+    from promptgym.tasks.catalog import TASK_PLUGINS, TASKS
 
     if args.agent:
         return _list_agent(args.agent)
     if args.what == "envs":
         return _list_envs()
+    _load_plugins()
     if args.what == "agents":
         for name in AGENT_REGISTRY:
             _list_agent(name)
@@ -130,10 +173,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
         pairs = ", ".join(f"{lab}->{w}" for lab, w in zip(spec.labels, spec.causal.verbalizers))
         if len(pairs) > 58:
             pairs = pairs[:55] + "..."
-        print(f"{name:8} {spec.metric:21} {pairs:60} {'  '.join(env_id(name, k) for k in KINDS)}")
+        plugin = f"  (plugin: {TASK_PLUGINS[name]})" if name in TASK_PLUGINS else ""
+        print(f"{name:8} {spec.metric:21} {pairs:60} {'  '.join(env_id(name, k) for k in KINDS)}{plugin}")
     print("\nagents (promptgym train --agent NAME):")
     for name, agent in AGENT_REGISTRY.items():
-        print(f"  {name:14} {'/'.join(agent.kinds):29} {agent.description}")
+        plugin = f" (plugin: {agent.plugin})" if agent.plugin else ""
+        print(f"  {name:14} {'/'.join(agent.kinds):29} {agent.description}{plugin}")
     print("\nmodel presets:")
     for name, what in PRESETS.items():
         print(f"  {name:20} {what}")
@@ -217,7 +262,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.env is None or args.agent is None:
             raise ConfigError("train needs --env and --agent (or --resume RUN_DIR)")
         agent_kwargs = parse_agent_kwargs(args.agent, args.agent_kwarg)
-        run, run_dir = _train_run(args, args.env, parse_kv(args.env_kwarg), agent_kwargs)
+        run, run_dir = _train_run(args, args.env, parse_env_kwargs(args.env, args.env_kwarg), agent_kwargs)
     res = run.result
     metric = run.env.unwrapped.spec_task.metric
     dev = "-" if res.dev_metric is None else f"{res.dev_metric:.4f}"
@@ -267,7 +312,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from promptgym.runs import evaluate_workdir
 
     seeds = parse_seeds(args.seeds)
-    env_kwargs = parse_kv(args.env_kwarg) or None
+    env_kwargs = parse_env_kwargs(args.env, args.env_kwarg) or None
     agent_kwargs = parse_agent_kwargs(args.agent, args.agent_kwarg) or None
     check_request(args.env, args.agent, args.tier, seeds, env_kwargs, agent_kwargs,  # before any folder or model
                   args.calibrate)
@@ -275,7 +320,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     check_tracker(args.log)
     work = Path(args.workdir) if args.workdir else evaluate_workdir(args.env, args.agent, args.tier,
-                                                                    calibrate=args.calibrate)
+                                                                    calibrate=args.calibrate, model=args.model)
     argv = getattr(args, "argv", None) or sys.argv[1:]
     command = "promptgym " + shlex.join(argv) if argv[:1] == ["evaluate"] else ""
 
@@ -431,10 +476,10 @@ def _add_run_options(p: argparse.ArgumentParser, budget: int | None) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    """Serve a model over HTTP with API keys and quotas (see ``promptgym.lm.server``)."""
-    from promptgym.lm.keys import KeyStore
-    from promptgym.lm.server import serve
-    from promptgym.lm.server_config import ServerConfig
+    """Serve a model over HTTP with API keys and quotas (see ``promptgym.serve``)."""
+    from promptgym.serve.config import ServerConfig
+    from promptgym.serve.keys import KeyStore
+    from promptgym.serve.running import serve
 
     config = ServerConfig(max_body_bytes=args.max_body_bytes, max_requests=args.max_requests, max_rows=args.max_rows,
                           max_prompt_length=args.max_prompt_length, max_array_elements=args.max_array_elements,
@@ -457,7 +502,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_keys(args: argparse.Namespace) -> int:
     """Add, list or revoke API keys of a server's key store."""
-    from promptgym.lm.keys import KeyStore
+    from promptgym.serve.keys import KeyStore
 
     store = KeyStore(args.keys)
     if args.keys_command == "add":
@@ -469,7 +514,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
         store.revoke(args.name)
         print(f"revoked key {args.name!r}")
     elif args.keys_command == "pubkey":
-        from promptgym.lm.receipts import ReceiptSigner, signing_key_path
+        from promptgym.serve.receipts import ReceiptSigner, signing_key_path
 
         signer = ReceiptSigner.load_or_create(signing_key_path(args.keys))
         print(signer.public_pem(), end="")
@@ -513,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, budget=8000)
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
                    help="search precision (default: %(default)s)")
-    p.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE", help="env argument (repeatable)")
+    p.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                   help="env argument, typed by the env kind's config (repeatable; `promptgym list envs`)")
     p.add_argument("--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
                    help="agent config field, typed by the config (repeatable)")
     p.add_argument("--calibrate", action="store_true", help=CALIBRATE_HELP)
@@ -537,7 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL, help="model preset or Hugging Face id (default: %(default)s)")
     p.add_argument("--seeds", default=None, help="comma-separated subset of the protocol seeds, run and cached now "
                                                  "(default: all five; a submission needs all)")
-    p.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE", help="env argument (repeatable)")
+    p.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                   help="env argument, typed by the env kind's config (repeatable; `promptgym list envs`)")
     p.add_argument("--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
                    help="agent config field, typed by the config (repeatable)")
     p.add_argument("--workdir", default=None, help="per-seed cache (default: runs/evaluate/<env>-<agent>-<tier>)")
@@ -608,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_audit)
 
-    from promptgym.lm.server_config import server_defaults
+    from promptgym.serve.config import server_defaults
 
     limits = server_defaults()
     p = sub.add_parser("serve", help="serve a model over HTTP with API keys and per-key call quotas")

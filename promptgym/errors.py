@@ -95,6 +95,11 @@ class UnknownAgentError(ConfigError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class PluginError(ConfigError):
+    """An installed plugin (a package's ``promptgym.agents`` / ``promptgym.tasks`` entry point) that cannot be
+    used: it fails to import, is not the shape promptgym expects, or clashes with another name."""
+
+
 class IncompatibleAgentError(ConfigError):
     """An agent that cannot run on the env it was given (wrong env kind, reward or backend)."""
 

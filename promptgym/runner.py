@@ -35,8 +35,6 @@ from promptgym.agent import (
     make_agent,
     result_members,
 )
-from promptgym.bench.stats import expected_calibration_error
-from promptgym.bench.uncertainty import uncertainty_metrics
 from promptgym.calibration import calibrate_result, calibration_calls, check_calibratable
 from promptgym.envs.budget import QueryBudget
 from promptgym.envs.registration import check_env_id, env_kind
@@ -45,9 +43,10 @@ from promptgym.errors import ConfigError, IncompatibleAgentError, PromptGymError
 from promptgym.journal import CallJournal
 from promptgym.lm import DEFAULT_MODEL, in_dtype
 from promptgym.lm.base import Prompt, ScoreRequest, SoftPrompt, TokenPrompt
+from promptgym.metrics import compute_metric, probability_metrics
+from promptgym.metrics.stats import expected_calibration_error
 from promptgym.progress import LiveMonitor
 from promptgym.tasks import load_split
-from promptgym.tasks.metrics import compute_metric
 from promptgym.tracking import TensorBoardTracker, check_tracker
 
 #: env arguments the driver sets itself; passing them in ``env_kwargs`` too would be ambiguous
@@ -158,7 +157,7 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
     if journal is not None:
         identity = {"env_id": env_id, "agent": name, "agent_config": config_dict(getattr(learner, "config", None)),
                     "budget": int(budget), "seed": int(seed), "split_seed": int(split_seed),
-                    "model": model if isinstance(model, str) else getattr(model, "name", type(model).__name__),
+                    "model": model if isinstance(model, str) else base.lm.name,
                     "dtype": dtype, "env_kwargs": kwargs, "calibrate": bool(calibrate)}
         record = CallJournal(journal, identity)
         base.record_calls(record)
@@ -375,7 +374,7 @@ def score_test(env: gym.Env, result: Any, dtype: str | None = "float32") -> Test
     scores = _member_scores(env, result, None, dtype)
     probs, predictions = _combine(result, scores)
     labels = np.asarray(test.labels)
-    approximate = bool(getattr(scores.lm, "approximate", False)) or scores.approximate
+    approximate = bool(scores.lm.approximate) or scores.approximate
     return TestScore(float(compute_metric(base.spec_task.metric, labels, predictions)), predictions,
                      expected_calibration_error(probs, labels), len(labels), probs, labels,
                      _uncertainty(probs, labels), approximate)
@@ -449,7 +448,7 @@ def _combine(result: Result, scores: _Scores) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _uncertainty(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    return {k: float(v) for k, v in uncertainty_metrics(probs, labels).items()}
+    return probability_metrics(probs, labels)
 
 
 # the test label scores of recent prompts, least recently used first: a calibrated Result shares the

@@ -45,16 +45,24 @@ EVALUATE_ROOT = Path("runs") / "evaluate"
 
 
 def evaluate_workdir(env_id: str, agent: str, tier: str, root: str | Path | None = None,
-                     calibrate: bool = False, tag: str = "") -> Path:
+                     calibrate: bool = False, tag: str = "", model: str | None = None) -> Path:
     """The protocol's per-seed cache for ``env_id`` / ``agent`` / ``tier`` (not created here); the
     calibrated variant of an agent (``--calibrate``) has its own, ``<env>-<agent>+calibration-<tier>``.
     ``tag`` names a variant run with non-default agent or env kwargs, ``<env>-<agent>@<tag>-<tier>``: a
     folder is named by env, agent and tier only, so such runs need their own (``promptgym sweep``,
-    ``benchmarks/reliability.py``)."""
+    ``benchmarks/reliability.py``). A model preset other than the default (``model="gemma3-270m"``)
+    gets its own folder level, ``<root>/<model>/...``: the same env, agent and tier on another model
+    are other runs; a served model (a URL) keeps the default layout (its cached runs are checked
+    against the recorded model when reused)."""
+    from promptgym.lm import DEFAULT_MODEL, is_served
+
     name = f"{agent}+calibration" if calibrate else agent
     if tag:
         name += f"@{tag}"
-    return Path(root if root is not None else EVALUATE_ROOT) / f"{env_id}-{name}-{tier}"
+    base = Path(root if root is not None else EVALUATE_ROOT)
+    if model is not None and model != DEFAULT_MODEL and not is_served(model):
+        base = base / model.replace("/", "--")
+    return base / f"{env_id}-{name}-{tier}"
 
 
 def seed_file(workdir: Path, seed: int) -> Path:
@@ -118,7 +126,7 @@ def run_config(env_id: str, env: gym.Env, agent: str, learner: Agent, budget: in
         "calibrate": bool(calibrate),
         "budget_used": base.budget.as_dict(),
         "seconds": round(seconds, 2),
-        "lm": {"name": getattr(base.lm, "name", None), "weights_sha256": getattr(base.lm, "weights_sha256", None)},
+        "lm": {"name": base.lm.name, "weights_sha256": base.lm.weights_sha256},
         "data": {"train": base.train.source, "train_sha256": base.train.sha256,
                  "dev": base.dev.source, "dev_sha256": base.dev.sha256},
         "candidates": None if cands is None else {"source": cands.source, "count": len(cands)},

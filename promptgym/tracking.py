@@ -36,6 +36,9 @@ from promptgym.lm.base import Prompt, SoftPrompt
 TRACKERS = ("tensorboard",)
 #: the folder of a run's TensorBoard events, inside its run or work folder
 TENSORBOARD_DIR = "tensorboard"
+#: per split: the Outcome field tracked, the batch-best and best-so-far scalar tags, the text label
+_SPLIT_TAGS = {"train": ("reward", "train/batch_best_reward", "train/best_reward", "train reward"),
+               "dev": ("metric", "dev/metric", "dev/best_metric", "dev metric")}
 
 
 def check_tracker(name: str | None) -> None:
@@ -58,8 +61,7 @@ def prompt_text(base: Any, prompt: Prompt | None) -> str:
     if isinstance(prompt, SoftPrompt):
         e = np.asarray(prompt.embeds, dtype=np.float64)
         return f"soft prompt: {e.shape[0]} vectors x {e.shape[1]}, mean L2 norm {np.linalg.norm(e, axis=1).mean():.3f}"
-    decode = getattr(base.lm, "decode", None)
-    return repr(decode(list(prompt.ids))) if callable(decode) else f"token ids {list(prompt.ids)}"
+    return repr(base.lm.decode(list(prompt.ids)))
 
 
 def log_values(logdir: str | Path, values: dict[str, float | None], step: int) -> None:
@@ -91,8 +93,7 @@ class TensorBoardTracker:
         self.logdir = Path(logdir)
         # purge_step=0: a resumed run re-logs its replayed calls; the killed attempt's events are hidden
         self.writer = SummaryWriter(log_dir=str(self.logdir), purge_step=0)
-        self.best_train = -math.inf
-        self.best_dev = -math.inf
+        self.best = {"train": -math.inf, "dev": -math.inf}  # best so far per split
         self.started = time.monotonic()
         self.calls_at_start = base.budget.calls
         self.replaying = replaying
@@ -104,22 +105,16 @@ class TensorBoardTracker:
     def __call__(self, split: str, outcomes: list[Outcome]) -> None:
         step = int(self.base.budget.calls)
         w = self.writer
-        if split == "train":
-            i = int(np.argmax([o.reward for o in outcomes]))
-            w.add_scalar("train/batch_best_reward", outcomes[i].reward, step)
-            if outcomes[i].reward > self.best_train:
-                self.best_train = outcomes[i].reward
-                w.add_text("prompt/best_train", f"{prompt_text(self.base, outcomes[i].prompt)} "
-                           f"(train reward {self.best_train:.4f})", step)
-            w.add_scalar("train/best_reward", self.best_train, step)
-        else:
-            i = int(np.argmax([o.metric for o in outcomes]))
-            w.add_scalar("dev/metric", outcomes[i].metric, step)
-            if outcomes[i].metric > self.best_dev:
-                self.best_dev = outcomes[i].metric
-                w.add_text("prompt/best_dev", f"{prompt_text(self.base, outcomes[i].prompt)} "
-                           f"(dev metric {self.best_dev:.4f})", step)
-            w.add_scalar("dev/best_metric", self.best_dev, step)
+        split = "train" if split == "train" else "dev"
+        field, batch_tag, best_tag, label = _SPLIT_TAGS[split]
+        values = [getattr(o, field) for o in outcomes]
+        i = int(np.argmax(values))
+        w.add_scalar(batch_tag, values[i], step)
+        if values[i] > self.best[split]:
+            self.best[split] = values[i]
+            w.add_text(f"prompt/best_{split}", f"{prompt_text(self.base, outcomes[i].prompt)} "
+                       f"({label} {values[i]:.4f})", step)
+        w.add_scalar(best_tag, self.best[split], step)
         w.add_scalar("budget/remaining_calls", self.base.budget.remaining, step)
         if not self.live and self.replaying is not None and not self.replaying():
             self.live = True  # the replay is over: time the live calls from here

@@ -44,3 +44,37 @@ def smollm2():
     from promptgym.lm import get_lm
 
     return get_lm("smollm2-135m", "bfloat16")
+
+
+@pytest.fixture(scope="module")
+def fresh_cache(tmp_path_factory):
+    """A fresh promptgym cache for the module (clients' tokenizer files land in it); its models folder is
+    the real one, so no preset is rebuilt."""
+    from promptgym.lm.presets import cache_root
+
+    root = tmp_path_factory.mktemp("pgcache")
+    models = cache_root() / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (root / "models").symlink_to(models, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROMPTGYM_CACHE", str(root))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def tiny_server(fresh_cache):
+    """``start(store, dtype="float32", **options)``: the tiny causal model (an instance of its own, nothing
+    shared with the client side) behind a real server on 127.0.0.1 and a free port; returns its URL.
+    Every server started is stopped after the module."""
+    from contextlib import ExitStack
+
+    from promptgym.lm.local import LocalLM
+    from promptgym.lm.presets import load_model
+    from promptgym.serve.running import serve_in_background
+
+    with ExitStack() as servers:
+        def start(store, dtype: str = "float32", **options):
+            lm = LocalLM(load_model("tiny-random-causal", dtype))
+            return servers.enter_context(serve_in_background(lm, store, **options))
+
+        yield start

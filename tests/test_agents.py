@@ -35,7 +35,7 @@ from promptgym.agent import AGENT_REGISTRY, DevSelector, Result, check_compatibl
 from promptgym.envs.registration import env_id
 from promptgym.envs.scoring import with_label_bias
 from promptgym.errors import ConfigError, IncompatibleAgentError, InvalidActionError, UnknownAgentError
-from promptgym.lm.base import ScoreResult, TokenPrompt
+from promptgym.lm.base import BlackBoxLM, ScoreResult, TokenPrompt
 from promptgym.runner import score_test
 from promptgym.tasks import get_task, load_split
 
@@ -62,7 +62,7 @@ def tiny_env(kind: str, budget: int = BUDGET, **kw) -> gym.Env:
 
 
 # ---------------------------------------------------------------------------------------------- FakeLM
-class FakeLM:
+class FakeLM(BlackBoxLM):
     """A black-box LM (the ``BlackBoxLM`` contract) whose label scores favour the gold label more the
     closer the prompt is to a hidden target, so that the optimum is known.
 

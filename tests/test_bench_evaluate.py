@@ -18,7 +18,8 @@ import pytest
 from promptgym.bench import schema
 from promptgym.bench.evaluate import decode_predictions, encode_predictions
 from promptgym.cli import main
-from promptgym.tasks import compute_metric, load_split
+from promptgym.metrics import compute_metric
+from promptgym.tasks import load_split
 
 MODEL = "tiny-random-causal"
 ENV = "PromptSST2-v0"
@@ -236,3 +237,30 @@ def test_a_cached_run_of_another_agent_config_or_a_seed_kwarg_is_refused(unit_ti
     # the protocol owns the agent seed
     assert main([*base, "--agent-kwarg", "seed=5", "--workdir", str(tmp_path / "other")]) == 2
     assert "do not pass seed" in capsys.readouterr().err and not (tmp_path / "other").exists()
+
+
+def test_a_cached_run_of_another_model_is_refused_and_each_preset_has_its_own_folder(unit_tier, tmp_path, capsys):
+    from promptgym.runs import evaluate_workdir
+
+    base = ["evaluate", "--env", ENV, "--agent", "random", "--tier", unit_tier, "--workdir", str(tmp_path),
+            "--no-progress", "--seeds", "13"]
+    assert main([*base, "--model", MODEL]) == 0
+    cached = (tmp_path / "seed-13.json").read_bytes()
+    assert json.loads(cached)["extra"]["model"] == MODEL
+    capsys.readouterr()
+    # the same folder asked for another model: refused before any model loads, the cached run untouched
+    assert main([*base, "--model", "tiny-random-masked"]) == 2
+    err = capsys.readouterr().err
+    assert f"was run on model {MODEL!r}, not 'tiny-random-masked'" in err and err.count("\n") == 1
+    assert (tmp_path / "seed-13.json").read_bytes() == cached
+    # runs cached before the model was recorded count as the default model's
+    old = json.loads(cached)
+    del old["extra"]["model"]
+    (tmp_path / "seed-13.json").write_text(json.dumps(old))
+    assert main([*base, "--model", MODEL]) == 2
+    assert "was run on model 'smollm2-135m'" in capsys.readouterr().err
+    # the default folders: the default model at the top, any other preset one level down, URLs at the top
+    folder = f"{ENV}-bbt-lite"
+    assert evaluate_workdir(ENV, "bbt", "lite", root="R") == Path("R") / folder
+    assert evaluate_workdir(ENV, "bbt", "lite", root="R", model="gemma3-270m") == Path("R/gemma3-270m") / folder
+    assert evaluate_workdir(ENV, "bbt", "lite", root="R", model="http://127.0.0.1:9") == Path("R") / folder

@@ -104,14 +104,16 @@ def test_uncertainty_columns_are_means_over_seeds_and_none_when_not_recorded() -
     old = make_submission("manual", env_id="PromptRTE-v0", created="2025-01-01T00:00:00Z")
     no_pairs = _with_uncertainty(make_submission("random", env_id="PromptRTE-v0"), [0.5] * 5, [0.2] * 5, None)
     rows = {r.agent: r for r in rank([new, old, no_pairs], None)[0].rows}
-    assert rows["bbt"].nll == pytest.approx(0.7) and rows["bbt"].aurc == pytest.approx(0.2)
+    bbt, manual = rows["bbt"].metrics, rows["manual"].metrics
+    assert bbt["nll"] == pytest.approx(0.7) and bbt["aurc"] == pytest.approx(0.2) and bbt["brier"] == pytest.approx(0.4)
     assert rows["bbt"].ood_auroc == pytest.approx(0.64)  # mean over pairs, then over seeds
-    assert rows["bbt"].ece == pytest.approx(0.05)
-    assert (rows["manual"].nll, rows["manual"].aurc, rows["manual"].ood_auroc) == (None, None, None)
-    assert rows["random"].nll == pytest.approx(0.5) and rows["random"].ood_auroc is None
+    assert bbt["ece"] == pytest.approx(0.05)
+    assert (manual["nll"], manual["aurc"], rows["manual"].ood_auroc) == (None, None, None)
+    assert rows["random"].metrics["nll"] == pytest.approx(0.5) and rows["random"].ood_auroc is None
+    assert "macro_f1" not in bbt  # RTE is balanced: the macro-F1 does not apply
     partial = _with_uncertainty(make_submission("bbt", env_id="PromptRTE-v0"), [0.5] * 5, [0.2] * 5, None)
     del partial["runs"][3]["test"]["nll"]  # one seed without it: a mean over four seeds would not compare
-    assert rank([partial], None)[0].rows[0].nll is None
+    assert rank([partial], None)[0].rows[0].metrics["nll"] is None
 
 
 def test_a_calibrated_entry_is_its_own_row_named_agent_plus_calibration() -> None:

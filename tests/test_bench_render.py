@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sklearn.metrics import f1_score
 from test_bench_schema import TEST_LABELS, make_predictions, make_submission
 
 from promptgym.bench import render as render_module
@@ -544,3 +545,46 @@ def test_ci_chart_draws_every_seed_and_the_score_cell_lists_them() -> None:
     score = rows[0][render_module.HTML_HEADERS.index("Score")]
     assert score.get("title", "").startswith("seeds 13/21/42/87/100: ") and score.get("title", "").count(" / ") == 4
     assert "Seeds 13/21/42/87/100" not in render_module.HTML_HEADERS  # drawn, not a column, on the page
+
+
+# ----------------------------------------------------------------------------- task-limited columns
+def _mrpc_and_sst2() -> list[dict[str, Any]]:
+    """Two MRPC entries (F1, where the macro-F1 applies) and an SST-2 one (accuracy, where it does not)."""
+    mrpc = [make_submission(agent, metric="f1", env_id="PromptMRPC-v0",
+                            predictions=make_predictions(TEST_LABELS, flips))
+            for agent, flips in (("bbt", [2, 4, 6, 8, 10]), ("manual", [12] * 5))]
+    return [*mrpc, make_submission("bdpl")]
+
+
+def test_macro_f1_is_a_column_of_the_tables_it_applies_to_only() -> None:
+    labels = {"PromptMRPC-v0": TEST_LABELS, "PromptSST2-v0": TEST_LABELS}
+    md = render_markdown(_mrpc_and_sst2(), labels)
+    sections = {s.split(" ", 1)[0]: s for s in md.split("\n## ")[1:]}
+    mrpc_header = next(line for line in sections["PromptMRPC-v0"].splitlines() if line.startswith("| Rank"))
+    columns = [c.strip() for c in mrpc_header.strip("|").split("|")]
+    assert columns[columns.index("Calls") + 1] == "Macro-F1" and len(columns) == len(render_module.HEADERS) + 1
+    assert "Macro-F1" not in sections["PromptSST2-v0"] and "Macro-F1" not in render_module.HEADERS
+    rows = {r[1]: r for r in _table_rows(sections["PromptMRPC-v0"])}
+    for agent, flips in (("bbt", [2, 4, 6, 8, 10]), ("manual", [12] * 5)):
+        expected = np.mean([f1_score(TEST_LABELS, p, average="macro") for p in make_predictions(TEST_LABELS, flips)])
+        assert rows[agent][columns.index("Macro-F1")] == f"{100 * expected:.1f}"  # derived from the predictions
+    doc = ET.fromstring(render_html(_mrpc_and_sst2(), labels))
+    heads = {s.get("id"): [_text(th) for th in s.iter("th")] for s in doc.iter("section")}
+    assert heads["promptmrpc-v0-lite"] == [c for c in columns if not c.startswith("Seeds ")]
+    assert heads["promptsst2-v0-lite"] == list(render_module.HTML_HEADERS)
+    assert "**Macro-F1** (MRPC, QQP, CoLA only):" in md  # the summary defines it, from the registry
+
+
+def test_a_derived_column_is_not_available_without_the_test_labels() -> None:
+    md = render_markdown(_mrpc_and_sst2(), None)
+    section = next(s for s in md.split("\n## ")[1:] if s.startswith("PromptMRPC-v0"))
+    header = next(line for line in section.splitlines() if line.startswith("| Rank"))
+    column = [c.strip() for c in header.strip("|").split("|")].index("Macro-F1")
+    assert {row[column] for row in _table_rows(section)} == {render_module.NOT_APPLICABLE}
+
+
+def test_the_summary_is_wrapped_without_breaking_markdown() -> None:
+    lines = render_module.summary().splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert not [line for line in lines if re.match(r"([-+*#>]|\d+[.)])(\s|$)", line)]  # no list, heading, quote
+    assert all(line.count("**") % 2 == 0 for line in lines)  # no bold term broken across lines

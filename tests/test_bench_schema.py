@@ -27,9 +27,9 @@ from promptgym.bench.schema import (
     parse_submission,
     validate_submission,
 )
-from promptgym.bench.stats import encode_predictions
 from promptgym.errors import InvalidSubmissionError, PromptGymError
-from promptgym.tasks.metrics import compute_metric
+from promptgym.metrics import compute_metric
+from promptgym.metrics.stats import encode_predictions
 
 SHA = "ab" * 32
 N_TEST = 40

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from promptgym.bench.stats import (
+from promptgym.metrics.stats import (
     bootstrap_ci,
     curve_auc,
     curve_on_grid,
@@ -22,7 +22,7 @@ from promptgym.bench.stats import (
     seed_bootstrap_ci,
     seed_summary,
 )
-from promptgym.tasks.metrics import METRICS, compute_metric
+from promptgym.metrics.task import METRICS, compute_metric
 
 
 def _noisy_copies(labels: np.ndarray, error_rates: list[float], seed: int = 0, n_classes: int = 2) -> list[np.ndarray]:

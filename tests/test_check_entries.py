@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from promptgym.bench.stats import encode_predictions
 from promptgym.bench.store import add_submission
 from promptgym.cli import main
+from promptgym.metrics.stats import encode_predictions
 from promptgym.tasks import load_split
 
 SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "check-entries"

@@ -39,7 +39,7 @@ def _fails_cleanly(argv: list[str], capsys: pytest.CaptureFixture[str], cwd: Pat
     (["train", "--env", "PromptSST2-v0", "--agent", "bdpl", "--budget", "0"], "budget must be at least 1"),
     (["train", "--env", "PromptSST2-v0", "--agent", "bdpl", "--budget", "2.5"], "invalid int value: '2.5'"),
     (["train", "--env", "PromptSST2-v0", "--agent", "bdpl", "--env-kwarg", "reward=nope", *TINY],
-     "unknown reward 'nope'"),
+     "DiscreteConfig.reward must be one of ce, hinge, accuracy, label_only, got 'nope'"),
     (["train", "--env", "PromptSST2-v0", "--agent", "bdpl", "--env-kwarg", "budget=5"], "set by their own options"),
     (["train", "--env", "PromptSST2-v0", "--agent", "bdpl", "--env-kwarg", "api_key=pg-secret"], "PROMPTGYM_API_KEY"),
     (["train", "--env", "PromptSST2-v0", "--agent", "bdpl", "--split-seed", "7"], "split_seed must be one of"),
@@ -79,7 +79,7 @@ def test_evaluate_a_subset_of_seeds_says_the_run_was_saved_and_how_to_finish(cap
     assert main(["evaluate", "--env", "PromptSST2-v0", "--agent", "manual", "--seeds", "13", *TINY,
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
-    work = Path("runs") / "evaluate" / "PromptSST2-v0-manual-lite"
+    work = Path("runs") / "evaluate" / "tiny-random-causal" / "PromptSST2-v0-manual-lite"  # a non-default preset
     assert f"seed runs saved in {work}" in out and "--seeds 13,21,42,87,100" in out
     run = json.loads((tmp_path / work / "seed-13.json").read_text())
     assert run["seed"] == 13 and run["calls_used"] == 0 and run["test"]["n"] == 872

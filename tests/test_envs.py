@@ -253,17 +253,19 @@ def test_bad_constructor_arguments_have_clear_errors():
 
 
 @pytest.mark.parametrize(("env_id", "kwargs", "message"), [
-    ("PromptSST2-v0", {"budget": 2.5}, "budget must be a whole number of API calls, got 2.5"),
+    ("PromptSST2-v0", {"budget": 2.5}, "DiscreteConfig.budget must be int or QueryBudget, got 2.5"),
     ("PromptSST2-v0", {"budget": -3}, "budget must be at least 1 API call"),
-    ("PromptSST2-v0", {"reward": "nope"}, "unknown reward 'nope'"),
+    ("PromptSST2-v0", {"reward": "nope"}, "reward must be one of ce, hinge, accuracy, label_only, got 'nope'"),
     ("PromptSST2-v0", {"prompt_position": "middle"}, "prompt_position must be one of"),
     ("PromptSST2-v0", {"split_seed": 7}, "split_seed must be one of the published"),
-    ("PromptSST2-v0", {"batch_size": 1.5}, "batch_size must be a positive whole number"),
+    ("PromptSST2-v0", {"batch_size": 1.5}, "batch_size must be int or None, got 1.5"),
+    ("PromptSST2-v0", {"batch_size": 0}, "batch_size must be a positive whole number"),
     ("PromptSST2-v0", {"prompt_length": 0}, "prompt_length must be >= 1"),
     ("PromptSST2-v0", {"vocab_method": "magic"}, "vocab_method must be one of"),
     ("PromptSST2-v0", {"template": "fancy"}, "no template 'fancy'"),
     ("PromptSST2-Subspace-v0", {"projection": "sparse"}, "projection must be one of"),
-    ("PromptSST2-Subspace-v0", {"intrinsic_dim": 2.0}, "intrinsic_dim must be a whole number"),
+    ("PromptSST2-Subspace-v0", {"intrinsic_dim": 2.0}, "SubspaceConfig.intrinsic_dim must be int, got 2.0"),
+    ("PromptSST2-Tokenwise-v0", {"episode_length": 2}, "TokenwiseConfig has no field 'episode_length'"),
     ("PromptSST2-Subspace-v0", {"bound": float("nan")}, "bound must be a finite number"),
 ])
 def test_env_arguments_are_checked_before_the_model_loads(env_id, kwargs, message):

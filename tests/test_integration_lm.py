@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from promptgym.lm import ScoreRequest, TokenPrompt
-from promptgym.tasks import compute_metric, get_task, load_split
+from promptgym.metrics import compute_metric
+from promptgym.tasks import get_task, load_split
 
 pytestmark = pytest.mark.integration
 

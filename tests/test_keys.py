@@ -10,7 +10,7 @@ import pytest
 
 from promptgym.cli import main
 from promptgym.errors import ConfigError
-from promptgym.lm.keys import KeyStore, hash_key
+from promptgym.serve.keys import KeyStore, hash_key
 
 
 def test_key_is_returned_once_and_only_its_hash_is_stored(tmp_path):

@@ -20,8 +20,9 @@ from test_bench_schema import TEST_LABELS, make_predictions, make_submission
 
 from promptgym.bench.render import render_html
 from promptgym.bench.store import load_entries
-from promptgym.lm.receipts import RECEIPT_FORMAT, Entry, ReceiptSigner, extend
+from promptgym.lm.receipts import RECEIPT_FORMAT, Entry, extend
 from promptgym.runs import curve_title, plot_curve
+from promptgym.serve.receipts import ReceiptSigner
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "leaderboards" / "index.html"

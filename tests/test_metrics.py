@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from promptgym.metrics.task import METRICS, RANGES, accuracy, compute_metric, f1, matthews_correlation
 from promptgym.tasks import TASKS
-from promptgym.tasks.metrics import METRICS, accuracy, compute_metric, f1, matthews_correlation
 
 # One binary case reused below. Per index:
 #   i      0  1  2  3  4  5  6  7
@@ -118,5 +118,7 @@ def test_compute_metric_dispatches_by_name():
 
 def test_every_task_metric_is_known():
     assert {spec.metric for spec in TASKS.values()} <= set(METRICS)
+    assert list(RANGES) == list(METRICS)  # a submission's claimed score is checked against its metric's range
+    assert RANGES["matthews_correlation"] == (-1.0, 1.0) and RANGES["f1"] == (0.0, 1.0)
     assert TASKS["mrpc"].metric == "f1" and TASKS["qqp"].metric == "f1"
     assert TASKS["cola"].metric == "matthews_correlation"

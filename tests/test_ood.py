@@ -19,10 +19,10 @@ from promptgym.bench import ood
 from promptgym.bench.evaluate import check_ood_claim, metric_close, verify
 from promptgym.bench.ranking import ood_summary, rank
 from promptgym.bench.render import HEADERS, render_markdown
-from promptgym.bench.uncertainty import ood_auroc
 from promptgym.envs.registration import env_task
 from promptgym.envs.scoring import render_rows
 from promptgym.errors import ConfigError, InvalidSubmissionError, UnknownTaskError
+from promptgym.metrics.uncertainty import ood_auroc
 from promptgym.runner import member_probs
 from promptgym.tasks import load_split
 from promptgym.tasks.catalog import TASKS

@@ -27,19 +27,13 @@ from promptgym.bench.receipts import budget_verified, trusted_keys
 from promptgym.cli import main
 from promptgym.errors import ConfigError
 from promptgym.lm.base import ScoreRequest, TokenPrompt
-from promptgym.lm.keys import KeyStore
 from promptgym.lm.local import LocalLM
-from promptgym.lm.presets import cache_root, load_model
-from promptgym.lm.receipts import (
-    ReceiptSigner,
-    canonical_json,
-    chain_start,
-    extend,
-    fingerprint,
-    signing_key_path,
-)
+from promptgym.lm.presets import load_model
+from promptgym.lm.receipts import canonical_json, chain_start, extend, fingerprint
 from promptgym.lm.remote import RemoteLM
-from promptgym.lm.server import serve_in_background
+from promptgym.serve.keys import KeyStore
+from promptgym.serve.receipts import ReceiptSigner, signing_key_path
+from promptgym.serve.running import serve_in_background
 
 ENV = "PromptSST2-Subspace-v0"
 AGENT = ["--agent", "cma_elbo", "--env-kwarg", "intrinsic_dim=16", "--env-kwarg", "prompt_length=4",
@@ -59,28 +53,14 @@ def tier():
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A fresh promptgym cache (the clients' tokenizer files land in it); models from the real one."""
-    root = tmp_path_factory.mktemp("pgcache")
-    models = cache_root() / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    (root / "models").symlink_to(models, target_is_directory=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PROMPTGYM_CACHE", str(root))
-        yield root
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, cache):
+def served(tmp_path_factory, tiny_server):
     """The tiny model in bf16 (its own instance) behind a server; one key per seed, and two spare keys."""
     folder = tmp_path_factory.mktemp("server")
     store = KeyStore(folder / "keys.db")
     keys = {seed: store.add(f"sst2-seed-{seed}", CALLS + ROOM) for seed in SEEDS}
     keys["other"] = store.add("other", 30)
     keys["spare"] = store.add("spare", 10)
-    lm = LocalLM(load_model("tiny-random-causal", "bfloat16"))
-    with serve_in_background(lm, store) as url:
-        yield url, keys, store
+    return tiny_server(store, "bfloat16"), keys, store
 
 
 def _new_board(root: Path, url: str) -> Path:
@@ -123,7 +103,7 @@ def _entries(root: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- the server
-def test_receipt_is_signed_free_and_never_holds_the_key(tmp_path, cache):
+def test_receipt_is_signed_free_and_never_holds_the_key(tmp_path, fresh_cache):
     store = KeyStore(tmp_path / "keys.db")
     key = store.add("alice", 2)
     lm = LocalLM(load_model("tiny-random-causal", "float32"))

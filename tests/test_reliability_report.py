@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from promptgym.bench.stats import encode_predictions
+from promptgym.metrics.stats import encode_predictions
 from promptgym.tasks import get_task, load_split
 
 ROOT = Path(__file__).resolve().parents[1]

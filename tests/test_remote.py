@@ -9,7 +9,6 @@ may and never what it must not; every env kind and the black-box agents run agai
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from contextlib import contextmanager
 
@@ -31,13 +30,13 @@ from promptgym.errors import (
 )
 from promptgym.lm import get_lm, parse_served
 from promptgym.lm.base import BlackBoxLM, ScoreRequest, SoftPrompt, TokenPrompt
-from promptgym.lm.keys import KeyStore
 from promptgym.lm.local import LocalLM
 from promptgym.lm.openai_compat import METHODS, OpenAICompatLM
-from promptgym.lm.presets import cache_root, load_model
+from promptgym.lm.presets import load_model
 from promptgym.lm.remote import RemoteLM
-from promptgym.lm.server import serve_in_background
 from promptgym.lm.transport import RetryPolicy, Transport
+from promptgym.serve.keys import KeyStore
+from promptgym.serve.running import run_app_in_background, serve_in_background
 
 WORDS = ("terrible", "great")
 SEGMENTS = (("", " a gripping, funny film. It was"), ("", " dull and far too long. It was"),
@@ -46,26 +45,11 @@ FAST = RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05)
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A fresh promptgym cache for this module (the clients' tokenizer files land in it); the models'
-    folder is the real one, so no preset is rebuilt."""
-    root = tmp_path_factory.mktemp("pgcache")
-    models = cache_root() / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    (root / "models").symlink_to(models, target_is_directory=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PROMPTGYM_CACHE", str(root))
-        yield root
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, cache):
+def served(tmp_path_factory, tiny_server):
     """A server of the tiny causal model in fp32 (its own instance: nothing shared with the client side)."""
     store = KeyStore(tmp_path_factory.mktemp("keys") / "keys.db")
     key = store.add("tester", None)
-    server_lm = LocalLM(load_model("tiny-random-causal", "float32"))
-    with serve_in_background(server_lm, store) as url:
-        yield url, key, store
+    return tiny_server(store), key, store
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +129,9 @@ def test_native_refuses_bad_prompts_before_sending(served, local):
     assert remote.usage.calls == calls[1]
 
 
-def test_tokenizer_is_cached_by_weights_digest(served, cache, tmp_path, monkeypatch):
+def test_tokenizer_is_cached_by_weights_digest(served, fresh_cache, tmp_path, monkeypatch):
     url, key, _ = served
-    (tmp_path / "models").symlink_to(cache / "models", target_is_directory=True)
+    (tmp_path / "models").symlink_to(fresh_cache / "models", target_is_directory=True)
     monkeypatch.setenv("PROMPTGYM_CACHE", str(tmp_path))
     remote = RemoteLM(url, key, retry=FAST)  # fetches /v1/model and /v1/tokenizer
     assert remote.transport.requests == 2
@@ -346,8 +330,6 @@ def test_bbt_spends_exactly_the_quota(served):
 @contextmanager
 def flaky_server(fail_first: int, status: int, error_type: str, retry_after: str | None = None):
     """A tiny FastAPI app on real uvicorn: answers ``status`` ``fail_first`` times, then 200."""
-    import uvicorn
-
     app = FastAPI()
     hits = {"n": 0}
 
@@ -359,19 +341,8 @@ def flaky_server(fail_first: int, status: int, error_type: str, retry_after: str
             return JSONResponse({"error": {"type": error_type, "message": f"try {hits['n']}"}}, status, headers=headers)
         return {"ok": hits["n"]}
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", hits
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with run_app_in_background(app) as url:
+        yield url, hits
 
 
 def test_retries_503_then_succeeds():
@@ -420,7 +391,6 @@ def vllm_like_proxy(upstream: str, full_vocab: bool):
     ``logprob_token_ids`` and, unless ``full_vocab``, refuses ``logprobs=-1`` as vLLM's default
     ``--max-logprobs 20`` does."""
     import httpx
-    import uvicorn
 
     app = FastAPI()
     client = httpx.AsyncClient(base_url=upstream, timeout=60)
@@ -438,19 +408,8 @@ def vllm_like_proxy(upstream: str, full_vocab: bool):
                                       headers={"Authorization": request.headers.get("Authorization", "")})
         return JSONResponse(answer.json(), answer.status_code)
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with run_app_in_background(app) as url:
+        yield url
 
 
 @pytest.mark.parametrize("full_vocab", [True, False])
@@ -477,7 +436,7 @@ def test_openai_probe_falls_back_on_a_vllm_like_server(served, local, weights_di
 
 # ---------------------------------------------------------------------------------------------- real model
 @pytest.fixture(scope="module")
-def served_smollm2(tmp_path_factory, cache):
+def served_smollm2(tmp_path_factory, fresh_cache):
     """SmolLM2 (bf16, as envs use it) served by its own instance."""
     store = KeyStore(tmp_path_factory.mktemp("keys-real") / "keys.db")
     with serve_in_background(LocalLM(load_model("smollm2-135m", "bfloat16")), store) as url:

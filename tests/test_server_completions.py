@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from promptgym.lm import ScoreRequest, SoftPrompt, TokenPrompt
-from promptgym.lm.keys import KeyStore
 from promptgym.lm.local import LocalLM
 from promptgym.lm.presets import load_model
-from promptgym.lm.server import serve_in_background
+from promptgym.serve.keys import KeyStore
+from promptgym.serve.running import serve_in_background
 from promptgym.tasks import get_task, load_split
 
 

@@ -14,11 +14,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from promptgym.lm.keys import KeyStore
 from promptgym.lm.local import LocalLM
 from promptgym.lm.presets import load_model
-from promptgym.lm.server import serve_in_background
 from promptgym.lm.wire import encode_array
+from promptgym.serve.keys import KeyStore
+from promptgym.serve.running import serve_in_background
 
 EXAMPLES = {"POST": 30, "GET": 3}
 

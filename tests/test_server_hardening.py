@@ -22,12 +22,12 @@ import pytest
 
 from promptgym.cli import main
 from promptgym.lm import ScoreRequest, TokenPrompt
-from promptgym.lm.keys import KeyStore
 from promptgym.lm.local import LocalLM
 from promptgym.lm.presets import load_model
-from promptgym.lm.server import serve_in_background
 from promptgym.lm.transport import RetryPolicy, Transport
 from promptgym.lm.wire import request_to_wire
+from promptgym.serve.keys import KeyStore
+from promptgym.serve.running import serve_in_background
 
 WORDS = (" great", " terrible")
 
@@ -237,12 +237,12 @@ def test_a_locked_key_store_answers_503_with_retry_after_and_the_client_retries(
 def test_serve_on_a_bad_key_file_is_one_line_exit_2_and_leaves_it_untouched(tmp_path, capsys, monkeypatch, kind):
     import sqlite3
 
-    import promptgym.lm.server
+    import promptgym.serve.running
 
     def never(*args, **kwargs) -> None:  # refused before the model loads, or this test would serve forever
         raise AssertionError("serve() was reached with a bad key file")
 
-    monkeypatch.setattr(promptgym.lm.server, "serve", never)
+    monkeypatch.setattr(promptgym.serve.running, "serve", never)
     path = tmp_path / "keys.db"
     if kind == "not sqlite":
         path.write_text("name,calls\nalice,10\n")

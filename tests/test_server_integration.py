@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from promptgym.lm import ScoreRequest, TokenPrompt
-from promptgym.lm.keys import KeyStore
 from promptgym.lm.local import LocalLM
 from promptgym.lm.presets import load_model
-from promptgym.lm.server import serve_in_background
 from promptgym.lm.wire import ScoreResponse, request_to_wire, result_from_wire
+from promptgym.serve.keys import KeyStore
+from promptgym.serve.running import serve_in_background
 from promptgym.tasks import get_task, load_split
 
 

@@ -166,7 +166,7 @@ def test_grid_syntax_and_work_folders():
         "PromptSST2-Subspace-v0-random@batch=5,env.reward=hinge-unit"])
     assert len(plan.pending) == 16 and plan.pending[0][1] == 13 and plan.pending[-1][1] == 21  # seed-major
     default = sweep_mod.plan_sweep(ENV, "random", TIER, (13,), MODEL, ["batch=20"], root="R").points[0]
-    assert default.tag == "" and default.workdir == evaluate_workdir(ENV, "random", TIER, root="R")
+    assert default.tag == "" and default.workdir == evaluate_workdir(ENV, "random", TIER, root="R", model=MODEL)
     odd = sweep_mod.point_tag("random", {}, {"template": "a b/c"})
     assert odd.startswith("kw-") and len(odd) == 13
 
@@ -174,7 +174,7 @@ def test_grid_syntax_and_work_folders():
 # ---------------------------------------------------------------------------------------------- real sweeps
 def test_a_sweep_caches_what_evaluate_caches_and_evaluate_assembles_it(ray_session, tmp_path, monkeypatch, capsys):
     root = tmp_path / "root"
-    manual = evaluate_workdir(ENV, "manual", TIER, root=root)
+    manual = evaluate_workdir(ENV, "manual", TIER, root=root, model=MODEL)
     evaluate(ENV, "manual", TIER, MODEL, (21, 42, 87, 100), workdir=manual)  # the other protocol seeds, in process
     capsys.readouterr()
     # random at a non-default batch: a grid point of its own, in its own tagged folder
@@ -182,9 +182,9 @@ def test_a_sweep_caches_what_evaluate_caches_and_evaluate_assembles_it(ray_sessi
                            "--cpus-per-trial", "1")) == 0
     out = capsys.readouterr().out
     assert "2 to run, 0 cached" in out and out.count(" done ") == 2, out
-    random_work = evaluate_workdir(ENV, "random", TIER, root=root, tag="batch=10")
+    random_work = evaluate_workdir(ENV, "random", TIER, root=root, tag="batch=10", model=MODEL)
     assert random_work.name == f"{ENV}-random@batch=10-{TIER}"
-    assert not evaluate_workdir(ENV, "random", TIER, root=root).exists()
+    assert not evaluate_workdir(ENV, "random", TIER, root=root, model=MODEL).exists()
     for agent, work, kwargs in (("random", random_work, {"batch": 10}), ("manual", manual, None)):
         swept = json.loads(seed_file(work, 13).read_text())
         assert same_run(stable(swept), stable(reference(agent, 13, tmp_path, kwargs)))
@@ -214,7 +214,7 @@ class Killed(BaseException):
 def test_a_rerun_skips_finished_seeds_resumes_a_killed_one_and_reports_a_failure(ray_session, tmp_path, monkeypatch,
                                                                                    capsys):
     root = tmp_path / "root"
-    random_work = evaluate_workdir(ENV, "random", TIER, root=root)
+    random_work = evaluate_workdir(ENV, "random", TIER, root=root, model=MODEL)
     evaluate(ENV, "random", TIER, MODEL, (13,), workdir=random_work)  # a finished seed
     finished = seed_file(random_work, 13).read_bytes()
     real = CallJournal._append
@@ -233,7 +233,7 @@ def test_a_rerun_skips_finished_seeds_resumes_a_killed_one_and_reports_a_failure
     journal = seed_journal(random_work, 21)
     killed_calls = CallJournal(journal, journal_identity(journal)).recorded_calls
     assert 0 < killed_calls < 30 and not seed_file(random_work, 21).exists()
-    manual = evaluate_workdir(ENV, "manual", TIER, root=root)
+    manual = evaluate_workdir(ENV, "manual", TIER, root=root, model=MODEL)
     evaluate(ENV, "manual", TIER, MODEL, (21,), workdir=manual)
     seed_journal(manual, 13).write_text("not a journal\n")  # a trial that fails: its journal is not one
     capsys.readouterr()

@@ -1,4 +1,4 @@
-"""Uncertainty metrics (``promptgym.bench.uncertainty``): hand-computed cases for each metric,
+"""Uncertainty metrics (``promptgym.metrics.uncertainty``): hand-computed cases for each metric,
 cross-checks against scikit-learn on random data, and properties that must hold for any input."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import log_loss, mean_squared_error, roc_auc_score
 
-from promptgym.bench import uncertainty as u
-from promptgym.bench.stats import expected_calibration_error
 from promptgym.errors import InvalidProbabilitiesError
+from promptgym.metrics import uncertainty as u
+from promptgym.metrics.registry import probability_metrics, recorded_specs
+from promptgym.metrics.stats import expected_calibration_error
 
 # Four rows, two classes. Prediction = argmax, confidence = max:
 #   row 0: [0.9, 0.1] label 0 -> predicts 0, conf 0.9, correct
@@ -111,10 +112,10 @@ def test_entropy_and_ood_auroc_hand_computed() -> None:
     assert u.ood_auroc(p_in3, p_out3, "entropy") == 0.0
 
 
-def test_uncertainty_metrics_returns_every_key() -> None:
+def test_probability_metrics_returns_every_recorded_key() -> None:
     probs, labels = _random_case(np.random.default_rng(0), 50, 3)
-    out = u.uncertainty_metrics(probs, labels)
-    assert tuple(out) == u.METRIC_KEYS
+    out = probability_metrics(probs, labels)
+    assert tuple(out) == tuple(spec.name for spec in recorded_specs()) == ("ece", "nll", "brier", "aurc", "aurc_10bin")
     assert all(type(v) is float for v in out.values())
     assert out["aurc"] == u.aurc(probs, labels) and out["aurc_10bin"] == u.aurc_binned(probs, labels)
 
@@ -238,14 +239,14 @@ def test_ood_auroc_is_antisymmetric_and_in_range(seed: int, n_in: int, n_out: in
 @given(st.integers(0, 2**32 - 1), st.integers(10, 60), st.integers(2, 6))
 def test_metric_ranges(seed: int, n: int, c: int) -> None:
     probs, labels = _random_case(np.random.default_rng(seed), n, c)
-    m = u.uncertainty_metrics(probs, labels)
+    m = probability_metrics(probs, labels)
     assert 0 <= m["ece"] <= 1 and m["nll"] >= 0 and 0 <= m["brier"] <= 2
     assert 0 <= m["aurc"] <= 1 and 0 <= m["aurc_10bin"] <= 1
 
 
 def test_one_hot_correct_predictions_score_zero() -> None:
     probs = np.eye(3)[[0, 2, 1, 1]]
-    m = u.uncertainty_metrics(np.tile(probs, (3, 1)), np.tile([0, 2, 1, 1], 3))
+    m = probability_metrics(np.tile(probs, (3, 1)), np.tile([0, 2, 1, 1], 3))
     assert m == {"ece": 0.0, "nll": pytest.approx(0.0), "brier": 0.0, "aurc": 0.0, "aurc_10bin": 0.0}
 
 
@@ -263,7 +264,7 @@ def test_one_hot_correct_predictions_score_zero() -> None:
     ([["a", "b"]], [0], "numeric (n, C) array"),
 ])
 def test_bad_input_raises_one_clear_error(probs, labels, message: str) -> None:
-    for metric in (u.ece, u.nll, u.brier, u.aurc, u.uncertainty_metrics):
+    for metric in (u.ece, u.nll, u.brier, u.aurc, probability_metrics):
         with pytest.raises(InvalidProbabilitiesError, match=message.replace("(", r"\(").replace(")", r"\)")
                            .replace("[", r"\[").replace("]", r"\]")):
             metric(probs, labels)

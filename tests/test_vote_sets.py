@@ -19,8 +19,8 @@ from promptgym.agent import VOTE_V1, Result
 from promptgym.bench.evaluate import complete_run, has_uncertainty, prompt_record, replay_result
 from promptgym.bench.ranking import _score
 from promptgym.bench.schema import SCHEMA_VERSION, bare_vote, combine_rule, parse_submission
-from promptgym.bench.stats import encode_predictions
-from promptgym.bench.uncertainty import NLL_FLOOR, nll
+from promptgym.metrics.stats import encode_predictions
+from promptgym.metrics.uncertainty import NLL_FLOOR, nll
 from promptgym.runner import combine_members, combine_set, score_test
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +144,8 @@ def test_old_schema_vote_entries_rescore_with_the_old_rule() -> None:
         assert not bare_vote({**sub, "schema_version": 2})
         # the leaderboard shows their NLL (the floor's ~13.3) as not applicable, the rest as before
         row = _score(sub, sub["metric"], None)
-        assert row.nll is None and row.ece == pytest.approx(np.mean([r["test"]["ece"] for r in sub["runs"]]))
+        assert row.metrics["nll"] is None
+        assert row.metrics["ece"] == pytest.approx(np.mean([r["test"]["ece"] for r in sub["runs"]]))
         assert min(r["test"]["nll"] for r in sub["runs"]) > 13  # what the old rule claimed
 
 

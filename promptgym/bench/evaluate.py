@@ -41,11 +41,13 @@ from promptgym.bench.schema import (
     combine_rule,
     validate_submission,
 )
-from promptgym.bench.stats import decode_predictions, encode_predictions
 from promptgym.envs.registration import check_env_id, env_kind, env_task
 from promptgym.errors import ConfigError, InvalidActionError, InvalidSubmissionError, PromptGymError, UnknownEnvError
 from promptgym.lm import DEFAULT_MODEL, get_lm, is_served, parse_served
 from promptgym.lm.receipts import Entry, rows_sha256, run_proof
+from promptgym.metrics import compute_metric
+from promptgym.metrics.registry import UNCERTAINTY_TOLERANCE, recorded_specs
+from promptgym.metrics.stats import decode_predictions, encode_predictions
 from promptgym.runner import (
     TestScore,
     check_calibration_request,
@@ -56,18 +58,15 @@ from promptgym.runner import (
     test_requests,
 )
 from promptgym.runs import evaluate_workdir, jsonable, seed_file, seed_journal
-from promptgym.tasks import compute_metric, data_fingerprint, get_task, load_split
+from promptgym.tasks import data_fingerprint, get_task, load_split
 from promptgym.tracking import TENSORBOARD_DIR, check_tracker, log_values
 
 #: Re-scoring tolerance: fp32 scores are reproducible on one machine; across CPUs a few near-ties
 #: may flip. A submission passes when its metric is within METRIC_TOL and >= AGREEMENT of its
-#: test predictions are reproduced.
+#: test predictions are reproduced. The other recorded metrics (ECE, NLL, ...) are re-checked within
+#: their own tolerance, stated with them in promptgym.metrics.registry.
 METRIC_TOL = 0.005
 AGREEMENT = 0.99
-#: relative slack on top of METRIC_TOL for the uncertainty metrics and OOD AUROCs (NLL is unbounded)
-UNCERTAINTY_RTOL = 0.01
-#: the uncertainty metrics a run's test record carries beside ECE (promptgym.bench.uncertainty)
-UNCERTAINTY_KEYS = ("nll", "brier", "aurc", "aurc_10bin")
 
 
 def action_list(action: Any) -> list[int] | list[float]:
@@ -106,10 +105,11 @@ def curve_record(result: Result) -> list[list[int | float]]:
 
 
 def test_record(env: Any, result: Result, test: TestScore) -> dict[str, Any]:
-    """A run's ``test`` record: metric, ECE, predictions, the uncertainty metrics and OOD detection."""
-    rec: dict[str, Any] = {"metric": float(test.metric), "ece": float(test.ece), "n": int(test.n),
+    """A run's ``test`` record: the task metric, the predictions, every recorded metric of the
+    registry (:func:`~promptgym.metrics.registry.recorded_specs`: ECE, NLL, ...) and OOD detection."""
+    rec: dict[str, Any] = {"metric": float(test.metric), "n": int(test.n),
                            "predictions": encode_predictions(test.predictions)}
-    rec.update({k: float(test.metrics[k]) for k in UNCERTAINTY_KEYS if k in test.metrics})
+    rec.update({spec.name: float(test.metrics[spec.name]) for spec in recorded_specs() if spec.name in test.metrics})
     ood = _ood_metrics(env, result, test.probs)
     if ood:
         rec["ood"] = {task: {k: float(v) for k, v in scores.items()} for task, scores in ood.items()}
@@ -258,13 +258,13 @@ def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_M
     check_request(env_id, agent, tier, seeds, env_kwargs, agent_kwargs, calibrate)
     check_tracker(log)
     budget = TIERS[tier]
-    work = Path(workdir) if workdir else evaluate_workdir(env_id, agent, tier, calibrate=calibrate)
+    work = Path(workdir) if workdir else evaluate_workdir(env_id, agent, tier, calibrate=calibrate, model=model)
     runs = []
     for seed in seeds:
         path = seed_file(work, seed)
         if path.is_file():
             run = json.loads(path.read_text())
-            check_cached_run(path, run, env_kwargs, calibrate)
+            check_cached_run(path, run, env_kwargs, calibrate, model)
             check_cached_config(path, run, agent, agent_kwargs, seed)
             if not has_uncertainty(run):  # cached before the protocol reported uncertainty: add it, uncharged
                 run = complete_run(env_id, run, model, env_kwargs)
@@ -294,10 +294,16 @@ def _write_atomic(path: Path, run: dict) -> None:
     tmp.replace(path)
 
 
-def check_cached_run(path: Path, run: dict, env_kwargs: dict | None, calibrate: bool) -> None:
-    """Refuse a cached seed run made with other env kwargs or the other calibration setting (a work
-    folder is named by env, agent and tier only)."""
+def check_cached_run(path: Path, run: dict, env_kwargs: dict | None, calibrate: bool,
+                     model: str = DEFAULT_MODEL) -> None:
+    """Refuse a cached seed run made with other env kwargs, the other calibration setting or another
+    model preset (a work folder is named by env, agent and tier; runs cached before the model was
+    recorded are the default model's). A served model (a URL) is not compared by name: the same
+    weights may be served at any address."""
     extra = run.get("extra", {})
+    cached_model = str(extra.get("model", DEFAULT_MODEL))
+    if not is_served(cached_model) and not is_served(model) and cached_model != model:
+        raise ConfigError(f"{path} was run on model {cached_model!r}, not {model!r}; use another --workdir")
     if bool(extra.get("calibrate", False)) != calibrate:
         raise ConfigError(f"{path} holds a run {'without' if calibrate else 'with'} calibration; use another "
                           "--workdir for the other variant")
@@ -319,9 +325,9 @@ def check_cached_config(path: Path, run: dict, agent: str, agent_kwargs: dict | 
 
 
 def has_uncertainty(run: dict) -> bool:
-    """Whether a cached seed run carries the current uncertainty metrics (runs cached before they were
-    reported do not, nor a "vote" set scored by the bare histogram of schema version 1)."""
-    return all(k in run["test"] for k in UNCERTAINTY_KEYS) and not _bare_vote_run(run)
+    """Whether a cached seed run carries every metric runs record now (runs cached before one was
+    recorded do not, nor a "vote" set scored by the bare histogram of schema version 1)."""
+    return all(spec.name in run["test"] for spec in recorded_specs()) and not _bare_vote_run(run)
 
 
 def _run_version(run: dict) -> int:
@@ -423,9 +429,9 @@ def replay_result(sub: dict, i: int, env: Any, num_labels: int) -> Result:
 
 
 def metric_close(claimed: float, got: float) -> bool:
-    """Whether a re-scored uncertainty metric or AUROC reproduces the claimed one (absolute + relative slack
-    for near-ties that flip across CPUs; NLL is unbounded, hence the relative part)."""
-    return abs(claimed - got) <= METRIC_TOL + UNCERTAINTY_RTOL * abs(claimed)
+    """Whether a re-scored OOD AUROC reproduces the claimed one, within the uncertainty metrics' tolerance
+    (:data:`~promptgym.metrics.registry.UNCERTAINTY_TOLERANCE`: near-ties flip across CPUs)."""
+    return UNCERTAINTY_TOLERANCE.close(claimed, got)
 
 
 def verify(sub: dict, log=print, root: str | Path | None = None) -> list[dict]:
@@ -472,7 +478,7 @@ def verify(sub: dict, log=print, root: str | Path | None = None) -> list[dict]:
         raise InvalidSubmissionError(f"model.name: cannot load {model!r}: {exc}") from exc
     if lm.weights_sha256 != sub["model"]["weights_sha256"]:
         raise InvalidSubmissionError("model.weights_sha256: does not match the local weights of " + model)
-    if getattr(lm, "approximate", False):
+    if lm.approximate:
         raise InvalidSubmissionError(f"model.name: the backend of {model!r} gives approximate scores; "
                                      "submissions are verified with exact ones")
     report = []
@@ -501,11 +507,11 @@ def verify(sub: dict, log=print, root: str | Path | None = None) -> list[dict]:
             raise InvalidSubmissionError(
                 f"runs[{i}].test.metric: claimed {claimed['metric']:.4f} but the prompt scores {got.metric:.4f} "
                 f"(predictions agree {agree:.1%}); tolerance {METRIC_TOL} and {AGREEMENT:.0%} agreement")
-        rescored = {"ece": got.ece, **{k: got.metrics[k] for k in UNCERTAINTY_KEYS if k in got.metrics}}
-        for key in ("ece", *UNCERTAINTY_KEYS):
-            if key in claimed and not metric_close(claimed[key], rescored[key]):
+        for spec in recorded_specs():  # a file from before a metric was recorded lacks it: nothing to check
+            key = spec.name
+            if key in claimed and spec.verify is not None and not spec.verify.close(claimed[key], got.metrics[key]):
                 raise InvalidSubmissionError(f"runs[{i}].test.{key}: claimed {claimed[key]:.4f} but the prompt's "
-                                             f"predictive distribution gives {rescored[key]:.4f}")
+                                             f"predictive distribution gives {got.metrics[key]:.4f}")
         if "ood" in claimed:  # exactly the OOD tasks the run claims (checked above): version 1 entries have fewer
             _verify_ood(i, claimed["ood"], _ood_metrics(env, replay, got.probs, tuple(claimed["ood"])))
         report.append({"seed": run["seed"], "claimed": claimed["metric"], "rescored": got.metric, "agree": agree,

@@ -7,7 +7,7 @@ cue: an RTE pair still reads as premise + question) and scored with **the in-dom
 through the in-domain prompt(s) — exactly what a deployed SST-2 prompt would do when handed an RTE
 question. The detection score is the in-domain model's confidence (max-probability, or minus the
 entropy); :func:`ood_metrics` reports, per OOD task, the AUROC of separating the in-domain test rows
-(positives) from the OOD rows (:func:`promptgym.bench.uncertainty.ood_auroc`).
+(positives) from the OOD rows (:func:`promptgym.metrics.uncertainty.ood_auroc`).
 
 **Why several OOD tasks.** One pair cannot rank prompts on OOD detection: scored against RTE and
 against a second NLI set, the max-prob AUROCs of the same committed SST-2 entries reverse
@@ -52,9 +52,9 @@ import gymnasium as gym
 import numpy as np
 
 from promptgym.agent import Result
-from promptgym.bench.uncertainty import OOD_SCORES, ood_auroc
 from promptgym.envs.scoring import Segments, render_rows
 from promptgym.errors import ConfigError, UnknownTaskError
+from promptgym.metrics.uncertainty import OOD_SCORES, ood_auroc
 from promptgym.runner import member_probs
 from promptgym.tasks import load_split
 from promptgym.tasks.catalog import TASKS
@@ -151,7 +151,7 @@ def ood_segments(env: gym.Env, ood_task: str) -> Segments:
     base = env.unwrapped
     split = load_split(ood_task, "test", None, base.data_dir)
     segments = render_rows(ood_template(env, ood_task), split, base.prompt_position,
-                           getattr(base.lm, "mask_token", None))
+                           base.lm.mask_token)
     return tuple(segments[i] for i in ood_rows(len(segments)))
 
 

@@ -10,12 +10,15 @@ A reader should not have to trust ranks alone, so each row also carries:
   (``labels_by_env``), otherwise over seeds only;
 * a comparison with the best baseline run on the same model (another model is another problem):
   with labels, a paired bootstrap CI of the difference; without, whether the seed-only CIs overlap;
-* the uncertainty metrics of its predictive distributions (ECE, NLL, AURC, OOD AUROC; see
-  :mod:`promptgym.bench.uncertainty` and :mod:`promptgym.bench.ood`), means over seeds, None for an
-  entry submitted before they were recorded. OOD detection is summarised over the OOD tasks the
-  entry was scored on (:func:`ood_summary`): the mean over them, their spread (min–max) and their
-  number — an entry of protocol version 1 has one OOD task where a new one has several, and
-  AUROCs on different OOD sets can rank the same prompts in opposite orders.
+* every metric of the registry (:data:`promptgym.metrics.registry.METRIC_REGISTRY`: ECE, NLL,
+  AURC, macro-F1, ...) that applies to its task, as a mean over seeds in ``Row.metrics``: a recorded
+  one as the runs recorded it (None for an entry submitted before it was recorded), a derived one
+  computed from the stored predictions (None without the test labels). A table's ``columns`` are
+  the registry's columns for its task;
+* OOD detection (:mod:`promptgym.bench.ood`), summarised over the OOD tasks the entry was scored
+  on (:func:`ood_summary`): the mean over them, their spread (min–max) and their number — an entry
+  of protocol version 1 has one OOD task where a new one has several, and AUROCs on different OOD
+  sets can rank the same prompts in opposite orders.
 
 An entry whose prompts were followed by a fitted label bias (top-level ``"calibration": true``) is
 named "<agent> + calibration", so that a tuned prompt plus calibration can be told from the agent
@@ -35,7 +38,11 @@ import numpy as np
 
 from promptgym.agent import AGENT_REGISTRY
 from promptgym.bench.schema import bare_vote, created_date
-from promptgym.bench.stats import (
+from promptgym.bench.store import submission_filename
+from promptgym.envs.registration import env_task
+from promptgym.errors import InvalidSubmissionError, UnknownEnvError
+from promptgym.metrics.registry import METRIC_REGISTRY, MetricSpec, column_specs
+from promptgym.metrics.stats import (
     bootstrap_ci,
     curve_auc,
     decode_predictions,
@@ -45,9 +52,6 @@ from promptgym.bench.stats import (
     seed_bootstrap_ci,
     seed_summary,
 )
-from promptgym.bench.store import submission_filename
-from promptgym.envs.registration import env_task
-from promptgym.errors import InvalidSubmissionError, UnknownEnvError
 
 __all__ = ["CLAIM_TOLERANCE", "N_BOOT", "TIER_ORDER", "Comparison", "OodSummary", "Row", "Table", "baseline_agents",
            "ood_summary", "prompt_free_agents", "rank", "task_of"]
@@ -156,13 +160,13 @@ class Row:
     std: float
     ci: tuple[float, float]
     calls: float
-    ece: float
     auc: float
+    # every registered metric applying to the task: its mean over seeds; None when not available (not
+    # recorded by an older entry, no test labels for a derived one, a bare vote histogram's NLL)
+    metrics: dict[str, float | None]
     preds: list[np.ndarray] | None = None  # per seed, when the test labels are known
     rank: int = 0
     versus: Comparison | None = None  # None: no baseline was submitted for this row's model
-    nll: float | None = None  # mean over seeds of the test NLL (nats); None: not recorded or not meaningful
-    aurc: float | None = None  # mean over seeds of the exact test AURC; None: not recorded
     ood_auroc: float | None = None  # max-prob OOD AUROC, mean over seeds then the entry's OOD tasks; None: none
     ood: OodSummary | None = None  # per OOD task, with the spread over tasks; None: none
 
@@ -199,6 +203,7 @@ class Table:
     rows: list[Row]
     labels: np.ndarray | None
     borrowed: tuple[tuple[str, str], ...] = ()  # (agent, env id) of best baselines taken from other env kinds
+    columns: tuple[MetricSpec, ...] = ()  # the registry's columns for this table's task, in registry order
 
     @property
     def seed_only(self) -> bool:
@@ -232,11 +237,12 @@ def rank(entries: Sequence[Mapping[str, Any]], labels_by_env: Mapping[str, np.nd
                 f"{env_id} ({tier}): entries disagree on the metric {metrics}; an environment has one metric")
         raw = None if labels_by_env is None else labels_by_env.get(env_id)
         labels = None if raw is None else np.asarray(raw)
-        rows = [_score(sub, metrics[0], labels) for sub in subs]
+        task = task_of(env_id)
+        rows = [_score(sub, metrics[0], labels, task) for sub in subs]
         rows.sort(key=lambda r: (-r.mean, created_date(r.sub), r.key))
         for i, row in enumerate(rows, start=1):
             row.rank = i
-        tables.append(Table(env_id, tier, metrics[0], rows, labels))
+        tables.append(Table(env_id, tier, metrics[0], rows, labels, columns=column_specs(task)))
     tasks = {table.env_id: task_of(table.env_id) for table in tables}
     prompt_free = prompt_free_agents()
     for table in tables:
@@ -247,8 +253,10 @@ def rank(entries: Sequence[Mapping[str, Any]], labels_by_env: Mapping[str, np.nd
     return tables
 
 
-def _score(sub: dict[str, Any], metric: str, labels: np.ndarray | None) -> Row:
-    """A row's statistics; checks the submitted metrics against the predictions when labels are known."""
+def _score(sub: dict[str, Any], metric: str, labels: np.ndarray | None, task: str | None = None) -> Row:
+    """A row's statistics; checks the submitted metrics against the predictions when labels are known.
+    ``task``: the env id's task (:func:`task_of`, the default), which decides the registry metrics it gets."""
+    task = task_of(sub["env_id"]) if task is None else task
     runs = sorted(sub["runs"], key=lambda r: r["seed"])
     scores = [float(r["test"]["metric"]) for r in runs]
     mean, std = seed_summary(scores)
@@ -273,12 +281,22 @@ def _score(sub: dict[str, Any], metric: str, labels: np.ndarray | None) -> Row:
     ood = ood_summary([r["test"] for r in runs])
     return Row(sub=sub, key=key, scores=scores, mean=mean, std=std, ci=ci,
                calls=float(np.mean([r["calls_used"] for r in runs])),
-               ece=float(np.mean([r["test"]["ece"] for r in runs])),
-               auc=float(np.mean([curve_auc(r["curve"], budget) for r in runs])), preds=preds,
-               # a bare vote histogram's NLL (schema version 1) is the probability floor's: not applicable
-               nll=None if bare_vote(sub) else _seed_mean([r["test"].get("nll") for r in runs]),
-               aurc=_seed_mean([r["test"].get("aurc") for r in runs]),
-               ood_auroc=None if ood is None else ood.mean, ood=ood)
+               auc=float(np.mean([curve_auc(r["curve"], budget) for r in runs])),
+               metrics={spec.name: _metric_mean(spec, sub, runs, labels, preds)
+                        for spec in METRIC_REGISTRY.values() if spec.applies_to(task)},
+               preds=preds, ood_auroc=None if ood is None else ood.mean, ood=ood)
+
+
+def _metric_mean(spec: MetricSpec, sub: dict[str, Any], runs: Sequence[dict[str, Any]], labels: np.ndarray | None,
+                 preds: list[np.ndarray] | None) -> float | None:
+    """A registered metric's mean over the seeds, or None where it is not available: a recorded one as
+    the runs recorded it (a bare vote histogram's NLL, schema version 1, is the probability floor's:
+    not applicable), a derived one from the predictions when the test labels are known."""
+    if spec.recorded:
+        return None if spec.bare_vote_na and bare_vote(sub) else _seed_mean([r["test"].get(spec.name) for r in runs])
+    if labels is None or preds is None:
+        return None
+    return float(np.mean([spec.measure(labels, predictions=p) for p in preds]))
 
 
 def _seed_mean(values: Sequence[float | None]) -> float | None:

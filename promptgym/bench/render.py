@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import math
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,14 @@ import numpy as np
 from promptgym.bench.ranking import Row, Table, baseline_agents, rank
 from promptgym.bench.receipts import budget_verified, trusted_keys
 from promptgym.bench.schema import BENCH_SEEDS, TIERS, created_date
-from promptgym.bench.stats import curve_on_grid
 from promptgym.bench.store import LEADERBOARD_DIR, load_entries, write_text_atomic
+from promptgym.errors import ConfigError
+from promptgym.metrics.registry import METRIC_REGISTRY, Format, MetricSpec, metric_spec
+from promptgym.metrics.stats import curve_on_grid
+from promptgym.tasks import TASK_NAMES, get_task
 
-__all__ = ["HEADERS", "HTML_HEADERS", "PROTOCOL_MARKER", "html_page", "markdown_page", "render_html", "render_markdown",
-           "summary", "write_leaderboard"]
+__all__ = ["HEADERS", "HTML_HEADERS", "PROTOCOL_MARKER", "headers", "html_headers", "html_page", "markdown_page",
+           "render_html", "render_markdown", "summary", "write_leaderboard"]
 
 PROTOCOL_MARKER = "<!-- protocol -->"
 PROTOCOL_END = "<!-- /protocol -->"
@@ -44,34 +48,60 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 
 def summary() -> str:
     """The paragraph above the tables. Built when a page is rendered, not at import, so the list of
-    baselines is the agent registry's as it stands then (a baseline registered later is named)."""
-    return f"""\
+    baselines is the agent registry's, and the metric definitions the metric registry's, as they stand
+    then (a baseline or a metric registered later is named). Wrapped at 100 characters, never inside a
+    word, so that a new definition re-flows the paragraph instead of leaving a ragged line."""
+    columns = [spec for spec in METRIC_REGISTRY.values() if spec.column]
+    definitions = " ".join(f"**{spec.label}**{_scope(spec)}: {spec.description}." for spec in columns)
+    recorded = _and([spec.label for spec in columns if spec.recorded] + ["OOD AUROC"])
+    floor = _and([spec.label for spec in columns if spec.bare_vote_na])
+    floor_note = (f"; {floor} – for vote sets of schema version 1 (a bare vote histogram puts probability 0 on labels, "
+                  f"so its {floor} is the 1e-12 floor's)") if floor else ""
+    unscaled = _and([spec.label for spec in columns if spec.fmt is not Format.PERCENT])
+    scale = f"All values but {unscaled} are ×100." if unscaled else "All values are ×100."
+    text = f"""\
 Each entry tunes a prompt for a frozen LM through the black-box interface only, once per data seed
 ({", ".join(map(str, BENCH_SEEDS))}: the published 16-shot train/dev splits), under a fixed budget of
 LM calls per run (tiers: {", ".join(f"{t} = {b:,}" for t, b in TIERS.items())}; every call counts, dev
 evaluations included), and scores its final prompt(s) once on the task's test split. **Score** is the
 mean ± standard deviation over the five seeds of the task metric. **95% CI**: percentile bootstrap
-resampling seeds and test rows. **ECE**: expected calibration error of the predicted label
-distribution on the test split (10 bins, top label). **NLL**: mean negative log-likelihood of the
-test labels, in nats. **AURC**: area under the risk–coverage curve (error rate among the most
-confident rows, averaged over every coverage; lower is better). **OOD AUROC**: how well the
+resampling seeds and test rows. {definitions} **OOD AUROC**: how well the
 max-probability tells the task's test inputs from another task's (0.5 = chance): the mean over the
 OOD tasks the entry was scored on, then in brackets the lowest–highest of them and after the slash
-their number (a bare value: one OOD task, as entries of protocol version 1 have); it ranks OOD detection only
-where it agrees on every OOD task (see the protocol). ECE, NLL, AURC and OOD AUROC are means over
-the seeds; – for entries submitted before they were recorded, or a task without OOD pairs; NLL –
-for vote sets of schema version 1 (a bare vote histogram puts probability 0 on labels, so its NLL
-is the 1e-12 floor's). **AUC**:
-area under the best-so-far dev curve divided by the budget (sample efficiency; – for an entry
-that never evaluated a prompt on dev). **Calls**: mean LM calls per seed; {VERIFIED_MARK} marks a
+their number (a bare value: one OOD task, as entries of protocol version 1 have); it ranks OOD
+detection only where it agrees on every OOD task (see the protocol). {recorded} are means over
+the seeds; – for entries submitted before they were recorded, or a task without OOD pairs{floor_note}.
+**AUC**: area under the best-so-far dev curve divided by the budget (sample efficiency; – for an
+entry that never evaluated a prompt on dev). **Calls**: mean LM calls per seed; {VERIFIED_MARK} marks a
 *budget verified* entry: every run was made against promptgym serve with a key of its own, and that
 server's signed usage receipt (its key in leaderboards/trusted_keys) shows the search within the
 tier and the submitted prompts among the calls it scored. Calls without {VERIFIED_MARK} are as the
-submitter's harness reported them (the scores are re-checked all the same). All values but NLL are
-×100. "+ calibration": the agent's final prompts with one bias per label fitted on the training
+submitter's harness reported them (the scores are re-checked all the same). {scale}
+"+ calibration": the agent's final prompts with one bias per label fitted on the training
 examples (charged to the same budget). **vs best baseline**:
 difference to the best baseline ({", ".join(sorted(baseline_agents()))}) on the same model with
 the 95% CI of a paired bootstrap; ≈ marks entries *not* distinguishable from it (the CI contains 0)."""
+    return _wrap(" ".join(text.split()))
+
+
+def _wrap(text: str, width: int = 100) -> str:
+    """``text`` in lines of at most ``width`` characters, broken at spaces only and never inside a
+    **bold** term (the page renders either way; the Markdown source reads better)."""
+    glued = re.sub(r"\*\*[^*]+\*\*", lambda m: m.group(0).replace(" ", "\0"), text)
+    return textwrap.fill(glued, width=width, break_long_words=False, break_on_hyphens=False).replace("\0", " ")
+
+
+def _and(names: Sequence[str]) -> str:
+    """ "A", "A and B", "A, B and C" (empty for none)."""
+    return ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + (names[-1] if names else "")
+
+
+def _scope(spec: MetricSpec) -> str:
+    """" (MRPC, QQP, CoLA only)" for a metric limited to some tasks, in catalog order; empty for every task."""
+    if spec.tasks is None:
+        return ""
+    known = [get_task(t).env_name for t in TASK_NAMES if t in spec.tasks]
+    return f" ({', '.join(known + sorted(t for t in spec.tasks if t not in TASK_NAMES))} only)"
 
 
 def _anchor(table: Table) -> str:
@@ -126,15 +156,39 @@ def _notes(table: Table) -> list[str]:
     return notes
 
 
-HEADERS: tuple[str, ...] = ("Rank", "Agent", "Submitter", "Model", "Score", "95% CI",
-                            f"Seeds {'/'.join(map(str, BENCH_SEEDS))}", "Calls", "ECE", "NLL", "AURC", "OOD AUROC",
-                            "AUC", "vs best baseline", "Date", "Version")
-_COLUMN = {h: i for i, h in enumerate(HEADERS)}
+# A table's columns: these, with the metric registry's columns for the table's task between Calls and
+# OOD AUROC (:attr:`promptgym.bench.ranking.Table.columns`, in registry order).
+SEEDS_HEADER = f"Seeds {'/'.join(map(str, BENCH_SEEDS))}"
+_LEADING: tuple[str, ...] = ("Rank", "Agent", "Submitter", "Model", "Score", "95% CI", SEEDS_HEADER, "Calls")
+_TRAILING: tuple[str, ...] = ("OOD AUROC", "AUC", "vs best baseline", "Date", "Version")
 # cells holding submitter-provided text (the rest we format ourselves)
-_SUBMITTED_COLUMNS = {_COLUMN[h] for h in ("Agent", "Submitter", "Model", "Version")}
-_TEXT_COLUMNS = {_COLUMN[h] for h in ("Agent", "Submitter", "Model", "vs best baseline")}  # left-aligned
-_VERSUS_COLUMN = _COLUMN["vs best baseline"]
-_MD_ALIGN = tuple("---" if i in _TEXT_COLUMNS or h in ("Date", "Version") else "---:" for i, h in enumerate(HEADERS))
+_SUBMITTED_COLUMNS = frozenset({"Agent", "Submitter", "Model", "Version"})
+_TEXT_COLUMNS = frozenset({"Agent", "Submitter", "Model", "vs best baseline"})  # left-aligned
+
+
+def headers(table: Table) -> tuple[str, ...]:
+    """The columns of ``table`` in README.md (a metric labelled like one of the table's own columns is refused)."""
+    labels = tuple(spec.label for spec in table.columns)
+    clash = sorted(set(labels) & {*_LEADING, *_TRAILING})
+    if clash:
+        raise ConfigError(f"metric column {clash[0]!r} is also one of the table's own columns; relabel its MetricSpec")
+    return (*_LEADING, *labels, *_TRAILING)
+
+
+def html_headers(table: Table) -> tuple[str, ...]:
+    """The columns of ``table`` on index.html: those of README.md but the per-seed scores (16 columns do not
+    fit 1,320 px: the seeds' scores are drawn in the CI chart and given as the Score cell's tooltip instead)."""
+    return tuple(h for h in headers(table) if h != SEEDS_HEADER)
+
+
+#: the columns every table has (a table of a task no task-limited metric applies to, such as SST-2, has exactly these)
+HEADERS: tuple[str, ...] = (*_LEADING, *(s.label for s in METRIC_REGISTRY.values() if s.column and s.tasks is None),
+                            *_TRAILING)
+HTML_HEADERS: tuple[str, ...] = tuple(h for h in HEADERS if h != SEEDS_HEADER)  # the same on index.html
+
+
+def _md_align(header: str) -> str:
+    return "---" if header in _TEXT_COLUMNS or header in ("Date", "Version") else "---:"
 
 
 NOT_APPLICABLE = "–"  # a metric that does not apply to an entry, or was not recorded (older submissions)
@@ -150,12 +204,8 @@ def _has_curve(row: Row) -> bool:
     return any(len(run["curve"]) for run in row.sub["runs"])
 
 
-def _optional(value: float | None, fmt: Any = _pct) -> str:
-    return NOT_APPLICABLE if value is None else fmt(value)
-
-
-def _nats(x: float) -> str:
-    return f"{x:.3f}"
+def _optional(value: float | None, fmt: Format) -> str:
+    return NOT_APPLICABLE if value is None else fmt.text(value)
 
 
 def _ood(row: Row) -> str:
@@ -170,15 +220,18 @@ def _ood(row: Row) -> str:
     return f"{_pct(ood.mean)} [{100 * ood.low:.0f}–{100 * ood.high:.0f}]/{ood.n}"
 
 
-def _cells(row: Row, trusted: Mapping[str, Any] | None = None) -> list[str]:
+def _cells(row: Row, table: Table, trusted: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Every cell of ``row`` by column header (:func:`headers`); a registered metric the row does not have
+    (not recorded by an older entry, not derivable here) is written as not applicable."""
     sub = row.sub
     calls = _calls(row.calls) + (f" {VERIFIED_MARK}" if trusted and budget_verified(sub, trusted) else "")
-    return [str(row.rank), row.name, sub["submitter"], sub["model"]["name"],
-            f"{_pct(row.mean)} ± {_pct(row.std)}", f"[{_pct(row.ci[0])}, {_pct(row.ci[1])}]",
-            " / ".join(_pct(s) for s in row.scores), calls, _pct(row.ece), _optional(row.nll, _nats),
-            _optional(row.aurc), _ood(row),
-            _pct(row.auc) if _has_curve(row) else NOT_APPLICABLE, _versus(row), created_date(sub),
-            sub["promptgym_version"]]
+    cells = {"Rank": str(row.rank), "Agent": row.name, "Submitter": sub["submitter"], "Model": sub["model"]["name"],
+             "Score": f"{_pct(row.mean)} ± {_pct(row.std)}", "95% CI": f"[{_pct(row.ci[0])}, {_pct(row.ci[1])}]",
+             SEEDS_HEADER: " / ".join(_pct(s) for s in row.scores), "Calls": calls}
+    cells.update({spec.label: _optional(row.metrics.get(spec.name), spec.fmt) for spec in table.columns})
+    cells.update({"OOD AUROC": _ood(row), "AUC": _pct(row.auc) if _has_curve(row) else NOT_APPLICABLE,
+                  "vs best baseline": _versus(row), "Date": created_date(sub), "Version": sub["promptgym_version"]})
+    return cells
 
 
 # -------------------------------------------------------------------------------------- markdown
@@ -215,9 +268,13 @@ def markdown_page(tables: Sequence[Table], *, protocol: str | None = None,
     if not tables:
         out += ["_No submissions yet._", ""]
     for table in tables:
-        out += [f"## {_title(table)}", "", "| " + " | ".join(HEADERS) + " |", "|" + "|".join(_MD_ALIGN) + "|"]
-        out += ["| " + " | ".join(_md_escape(c) if i in _SUBMITTED_COLUMNS else c
-                                  for i, c in enumerate(_cells(row, trusted))) + " |" for row in table.rows]
+        columns = headers(table)
+        out += [f"## {_title(table)}", "", "| " + " | ".join(columns) + " |",
+                "|" + "|".join(_md_align(h) for h in columns) + "|"]
+        for row in table.rows:
+            cells = _cells(row, table, trusted)
+            out.append("| " + " | ".join(_md_escape(cells[h]) if h in _SUBMITTED_COLUMNS else cells[h]
+                                         for h in columns) + " |")
         out.append("")
         for note in _notes(table):
             out += [note, ""]
@@ -255,15 +312,8 @@ svg text.halo {{ paint-order: stroke; stroke: #fff; stroke-width: 3px; stroke-li
 _TEXT_ATTR = ' class="text"'
 # Free text (the submitter) may wrap between words, never inside one: each word is a no-wrap span,
 # as Chromium otherwise breaks "promptgym-baselines" after its hyphen in a narrow column.
-_WORDS_COLUMNS = {_COLUMN["Submitter"]}
-_NAME_COLUMNS = {_COLUMN["Agent"]}  # "bbt + calibration" may wrap before "+" (an agent name has no spaces)
-_SEEDS_COLUMN = next(i for i, h in enumerate(HEADERS) if h.startswith("Seeds "))
-_SCORE_COLUMN = _COLUMN["Score"]
-_CALLS_COLUMN = _COLUMN["Calls"]
-# The page's tables leave out the per-seed column (16 columns do not fit 1,320 px): the seeds' scores
-# are drawn in the CI chart and given as the Score cell's tooltip instead; README.md lists them.
-_HTML_COLUMNS = tuple(i for i in range(len(HEADERS)) if i != _SEEDS_COLUMN)
-HTML_HEADERS: tuple[str, ...] = tuple(HEADERS[i] for i in _HTML_COLUMNS)  # the columns of index.html's tables
+_WORDS_COLUMNS = frozenset({"Submitter"})
+_NAME_COLUMNS = frozenset({"Agent"})  # "bbt + calibration" may wrap before "+" (an agent name has no spaces)
 
 
 def _inline_markdown(text: str) -> str:
@@ -310,22 +360,22 @@ def html_page(tables: Sequence[Table], *, protocol: str | None = None, trusted: 
                 f"on the entry's model. Entries whose whiskers overlap that line are not clearly better or worse."
                 f"</figcaption>", "</figure>",
                 '<div class="scroll"><table>',
-                "<thead><tr>" + "".join(f'<th{_TEXT_ATTR if i in _TEXT_COLUMNS else ""}>{esc(HEADERS[i])}</th>'
-                                        for i in _HTML_COLUMNS) + "</tr></thead>", "<tbody>"]
+                "<thead><tr>" + "".join(f'<th{_TEXT_ATTR if h in _TEXT_COLUMNS else ""}>{_header_html(h)}</th>'
+                                        for h in html_headers(table)) + "</tr></thead>", "<tbody>"]
         for row in table.rows:
             cells = []
-            all_cells = _cells(row, trusted)
-            for i in _HTML_COLUMNS:
-                cell = all_cells[i]
-                classes = ((["text"] if i in _TEXT_COLUMNS else []) + (["words"] if i in _WORDS_COLUMNS else [])
-                           + (["name"] if i in _NAME_COLUMNS else [])
-                           + (["same"] if i == _VERSUS_COLUMN and "≈" in cell else []))
+            all_cells = _cells(row, table, trusted)
+            for h in html_headers(table):
+                cell = all_cells[h]
+                classes = ((["text"] if h in _TEXT_COLUMNS else []) + (["words"] if h in _WORDS_COLUMNS else [])
+                           + (["name"] if h in _NAME_COLUMNS else [])
+                           + (["same"] if h == "vs best baseline" and "≈" in cell else []))
                 attr = f' class="{" ".join(classes)}"' if classes else ""
-                if i == _SCORE_COLUMN:
-                    attr += f' title="{esc(HEADERS[_SEEDS_COLUMN].lower())}: {esc(all_cells[_SEEDS_COLUMN])}"'
-                if i == _CALLS_COLUMN and cell.endswith(VERIFIED_MARK):
+                if h == "Score":
+                    attr += f' title="{esc(SEEDS_HEADER.lower())}: {esc(all_cells[SEEDS_HEADER])}"'
+                if h == "Calls" and cell.endswith(VERIFIED_MARK):
                     attr += ' title="budget verified: signed usage receipts"'
-                if i in _WORDS_COLUMNS or i in _NAME_COLUMNS:
+                if h in _WORDS_COLUMNS or h in _NAME_COLUMNS:
                     content = " ".join(f'<span class="word">{esc(w)}</span>' for w in cell.split())
                 else:
                     content = esc(cell)
@@ -348,6 +398,13 @@ def html_page(tables: Sequence[Table], *, protocol: str | None = None, trusted: 
                 "</figure>", "</section>"]
     out += ["</body>", "</html>"]
     return "\n".join(out) + "\n"
+
+
+def _header_html(header: str) -> str:
+    """A column header: a hyphenated word in it ("Macro-F1") kept on one line, since headers wrap and
+    Chromium would break after the hyphen; the other words as plain text."""
+    return " ".join(f'<span class="word">{html.escape(w)}</span>' if "-" in w else html.escape(w)
+                    for w in header.split(" "))
 
 
 def _text_px(text: str) -> float:
@@ -552,6 +609,11 @@ def _marker(row: Row, cx: float, cy: float, color: str, css: str = "", tip: str 
     return f'<circle{attr} cx="{cx:.1f}" cy="{cy:.1f}" r="4.5" fill="{color}">{tip}</circle>'
 
 
+def _ece(row: Row) -> float:
+    """A row's mean test ECE: every entry records it (the schema requires it), so it is never missing."""
+    return float(row.metrics["ece"])  # type: ignore[arg-type]
+
+
 def _calibration_svg(table: Table) -> str:
     """Each entry's test score against its test ECE (means over seeds) as a scatter chart, every
     marker labelled with the entry's rank and the legend inside the figure, right of the plot.
@@ -561,7 +623,8 @@ def _calibration_svg(table: Table) -> str:
     """
     esc = html.escape
     rows = table.rows
-    xlo, xhi, xstep = _padded_range([r.ece for r in rows])
+    ece = metric_spec("ece")
+    xlo, xhi, xstep = _padded_range([_ece(r) for r in rows])
     ylo, yhi, ystep = _padded_range([r.mean for r in rows])
     left, top, plot_w, plot_h = 60, 14, 420, 240
 
@@ -577,8 +640,9 @@ def _calibration_svg(table: Table) -> str:
     for i, row in enumerate(rows):
         color = PALETTE[i % len(PALETTE)]
         name = _entry_name(row)
-        cx, cy = x(row.ece), y(row.mean)
-        tip = f"<title>{esc(name)}: {esc(table.metric)} {_pct(row.mean)}, ECE {_pct(row.ece)}</title>"
+        cx, cy = x(_ece(row)), y(row.mean)
+        tip = (f"<title>{esc(name)}: {esc(table.metric)} {_pct(row.mean)}, {esc(ece.label)} "
+               f"{ece.fmt.text(_ece(row))}</title>")
         points.append(_marker(row, cx, cy, color, "point", tip))
         labels.append(f'<text class="halo" x="{cx + 7:.1f}" y="{cy - 6:.1f}">{row.rank}</text>')
         items.append((_marker(row, 9.0, 0.0, color), name))
@@ -596,7 +660,7 @@ def _calibration_svg(table: Table) -> str:
         parts.append(f'<line x1="{x(v):.1f}" y1="{top}" x2="{x(v):.1f}" y2="{top + plot_h}" stroke="#eee"/>')
         parts.append(f'<text x="{x(v):.1f}" y="{top + plot_h + 17}" text-anchor="middle">{100 * v:g}</text>')
     parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 36}" text-anchor="middle">'
-                 f"test ECE ×100 (lower is better)</text>")
+                 f"test {esc(ece.label)} ×100 ({ece.direction.value})</text>")
     parts.append(f'<text transform="translate(16,{top + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle">'
                  f"test {esc(table.metric)} ×100</text>")
     parts += points + labels

@@ -30,7 +30,9 @@ was the 1e-12 floor; ties went to the first label) to smoothed vote shares with 
 (:func:`promptgym.runner.combine_set`); the shape is the same. :func:`combine_rule` maps a file's
 rule name to the runner's rule, the one place where the versions differ. A run's optional
 ``receipt`` (a server's signed usage receipt, :mod:`promptgym.bench.receipts`) changes no existing
-key's meaning, so it came without a new version: files without it read and verify as before.
+key's meaning, so it came without a new version: files without it read and verify as before. So does
+a metric the registry records (:mod:`promptgym.metrics.registry`; ``Scores`` is built from it): it adds
+an optional key of the test record, which files written before it lack.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from pydantic import (
     ValidationError,
     ValidatorFunctionWrapHandler,
     WrapValidator,
+    create_model,
     field_serializer,
     model_validator,
 )
@@ -61,8 +64,9 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from promptgym.agent import COMBINE_RULES, VOTE_V1
 from promptgym.errors import InvalidSubmissionError
+from promptgym.metrics.registry import MetricSpec, recorded_specs
+from promptgym.metrics.task import RANGES
 from promptgym.tasks.data import SEEDS
-from promptgym.tasks.metrics import METRICS
 
 __all__ = ["BENCH_SEEDS", "MAX_BYTES", "SCHEMA_VERSION", "SCHEMA_VERSIONS", "TIERS", "Submission", "bare_vote",
            "budget_ok", "check_budget", "combine_rule", "created_date", "parse_submission", "submission_json_schema",
@@ -108,14 +112,10 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 DATA_PATH_RE = re.compile(r"^[A-Za-z0-9_.\-/]{1,200}$")
 PREDICTIONS_RE = re.compile(r"^[0-9a-z]*$")
 SINGLE_LINE_RE = re.compile(r"^[^\x00-\x1f\x7f]*$")
-KEY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")  # promptgym.lm.keys' key names
+KEY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")  # promptgym.serve.keys' key names
 KEY_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 BASE64_RE = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 
-# Range of each metric: accuracy and F1 are fractions, Matthews correlation lies in [-1, 1].
-_METRIC_RANGE: dict[str, tuple[float, float]] = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0),
-                                                 "matthews_correlation": (-1.0, 1.0)}
-assert set(_METRIC_RANGE) == set(METRICS), "every task metric needs a valid range here"
 
 
 # --------------------------------------------------------------------------------------- parsing
@@ -603,26 +603,43 @@ class OodAuroc(_Strict):
     auroc_entropy: Annotated[float, _float(0.0, 1.0)]
 
 
-class Scores(_Strict):
-    """Scores on the test split. ``metric`` lies in [0, 1], or [-1, 1] for Matthews correlation."""
-
-    metric: Annotated[float, _float(), Field(json_schema_extra={"minimum": -1, "maximum": 1})]
-    ece: Annotated[float, _float(0.0, 1.0)]
-    n: Annotated[int, _int(1, MAX_TEST_ROWS)]
-    predictions: Annotated[str, _text(MAX_TEST_ROWS, PREDICTIONS_RE, "one base-36 label id (0-9, a-z) per test row")]
-    # uncertainty of the predictive distribution (absent in files from before they were reported)
-    nll: Annotated[float, _float(0.0)] = _optional()
-    brier: Annotated[float, _float(0.0, 2.0)] = _optional()
-    aurc: Annotated[float, _float(0.0, 1.0)] = _optional()
-    aurc_10bin: Annotated[float, _float(0.0, 1.0)] = _optional()
-    ood: Annotated[dict[Key, OodAuroc], _object(MAX_OOD_TASKS, "tasks")] = _optional()
+class _ScoresRules(_Strict):
+    """The cross-field rule of :data:`Scores` (whose fields are built from the metric registry)."""
 
     @model_validator(mode="after")
-    def _one_prediction_per_row(self) -> Scores:
-        if len(self.predictions) != self.n:
+    def _one_prediction_per_row(self) -> _ScoresRules:
+        if len(self.predictions) != self.n:  # fields of the built model
             raise _bad(f"must have one character per test row (n={self.n}), got {len(self.predictions)}",
                        "predictions")
         return self
+
+
+def _recorded_field(spec: MetricSpec) -> Any:
+    """A recorded metric's key: a finite float within the spec's bounds; absent in files written before
+    the metric was recorded, unless the spec says every file has it."""
+    lo, hi = spec.bounds
+    return Annotated[float, _float(lo, hi)], (... if spec.required else _optional())
+
+
+def _scores_model() -> type[_Strict]:
+    """``Scores``: the task metric, the predictions and the metrics the registry records
+    (:func:`~promptgym.metrics.registry.recorded_specs`, each within its bounds), keys in the order files
+    have always had them: the required metrics after ``metric``, the optional ones after ``predictions``."""
+    recorded = recorded_specs()
+    fields: dict[str, Any] = {  # the range of the task's own metric is checked by Submission (RANGES)
+        "metric": (Annotated[float, _float(), Field(json_schema_extra={"minimum": -1, "maximum": 1})], ...)}
+    fields.update({spec.name: _recorded_field(spec) for spec in recorded if spec.required})
+    fields["n"] = (Annotated[int, _int(1, MAX_TEST_ROWS)], ...)
+    fields["predictions"] = (Annotated[str, _text(MAX_TEST_ROWS, PREDICTIONS_RE,
+                                                  "one base-36 label id (0-9, a-z) per test row")], ...)
+    fields.update({spec.name: _recorded_field(spec) for spec in recorded if not spec.required})
+    fields["ood"] = (Annotated[dict[Key, OodAuroc], _object(MAX_OOD_TASKS, "tasks")], _optional())
+    return create_model("Scores", __base__=_ScoresRules, __module__=__name__, __doc__=(
+        "Scores on the test split. ``metric`` lies in [0, 1], or [-1, 1] for Matthews correlation."), **fields)
+
+
+#: the model of a run's ``test`` record (a class, built once from the metric registry at import)
+Scores = _scores_model()
 
 
 class ReceiptBody(_Strict):
@@ -702,7 +719,7 @@ class Submission(_Strict):
                                                            "must list the sha256 of every data file used (got none)")]
     tier: Annotated[str, _choice(lambda: TIERS)]
     budget_calls: Annotated[int, _int(1, MAX_BUDGET)]
-    metric: Annotated[str, _choice(lambda: _METRIC_RANGE)]
+    metric: Annotated[str, _choice(lambda: RANGES)]
     runs: Annotated[list[Run], _array(len(BENCH_SEEDS)), Field(json_schema_extra={"minItems": len(BENCH_SEEDS)})]
     command: Annotated[str, _text(MAX_COMMAND)]
     created: Annotated[str, _text(40, SINGLE_LINE_RE, "an ISO-8601 timestamp like '2025-01-31T12:00:00Z'",
@@ -713,7 +730,7 @@ class Submission(_Strict):
 
     @model_validator(mode="after")
     def _runs_agree(self) -> Submission:
-        lo, hi = _METRIC_RANGE[self.metric]
+        lo, hi = RANGES[self.metric]
         for i, run in enumerate(self.runs):
             if not lo <= run.test.metric <= hi:
                 raise _bad(f"must be a finite float in [{_fmt(lo)}, {_fmt(hi)}], got {run.test.metric!r}",

@@ -41,14 +41,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promptgym.agent import agent_spec, check_kind, config_dict, make_config, parse_field
+from promptgym.agent import agent_spec, check_kind, config_dict, make_config
 from promptgym.bench.evaluate import check_cached_config, check_cached_run, check_request, has_uncertainty
 from promptgym.bench.schema import BENCH_SEEDS, TIERS
-from promptgym.bench.stats import seed_summary
-from promptgym.envs.registration import KINDS, check_env_id, env_kind, env_task
+from promptgym.envs.registration import check_env_id, env_config_class, env_kind, env_task
 from promptgym.errors import ConfigError, IncompatibleAgentError
 from promptgym.lm import DEFAULT_MODEL, is_served, parse_served
+from promptgym.metrics.stats import seed_summary
 from promptgym.runs import EVALUATE_ROOT, evaluate_workdir, jsonable, seed_file, seed_journal
+from promptgym.typed_config import parse_field
 
 #: what to run when Ray is missing (an optional extra: only sweeps need it)
 RAY_INSTALL = 'pip install "promptgym[sweep]"  (or: .venv/bin/pip install "ray[tune]")'
@@ -167,22 +168,14 @@ def agent_grid(agent: str, items: list[GridItem]) -> list[dict[str, Any]]:
 
 
 def env_kwarg_names(env_id: str) -> set[str]:
-    """The keyword arguments the env class of ``env_id`` takes (its kind's and the common ones)."""
-    import inspect
-
-    names: set[str] = set()
-    for klass in KINDS[env_kind(env_id)].__mro__:
-        if "__init__" in vars(klass) and klass.__module__.startswith("promptgym."):
-            names |= {p.name for p in inspect.signature(klass.__init__).parameters.values()
-                      if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    return names - {"self", "task"}
+    """The keyword arguments the env of ``env_id`` takes (its kind's config fields but ``task``)."""
+    return set(env_config_class(env_id).kwarg_names())
 
 
 def env_grid(env_id: str, items: list[GridItem]) -> list[dict[str, Any]]:
-    """Every env-kwargs dict of ``env_id``'s grid, values read as ``--env-kwarg`` reads them (JSON, else
-    none/true/false, else text); a kwarg the env's kind does not take is refused by name."""
-    from promptgym.cli import parse_kv
-
+    """Every env-kwargs dict of ``env_id``'s grid, values typed by the kind's config fields as ``--env-kwarg``
+    types them; a kwarg the env's kind does not take is refused by name."""
+    config_class = env_config_class(env_id)
     grid: dict[str, list[Any]] = {}
     for it in items:
         if it.scope not in (None, env_id):
@@ -191,7 +184,7 @@ def env_grid(env_id: str, items: list[GridItem]) -> list[dict[str, Any]]:
             hint = "" if it.scope else f"; scope it to one env as --env-kwarg ENV_ID:{it.key}=..."
             raise ConfigError(f"{env_id} ({env_kind(env_id)} kind) takes no env kwarg {it.key!r}{hint} "
                               "(`promptgym list envs` lists them)")
-        grid[it.key] = _distinct(it.key, [parse_kv([f"{it.key}={v}"])[it.key] for v in it.values], it.text)
+        grid[it.key] = _distinct(it.key, [config_class.parse(it.key, v) for v in it.values], it.text)
     return _product(grid)
 
 
@@ -315,7 +308,7 @@ def plan_sweep(envs: str | Sequence[str], agents: str | Sequence[str], tier: str
                 for a_kw in agent_grid(agent, a_items):
                     check_request(env_id, agent, tier, seeds, e_kw or None, a_kw or None)
                     tag = point_tag(agent, a_kw, e_kw)
-                    work = evaluate_workdir(env_id, agent, tier, root=base, tag=tag)
+                    work = evaluate_workdir(env_id, agent, tier, root=base, tag=tag, model=model)
                     plan.points.append(GridPoint(env_id, agent, a_kw, e_kw, tag, work))
     if not plan.points:
         raise ConfigError("no agent of the sweep runs on any of its envs: " + "; ".join(plan.skipped))
@@ -331,7 +324,7 @@ def plan_sweep(envs: str | Sequence[str], agents: str | Sequence[str], tier: str
                     run = json.loads(path.read_text())
                 except ValueError:
                     raise ConfigError(f"{path} is not a seed run (bad JSON); move it away") from None
-                check_cached_run(path, run, point.env_kwargs or None, False)
+                check_cached_run(path, run, point.env_kwargs or None, False, model)
                 check_cached_config(path, run, point.agent, point.agent_kwargs, seed)
                 if has_uncertainty(run):
                     plan.cached.add((i, seed))

@@ -14,22 +14,24 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from promptgym.envs.budget import DEFAULT_BUDGET, BudgetView, QueryBudget
-from promptgym.envs.reward import check_reward_kind
+from promptgym.envs.budget import BudgetView, QueryBudget
+from promptgym.envs.config import EnvConfig
 from promptgym.envs.scoring import Outcome, Scorer, Segments
-from promptgym.errors import ConfigError, InvalidActionError, UnknownSeedError
-from promptgym.lm import DEFAULT_MODEL, get_lm, is_served, parse_served
-from promptgym.lm.base import Prompt, TokenPrompt
-from promptgym.lm.transport import resolve_api_key
+from promptgym.errors import ConfigError, InvalidActionError
+from promptgym.lm import get_lm
+from promptgym.lm.base import BlackBoxLM, Prompt, TokenPrompt, as_black_box
 from promptgym.tasks import get_task, load_split
-from promptgym.tasks.data import SEEDS
-from promptgym.tasks.spec import PROMPT_POSITIONS
 
 
 class PromptEnvBase(gym.Env):
     """Base class; see :class:`DiscretePromptEnv`, :class:`SubspacePromptEnv`, :class:`TokenwisePromptEnv`.
 
-    Arguments common to all kinds:
+    The constructor takes the fields of the kind's :attr:`config_class` as keyword arguments
+    (``gym.make(ID, budget=1000, reward="hinge")``), or a whole ``config=`` (kwargs then override its
+    fields); the config is validated before the data and the model load, so a typo costs nothing.
+    ``env.unwrapped.config`` is the config the env was made with. Arguments common to all kinds
+    (:class:`promptgym.envs.config.EnvConfig`):
+
         task: task name ("sst2", ...).
         model: preset name or Hugging Face id, or any object implementing ``BlackBoxLM``, or the URL of a
             served model: ``http://host:port`` (``promptgym serve``) or ``openai+http://host:port`` (vLLM and
@@ -53,50 +55,30 @@ class PromptEnvBase(gym.Env):
     #: what the kind adds to the env id (``"-Subspace"``), and the id's version (``-v0``)
     id_suffix: ClassVar[str] = ""
     version: ClassVar[int] = 0
+    #: the typed dataclass of the kind's arguments (names and defaults of the ``gym.make`` kwargs)
+    config_class: ClassVar[type[EnvConfig]] = EnvConfig
 
-    def __init__(self, task: str = "sst2", model: Any = DEFAULT_MODEL, dtype: str = "bfloat16", split_seed: int = 13,
-                 budget: int | QueryBudget = DEFAULT_BUDGET, reward: str = "ce", batch_size: int | None = None,
-                 prompt_position: str = "before", template: str = "auto", data_dir: str | None = None,
-                 render_mode: str | None = None, api_key: str | None = None) -> None:
+    def __init__(self, config: EnvConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
-        # every argument is checked before the data and the model load: a typo costs nothing
-        self.spec_task = get_task(task)
-        self.reward_kind = check_reward_kind(reward)
-        if prompt_position not in PROMPT_POSITIONS:
-            raise ConfigError(f"prompt_position must be one of {PROMPT_POSITIONS}, got {prompt_position!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigError(f"render_mode must be None or one of {self.metadata['render_modes']}, "
-                              f"got {render_mode!r}")
-        if dtype not in ("bfloat16", "float32"):
-            raise ConfigError(f"dtype must be 'bfloat16' or 'float32', got {dtype!r}")
-        if isinstance(split_seed, bool) or not isinstance(split_seed, (int, np.integer)) or split_seed not in SEEDS:
-            raise UnknownSeedError(f"split_seed must be one of the published 16-shot splits {SEEDS}, "
-                                   f"got {split_seed!r}")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                       or int(batch_size) < 1):
-            raise ConfigError(f"batch_size must be a positive whole number or None, got {batch_size!r}")
-        if template != "auto":
-            self.spec_task.template(template)  # an unknown template name raises here
-        if is_served(model):
-            # a malformed URL or option, or a missing key, is refused before any connection
-            resolve_api_key(api_key, required=parse_served(model)[0] == "native")
-        elif api_key is not None:
-            raise ConfigError("api_key is for a served model (model='http://host:port'), got model "
-                              f"{model if isinstance(model, str) else type(model).__name__!r}")
-        self.budget = budget if isinstance(budget, QueryBudget) else QueryBudget(budget)
-        self.render_mode = render_mode
-        self.prompt_position = prompt_position
-        self.split_seed = int(split_seed)
-        self.data_dir = data_dir
-        self.train = load_split(self.spec_task, "train", self.split_seed, data_dir)
-        self.dev = load_split(self.spec_task, "dev", self.split_seed, data_dir)
-        if batch_size is not None and int(batch_size) > len(self.train):
-            raise ConfigError(f"batch_size must be in 1..{len(self.train)} or None, got {batch_size}")
-        self.batch_size = None if batch_size is None else int(batch_size)
-        self.lm = get_lm(model, dtype, api_key=api_key) if isinstance(model, str) else model
+        # every argument is checked (by the config) before the data and the model load: a typo costs nothing
+        self.config = cfg = self.config_class.build(config, kwargs)
+        self.spec_task = get_task(cfg.task)
+        self.reward_kind = cfg.reward.value
+        self.budget = cfg.budget if isinstance(cfg.budget, QueryBudget) else QueryBudget(cfg.budget)
+        self.render_mode = None if cfg.render_mode is None else cfg.render_mode.value
+        self.prompt_position = cfg.prompt_position.value
+        self.split_seed = cfg.split_seed
+        self.data_dir = cfg.data_dir
+        self.train = load_split(self.spec_task, "train", self.split_seed, self.data_dir)
+        self.dev = load_split(self.spec_task, "dev", self.split_seed, self.data_dir)
+        if cfg.batch_size is not None and cfg.batch_size > len(self.train):
+            raise ConfigError(f"batch_size must be in 1..{len(self.train)} or None, got {cfg.batch_size}")
+        self.batch_size = cfg.batch_size
+        model = cfg.model
+        self.lm = get_lm(model, cfg.dtype.value, api_key=cfg.api_key) if isinstance(model, str) else as_black_box(model)
         cap_budget(self.budget, self.lm)
-        self.model_name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
-        kind = template if template != "auto" else ("masked" if self.lm.is_masked else "causal")
+        self.model_name = model if isinstance(model, str) else self.lm.name
+        kind = cfg.template if cfg.template != "auto" else ("masked" if self.lm.is_masked else "causal")
         self.template = self.spec_task.template(kind)
         #: the one scorer of this env's LM, template, prompt position and reward (the harness reuses it)
         self.scorer = Scorer(self.lm, self.spec_task, self.template, self.prompt_position, self.reward_kind)
@@ -254,13 +236,16 @@ class OneShotPromptEnv(PromptEnvBase):
     It never includes the budget, which outlives episodes (it is in ``info``).
     """
 
-    def __init__(self, *args: Any, episode_length: int = 1, **kwargs: Any) -> None:
-        check_whole("episode_length", episode_length)
-        super().__init__(*args, **kwargs)
-        self.episode_length = int(episode_length)
+    def __init__(self, config: EnvConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.episode_length = self.steps_per_episode()
         n = self.spec_task.num_labels
         self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(n + 1,), dtype=np.float32)
         self._t = 0
+
+    def steps_per_episode(self) -> int:
+        """The steps of an episode (the config's ``episode_length``)."""
+        return int(self.config.episode_length)  # type: ignore[attr-defined]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -280,25 +265,13 @@ class OneShotPromptEnv(PromptEnvBase):
         return self._stats_obs(outcome), outcome.reward, terminated, self.budget.exhausted, self._info(outcome)
 
 
-def cap_budget(budget: QueryBudget, lm: Any) -> None:
+def cap_budget(budget: QueryBudget, lm: BlackBoxLM) -> None:
     """Cap ``budget`` at the calls a served model's key has left, if the server says fewer remain.
 
     The server enforces its quota whatever the client does; capping lets agents plan with the calls
     they really have (BBT stops its generations in time, a run spends exactly the quota). A key with
     nothing left is not capped to zero: the first call then gets the server's own message.
     """
-    remaining_calls = getattr(lm, "remaining_calls", None)
-    if not callable(remaining_calls):
-        return
-    remaining = remaining_calls()
+    remaining = lm.remaining_calls()
     if remaining is not None and 0 < remaining < budget.remaining:
         budget.max_calls = budget.calls + int(remaining)
-
-
-def check_whole(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int if it is a whole number >= ``minimum``, else a ConfigError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)

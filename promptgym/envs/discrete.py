@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
-from promptgym.envs.core import OneShotPromptEnv, check_whole
-from promptgym.envs.vocab import METHODS as VOCAB_METHODS
+from promptgym.envs.config import CandidateConfig, DiscreteConfig, EnvConfig
+from promptgym.envs.core import OneShotPromptEnv
 from promptgym.envs.vocab import build_candidates, check_indices
-from promptgym.errors import ConfigError
 from promptgym.lm.base import TokenPrompt
 
 
@@ -38,8 +37,9 @@ class DiscretePromptEnv(OneShotPromptEnv):
     ``reset()`` never refills the budget.
 
     ## Arguments
-    ``prompt_length`` L (default 10), ``num_candidates`` K (default 200), ``vocab_method`` "pmi" or
-    "frequency", plus the common arguments of :class:`promptgym.envs.core.PromptEnvBase`.
+    The fields of :class:`promptgym.envs.config.DiscreteConfig`: ``prompt_length`` L (default 10),
+    ``num_candidates`` K (default 200), ``vocab_method`` "pmi" or "frequency", ``episode_length``
+    (default 1), plus the common arguments of :class:`promptgym.envs.core.PromptEnvBase`.
 
     ## Example
     >>> import gymnasium as gym, promptgym
@@ -59,17 +59,15 @@ class DiscretePromptEnv(OneShotPromptEnv):
     kind = "discrete"
     id_suffix = ""
     version = 0
+    config_class: ClassVar[type[EnvConfig]] = DiscreteConfig
+    config: CandidateConfig
 
-    def __init__(self, task: str = "sst2", prompt_length: int = 10, num_candidates: int = 200,
-                 vocab_method: str = "pmi", **kwargs: Any) -> None:
-        check_whole("prompt_length", prompt_length)
-        check_whole("num_candidates", num_candidates)
-        if vocab_method not in VOCAB_METHODS:
-            raise ConfigError(f"vocab_method must be one of {VOCAB_METHODS}, got {vocab_method!r}")
-        super().__init__(task, **kwargs)
-        self.prompt_length = int(prompt_length)
-        self.candidates = build_candidates(self.spec_task, self.lm.encode, k=int(num_candidates),
-                                           seed=self.split_seed, method=vocab_method, data_dir=self.data_dir)
+    def __init__(self, config: CandidateConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        cfg = self.config
+        self.prompt_length = cfg.prompt_length
+        self.candidates = build_candidates(self.spec_task, self.lm.encode, k=cfg.num_candidates,
+                                           seed=self.split_seed, method=cfg.vocab_method.value, data_dir=self.data_dir)
         self.num_candidates = len(self.candidates)
         self.action_space = gym.spaces.MultiDiscrete([self.num_candidates] * self.prompt_length)
 

@@ -6,8 +6,9 @@ agent registry's compatibility checks and the leaderboard's grouping of kinds of
 disagree. Registration hands Gymnasium ``"module:Class"`` entry-point strings (the LM loads when an
 env is made, never on ``import promptgym``); importing the env classes themselves is cheap.
 
-Any constructor argument can be passed to ``gym.make`` as a kwarg, e.g.
-``gym.make("PromptSST2-v0", model="tiny-random-causal", split_seed=42, budget=1000)``.
+Any field of the kind's config (``promptgym.envs.config``) can be passed to ``gym.make`` as a
+kwarg, e.g. ``gym.make("PromptSST2-v0", model="tiny-random-causal", split_seed=42, budget=1000)``.
+Tasks registered after import (``promptgym.tasks.register_task``, task plugins) get their ids at once.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from typing import Any
 
 import gymnasium as gym
 
+from promptgym.envs.config import EnvConfig
 from promptgym.envs.core import PromptEnvBase
 from promptgym.envs.discrete import DiscretePromptEnv
 from promptgym.envs.subspace import SubspacePromptEnv
 from promptgym.envs.tokenwise import TokenwisePromptEnv
 from promptgym.errors import UnknownEnvError
-from promptgym.tasks.catalog import TASKS
+from promptgym.tasks.catalog import TASK_LISTENERS, TASKS, load_task_plugins
+from promptgym.tasks.spec import TaskSpec
 
 #: the env classes, one per kind, in the order the kinds are listed everywhere
 ENV_CLASSES: tuple[type[PromptEnvBase], ...] = (DiscretePromptEnv, SubspacePromptEnv, TokenwisePromptEnv)
@@ -50,14 +53,26 @@ def check_env_id(id_: str) -> str:
     """Return ``id_`` if it is a registered promptgym env id, else raise :class:`UnknownEnvError`.
 
     Checked before anything loads, so a typo costs nothing (Gymnasium's own error comes with a
-    traceback and only after the registry lookup fails inside ``gym.make``).
+    traceback and only after the registry lookup fails inside ``gym.make``). An id not registered
+    yet may be a task plugin's: the installed task plugins are loaded (with their ids) and it is
+    looked up again.
     """
+    ids = registered_ids()
+    if isinstance(id_, str) and id_ in ids:
+        return id_
+    problems = load_task_plugins()
     ids = registered_ids()
     if isinstance(id_, str) and id_ in ids:
         return id_
     close = difflib.get_close_matches(str(id_), ids, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `promptgym list` shows all ids"
-    raise UnknownEnvError(f"unknown env id {id_!r}{hint}")
+    note = f" (note: {problems[0]})" if problems else ""
+    raise UnknownEnvError(f"unknown env id {id_!r}{hint}{note}")
+
+
+def env_config_class(id_: str) -> type[EnvConfig]:
+    """The config dataclass of a promptgym env id's kind: the kwargs ``gym.make(id_, ...)`` takes."""
+    return _class_of_id(id_).config_class
 
 
 def _class_of_id(id_: str) -> type[PromptEnvBase]:
@@ -83,12 +98,20 @@ def kind_of(env: Any) -> str:
     return base.kind
 
 
+def register_task_envs(spec: TaskSpec) -> None:
+    """Register the env ids of every kind for one task (those already registered are kept)."""
+    for kind, cls in KINDS.items():
+        id_ = env_id(spec.name, kind)
+        if id_ in gym.registry:
+            continue
+        vec = f"promptgym.envs.vector:make_{kind}_vec"
+        gym.register(id=id_, entry_point=f"{cls.__module__}:{cls.__qualname__}", vector_entry_point=vec,
+                     kwargs={"task": spec.name})
+
+
 def register_all() -> None:
-    for task in TASKS:
-        for kind, cls in KINDS.items():
-            id_ = env_id(task, kind)
-            if id_ in gym.registry:
-                continue
-            vec = f"promptgym.envs.vector:make_{kind}_vec"
-            gym.register(id=id_, entry_point=f"{cls.__module__}:{cls.__qualname__}", vector_entry_point=vec,
-                         kwargs={"task": task})
+    """Register the env ids of every task in the catalog; a task registered later gets its ids at once."""
+    for spec in TASKS.values():
+        register_task_envs(spec)
+    if register_task_envs not in TASK_LISTENERS:
+        TASK_LISTENERS.append(register_task_envs)

@@ -16,11 +16,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from promptgym.envs.config import RewardKind
 from promptgym.errors import ConfigError
 from promptgym.lm.base import ScoreResult
-from promptgym.tasks.metrics import compute_metric
+from promptgym.metrics import compute_metric
+from promptgym.typed_config import choices
 
-REWARDS: tuple[str, ...] = ("ce", "hinge", "accuracy", "label_only")
+REWARDS: tuple[str, ...] = choices(RewardKind)
 HINGE_MARGIN = 1.0
 
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from promptgym.envs.reward import compute_reward
 from promptgym.lm.base import BlackBoxLM, Prompt, ScoreRequest, ScoreResult
+from promptgym.metrics import compute_metric
 from promptgym.tasks.data import TaskSplit
-from promptgym.tasks.metrics import compute_metric
 from promptgym.tasks.spec import TaskSpec, Template
 
 Segments = tuple[tuple[str, str], ...]
@@ -110,7 +110,7 @@ class Scorer:
         key = (split.source, split.sha256)
         seg = self._rendered.get(key)
         if seg is None:
-            seg = render_rows(self.template, split, self.prompt_position, getattr(self.lm, "mask_token", None))
+            seg = render_rows(self.template, split, self.prompt_position, self.lm.mask_token)
             self._rendered[key] = seg
         return seg
 

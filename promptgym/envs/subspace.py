@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
-from promptgym.envs.core import OneShotPromptEnv, check_whole
-from promptgym.errors import ConfigError, InvalidActionError
+from promptgym.envs.config import EnvConfig, Init, Projection, SubspaceConfig
+from promptgym.envs.core import OneShotPromptEnv
+from promptgym.errors import InvalidActionError
 from promptgym.lm.base import SoftPrompt
+from promptgym.typed_config import choices
 
-PROJECTIONS = ("normal", "uniform")
-INITS = ("words", "zeros")
+PROJECTIONS: tuple[str, ...] = choices(Projection)
+INITS: tuple[str, ...] = choices(Init)
 
 
 class SubspacePromptEnv(OneShotPromptEnv):
@@ -34,8 +36,9 @@ class SubspacePromptEnv(OneShotPromptEnv):
       Actions outside the box, of the wrong shape or with NaN/inf raise ``InvalidActionError`` and
       charge nothing.
 
-    Defaults are d = 500 (as BBT) and prompt length 10 (BBT used 50 with RoBERTa-large on GPUs; on a
-    2-core CPU with a 135M model a 50-vector prompt more than doubles every call's cost).
+    The arguments are the fields of :class:`promptgym.envs.config.SubspaceConfig`. Defaults are
+    d = 500 (as BBT) and prompt length 10 (BBT used 50 with RoBERTa-large on GPUs; on a 2-core CPU
+    with a 135M model a 50-vector prompt more than doubles every call's cost).
 
     ## Observation Space, Rewards, Episode End
     As :class:`promptgym.envs.discrete.DiscretePromptEnv`.
@@ -59,24 +62,17 @@ class SubspacePromptEnv(OneShotPromptEnv):
     id_suffix = "-Subspace"
     version = 0
 
-    def __init__(self, task: str = "sst2", intrinsic_dim: int = 500, prompt_length: int = 10,
-                 projection: str = "normal", init: str = "words", bound: float = 5.0,
-                 projection_seed: int | None = None, **kwargs: Any) -> None:
-        if projection not in PROJECTIONS:
-            raise ConfigError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
-        if init not in INITS:
-            raise ConfigError(f"init must be one of {INITS}, got {init!r}")
-        check_whole("intrinsic_dim", intrinsic_dim)
-        check_whole("prompt_length", prompt_length)
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound < float("inf"):
-            raise ConfigError(f"bound must be a finite number > 0, got {bound!r}")
-        if projection_seed is not None:
-            check_whole("projection_seed", projection_seed, minimum=0)
-        super().__init__(task, **kwargs)
-        self.intrinsic_dim = int(intrinsic_dim)
-        self.prompt_length = int(prompt_length)
-        self.bound = float(bound)
-        self.projection_seed = self.split_seed if projection_seed is None else int(projection_seed)
+    config_class: ClassVar[type[EnvConfig]] = SubspaceConfig
+    config: SubspaceConfig
+
+    def __init__(self, config: SubspaceConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        cfg = self.config
+        self.intrinsic_dim = cfg.intrinsic_dim
+        self.prompt_length = cfg.prompt_length
+        self.bound = cfg.bound
+        self.projection_seed = self.split_seed if cfg.projection_seed is None else cfg.projection_seed
+        projection, init = cfg.projection.value, cfg.init.value
         self.projection_kind, self.init = projection, init
         rng = np.random.default_rng(self.projection_seed)
         e = self.lm.embedding_dim

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
+from promptgym.envs.config import EnvConfig, TokenwiseConfig
 from promptgym.envs.discrete import DiscretePromptEnv
 from promptgym.envs.scoring import Outcome
 from promptgym.envs.vocab import check_indices
@@ -33,6 +34,10 @@ class TokenwisePromptEnv(DiscretePromptEnv):
 
     ``score_actions`` / ``evaluate_dev`` take full prompts (L indices), as in the discrete env.
 
+    ## Arguments
+    The fields of :class:`promptgym.envs.config.TokenwiseConfig`: those of the discrete env but
+    ``episode_length`` (an episode is ``prompt_length`` steps).
+
     ## Example
     >>> import gymnasium as gym, promptgym
     >>> env = gym.make("PromptSST2-Tokenwise-v0", budget=100, prompt_length=3)
@@ -52,12 +57,17 @@ class TokenwisePromptEnv(DiscretePromptEnv):
     kind = "tokenwise"
     id_suffix = "-Tokenwise"
     version = 0
+    config_class: ClassVar[type[EnvConfig]] = TokenwiseConfig
 
-    def __init__(self, task: str = "sst2", **kwargs: Any) -> None:
-        super().__init__(task, **kwargs)
+    def __init__(self, config: TokenwiseConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
         self.action_space = gym.spaces.Discrete(self.num_candidates)
         self.observation_space = gym.spaces.MultiDiscrete([self.num_candidates + 1] * self.prompt_length)
         self._tokens: list[int] = []
+
+    def steps_per_episode(self) -> int:
+        """An episode is ``prompt_length`` steps, one candidate each."""
+        return self.config.prompt_length
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         gym.Env.reset(self, seed=seed)

@@ -89,13 +89,15 @@ from types import MappingProxyType
 
 import numpy as np
 
+from promptgym.envs.config import VocabMethod
 from promptgym.errors import InvalidActionError, SplitUnavailableError, UnknownSeedError
 from promptgym.tasks.catalog import get_task
 from promptgym.tasks.data import SEEDS, load_split
 from promptgym.tasks.data import data_dir as resolve_data_dir
 from promptgym.tasks.spec import TaskSpec
+from promptgym.typed_config import choices
 
-METHODS: tuple[str, ...] = ("pmi", "frequency")
+METHODS: tuple[str, ...] = choices(VocabMethod)
 POOL_TASKS: frozenset[str] = frozenset({"sst2", "mrpc", "rte"})
 MAX_TOKENS = 4
 PRIOR_STRENGTH = 20.0

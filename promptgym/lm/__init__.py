@@ -1,83 +1,21 @@
-"""The frozen model behind a black box: request/response types, backends and presets."""
+"""The frozen model behind a black box: request/response types, backends and presets, and the clients of
+served models (:mod:`promptgym.lm.schemes` routes a model URL to one). The service itself is
+:mod:`promptgym.serve`, which imports this package, never the reverse."""
 
 from __future__ import annotations
 
 import threading
 
 from promptgym.errors import ConfigError
-from promptgym.lm.base import BlackBoxLM, Prompt, ScoreRequest, ScoreResult, SoftPrompt, TokenPrompt
+from promptgym.lm.base import BlackBoxLM, Prompt, ScoreRequest, ScoreResult, SoftPrompt, TokenPrompt, as_black_box
 from promptgym.lm.presets import DEFAULT_MODEL, PRESETS, load_model
+from promptgym.lm.schemes import ServedProtocol, connect, is_served, parse_served, register_scheme
 
-_LMS: dict[tuple[str, str], object] = {}
+_LMS: dict[tuple[str, str], BlackBoxLM] = {}
 _LOCK = threading.Lock()
 
 
-#: URL schemes of served models: our protocol, and OpenAI-compatible engines (vLLM)
-NATIVE_SCHEMES = ("http", "https")
-OPENAI_SCHEMES = ("openai+http", "openai+https")
-#: what an ``openai+http://...`` URL's query may set (arguments of ``OpenAICompatLM``)
-OPENAI_URL_OPTIONS = {"model": str, "tokenizer": str, "embeddings": str, "method": str, "top_k": int,
-                      "max_length": int, "max_prompts": int}
-
-
-def is_served(name: object) -> bool:
-    """Whether ``name`` names a served model (a URL) rather than one to load in process."""
-    return isinstance(name, str) and name.split("://", 1)[0] in NATIVE_SCHEMES + OPENAI_SCHEMES and "://" in name
-
-
-def parse_served(url: str) -> tuple[str, str, dict]:
-    """``(protocol, base_url, options)`` of a served model's URL, checked without any network call.
-
-    * ``http://host:port`` (or https): ``promptgym serve``, our native protocol (exact, quota-aware);
-    * ``openai+http://host:port?tokenizer=...&embeddings=...``: an OpenAI-compatible completions
-      server such as vLLM; the query sets :data:`OPENAI_URL_OPTIONS` (``method``, ``top_k``, ...).
-
-    The API key never goes in the URL (URLs are recorded in run folders): pass ``api_key=`` or set
-    ``$PROMPTGYM_API_KEY``.
-    """
-    from urllib.parse import parse_qsl, urlsplit, urlunsplit
-
-    from promptgym.lm.transport import check_base_url
-
-    if not is_served(url):
-        raise ConfigError(f"a served model is a URL such as http://127.0.0.1:8000 or openai+http://host:8000, "
-                          f"got {url!r}")
-    scheme, rest = url.split("://", 1)
-    if scheme in NATIVE_SCHEMES:
-        return "native", check_base_url(url), {}
-    parts = urlsplit(f"{scheme.split('+', 1)[1]}://{rest}")
-    options: dict = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query)):
-        kind = OPENAI_URL_OPTIONS.get(key)
-        if kind is None:
-            hint = "; pass the key as api_key=... or $PROMPTGYM_API_KEY" if "key" in key.lower() else ""
-            raise ConfigError(f"unknown option {key!r} in {url!r}; options: {', '.join(OPENAI_URL_OPTIONS)}{hint}")
-        if kind is int:
-            if not value.isdigit():
-                raise ConfigError(f"option {key} in {url!r} must be a whole number, got {value!r}")
-            value = int(value)
-        options[key] = value
-    from promptgym.lm.openai_compat import METHODS
-
-    if options.get("method", "auto") not in ("auto", *METHODS):
-        raise ConfigError(f"option method in {url!r} must be 'auto' or one of {METHODS}, got {options['method']!r}")
-    base = check_base_url(urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment)))
-    return "openai", base, options
-
-
-def connect(url: str, api_key: str | None = None):
-    """The black box of a served model (see :func:`parse_served`): a ``RemoteLM`` or ``OpenAICompatLM``."""
-    protocol, base, options = parse_served(url)
-    if protocol == "native":
-        from promptgym.lm.remote import RemoteLM
-
-        return RemoteLM(base, api_key)
-    from promptgym.lm.openai_compat import OpenAICompatLM
-
-    return OpenAICompatLM(base, api_key, **options)
-
-
-def get_lm(name: str = DEFAULT_MODEL, dtype: str = "bfloat16", api_key: str | None = None):
+def get_lm(name: str = DEFAULT_MODEL, dtype: str = "bfloat16", api_key: str | None = None) -> BlackBoxLM:
     """The shared in-process LM for ``(name, dtype)``: every env of a process reuses one model.
 
     A URL (:func:`is_served`) connects to a served model instead (a new client each time; ``dtype`` is
@@ -126,5 +64,6 @@ def _quiet_transformers() -> None:
         pass
 
 
-__all__ = ["BlackBoxLM", "DEFAULT_MODEL", "PRESETS", "Prompt", "ScoreRequest", "ScoreResult", "SoftPrompt",
-           "TokenPrompt", "connect", "get_lm", "in_dtype", "is_served", "load_model", "parse_served"]
+__all__ = ["BlackBoxLM", "DEFAULT_MODEL", "PRESETS", "Prompt", "ScoreRequest", "ScoreResult", "ServedProtocol",
+           "SoftPrompt", "TokenPrompt", "as_black_box", "connect", "get_lm", "in_dtype", "is_served", "load_model",
+           "parse_served", "register_scheme"]

@@ -101,27 +101,6 @@ def check_prompt(prompt: object, vocab_size: int, embedding_dim: int) -> None:
         raise InvalidPromptError(f"prompt must be a TokenPrompt or SoftPrompt, got {type(prompt).__name__}")
 
 
-class CachedTokenizer:
-    """``encode``/``decode`` of a tokenizer without special tokens; encodings are cached.
-
-    Few-shot examples are tokenised thousands of times during a search, always the same strings.
-    """
-
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-        self._cache: dict[str, tuple[int, ...]] = {}
-
-    def encode(self, text: str) -> tuple[int, ...]:
-        ids = self._cache.get(text)
-        if ids is None:
-            ids = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-            self._cache[text] = ids
-        return ids
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids))
-
-
 @dataclass(frozen=True)
 class RowLayout:
     """Everything about a model that decides its rows (see the module docstring).
@@ -225,5 +204,5 @@ def label_result(lp: np.ndarray, label_only: bool, num_tokens: int) -> ScoreResu
     return ScoreResult(predictions=preds, logprobs=lp, label_logprobs=norm, num_tokens=num_tokens)
 
 
-__all__ = ["CachedTokenizer", "Row", "RowLayout", "check_prompt", "check_token_ids", "label_result", "label_token_ids",
+__all__ = ["Row", "RowLayout", "check_prompt", "check_token_ids", "label_result", "label_token_ids",
            "pad_token_id", "special_tokens"]

@@ -71,7 +71,7 @@ import numpy as np
 import torch
 
 from promptgym.errors import InvalidRequestError
-from promptgym.lm.base import ScoreRequest, ScoreResult, SoftPrompt
+from promptgym.lm.base import BlackBoxLM, ScoreRequest, ScoreResult, SoftPrompt
 from promptgym.lm.kv_cache import (
     DEFAULT_CACHE_BYTES,
     DEFAULT_MEMO_SIZE,
@@ -83,8 +83,9 @@ from promptgym.lm.kv_cache import (
     split_cache,
     supports_kv_reuse,
 )
-from promptgym.lm.layout import CachedTokenizer, RowLayout, label_result, label_token_ids, pad_token_id, special_tokens
+from promptgym.lm.layout import RowLayout, label_result, pad_token_id, special_tokens
 from promptgym.lm.presets import LoadedModel
+from promptgym.lm.tokenizer import TokenizerMixin
 
 #: cost of one extra forward pass, in padded tokens (see :func:`plan_chunks`)
 CHUNK_OVERHEAD = 128
@@ -137,7 +138,7 @@ def plan_chunks(lengths: Sequence[int], max_rows: int, overhead: int = CHUNK_OVE
     return chunks[::-1]
 
 
-class LocalLM:
+class LocalLM(TokenizerMixin, BlackBoxLM):
     """A frozen transformers LM behind the :class:`~promptgym.lm.base.BlackBoxLM` contract.
 
     :param chunk_size: most rows in one forward pass; ``chunk_overhead``: see :func:`plan_chunks`
@@ -156,13 +157,15 @@ class LocalLM:
     and memo only ever receive complete results, so an interrupted call leaves the LM as it was.
     """
 
+    supports_white_box = True
+
     def __init__(self, loaded: LoadedModel, chunk_size: int = 64, max_length: int | None = None,
                  chunk_overhead: int = CHUNK_OVERHEAD, *, input_cache: bool = True, prefix_cache: bool = True,
                  memo: bool = True, cache_bytes: int = DEFAULT_CACHE_BYTES, memo_size: int = DEFAULT_MEMO_SIZE,
                  past_budget: int = PAST_BUDGET) -> None:
         self._model = loaded.model
         self.name = loaded.name
-        self.tokenizer = loaded.tokenizer
+        self.use_tokenizer(loaded.tokenizer)
         self.is_masked = loaded.is_masked
         self.weights_sha256 = loaded.weights_sha256
         self.chunk_size = int(chunk_size)
@@ -188,7 +191,6 @@ class LocalLM:
         self._kv_bytes = nbytes_per_token(self._model) if self._kv_ok else 0
         params = inspect.signature(self._model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self._codec = CachedTokenizer(self.tokenizer)
         self._prefix, self._suffix = special_tokens(self.tokenizer)
         self.pad_id = pad_token_id(self.tokenizer)
         self.mask_id = getattr(self.tokenizer, "mask_token_id", None) if self.is_masked else None
@@ -217,16 +219,6 @@ class LocalLM:
         idx = self.layout.check_ids(tuple(int(i) for i in ids))
         with torch.inference_mode():
             return self._embed(torch.tensor(idx, dtype=torch.long)).float().numpy().copy()
-
-    def encode(self, text: str) -> tuple[int, ...]:
-        """Token ids of ``text`` without special tokens (cached)."""
-        return self._codec.encode(text)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._codec.decode(ids)
-
-    def label_token_ids(self, words: Sequence[str]) -> list[int]:
-        return label_token_ids(words, self.encode)
 
     @property
     def layout(self) -> RowLayout:

@@ -49,14 +49,47 @@ from typing import Any
 import numpy as np
 
 from promptgym.errors import BudgetExhausted, ConfigError, InvalidRequestError, RequestTooLargeError, ServiceError
-from promptgym.lm.base import ScoreRequest, ScoreResult, SoftPrompt
-from promptgym.lm.layout import CachedTokenizer, Row, RowLayout, check_token_ids, label_result, label_token_ids
+from promptgym.lm.base import BlackBoxLM, ScoreRequest, ScoreResult, SoftPrompt
+from promptgym.lm.layout import Row, RowLayout, check_token_ids, label_result
+from promptgym.lm.tokenizer import TokenizerMixin
 from promptgym.lm.transport import RetryPolicy, Transport, resolve_api_key
 
 #: scoring methods, best first (see the module docstring)
 METHODS = ("token_ids", "prompt_logprobs", "full_vocab", "top_k")
 #: longest row when neither the caller nor the server says (LocalLM's cap)
 DEFAULT_MAX_LENGTH = 1024
+#: what an ``openai+http://...`` model URL's query may set (arguments of :class:`OpenAICompatLM`)
+URL_OPTIONS = {"model": str, "tokenizer": str, "embeddings": str, "method": str, "top_k": int, "max_length": int,
+               "max_prompts": int}
+
+
+def parse_url(url: str) -> tuple[str, dict]:
+    """``(base_url, options)`` of ``openai+http://host:port?tokenizer=...&embeddings=...`` (or https),
+    checked without any network call; the query sets :data:`URL_OPTIONS` (``method``, ``top_k``, ...).
+
+    The API key never goes in the URL (URLs are recorded in run folders): pass ``api_key=`` or set
+    ``$PROMPTGYM_API_KEY``.
+    """
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+    from promptgym.lm.transport import check_base_url
+
+    scheme, rest = url.split("://", 1)
+    parts = urlsplit(f"{scheme.split('+', 1)[1]}://{rest}")
+    options: dict = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query)):
+        kind = URL_OPTIONS.get(key)
+        if kind is None:
+            hint = "; pass the key as api_key=... or $PROMPTGYM_API_KEY" if "key" in key.lower() else ""
+            raise ConfigError(f"unknown option {key!r} in {url!r}; options: {', '.join(URL_OPTIONS)}{hint}")
+        if kind is int:
+            if not value.isdigit():
+                raise ConfigError(f"option {key} in {url!r} must be a whole number, got {value!r}")
+            value = int(value)
+        options[key] = value
+    if options.get("method", "auto") not in ("auto", *METHODS):
+        raise ConfigError(f"option method in {url!r} must be 'auto' or one of {METHODS}, got {options['method']!r}")
+    return check_base_url(urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment))), options
 
 
 # ---------------------------------------------------------------------------------------------- embeddings
@@ -210,7 +243,7 @@ def _last_prompt_entry(choice: dict) -> dict | None:
     return entries[-1] if entries else None
 
 
-class OpenAICompatLM:
+class OpenAICompatLM(TokenizerMixin, BlackBoxLM):
     """A causal LM behind an OpenAI-compatible ``/v1/completions`` server (see the module docstring).
 
     :param url: the server's base URL, e.g. ``http://gpu-box:8000`` (the client adds ``/v1/...``)
@@ -248,8 +281,7 @@ class OpenAICompatLM:
         if info is not None and info.is_masked:
             raise ConfigError(masked_message(info.name))
         self.name = model or (info.name if info else url)
-        self.tokenizer = self._load_tokenizer(tokenizer, embeddings, info)
-        self._codec = CachedTokenizer(self.tokenizer)
+        self.use_tokenizer(self._load_tokenizer(tokenizer, embeddings, info))
         self._embeddings = None if embeddings is None else load_input_embeddings(embeddings)
         if self._embeddings is not None:
             self.vocab_size, self.embedding_dim = (int(s) for s in self._embeddings.shape)
@@ -349,18 +381,14 @@ class OpenAICompatLM:
 
     # ------------------------------------------------------------------ what an API exposes
     @property
+    def max_length(self) -> int:
+        """The longest row this client sends (its layout's)."""
+        return self.layout.max_length
+
+    @property
     def approximate(self) -> bool:
         """True when scores are reconstructed from top-k log-probs (not exact; refused by ``submit``)."""
         return "top_k" in (self.method, self.soft_method)
-
-    def encode(self, text: str) -> tuple[int, ...]:
-        return self._codec.encode(text)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._codec.decode(ids)
-
-    def label_token_ids(self, words: Sequence[str]) -> list[int]:
-        return label_token_ids(words, self.encode)
 
     def embedding_matrix(self) -> np.ndarray:
         if self._embeddings is None:

@@ -25,11 +25,18 @@ import numpy as np
 from pydantic import ValidationError
 
 from promptgym.errors import ConfigError, InvalidRequestError, RequestTooLargeError, ServiceError
-from promptgym.lm.base import ScoreRequest, ScoreResult
-from promptgym.lm.layout import CachedTokenizer, check_prompt, label_token_ids
+from promptgym.lm.base import BlackBoxLM, ScoreRequest, ScoreResult
+from promptgym.lm.layout import check_prompt
 from promptgym.lm.presets import cache_root
-from promptgym.lm.server_config import ServerConfig
-from promptgym.lm.transport import RetryPolicy, Transport, resolve_api_key
+from promptgym.lm.tokenizer import TokenizerMixin
+from promptgym.lm.transport import (
+    DEFAULT_MAX_REQUESTS,
+    DEFAULT_MAX_ROWS,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    RetryPolicy,
+    Transport,
+    resolve_api_key,
+)
 from promptgym.lm.wire import (
     EmbeddingsResponse,
     ModelInfo,
@@ -87,7 +94,7 @@ def _concat(parts: list[ScoreResult]) -> ScoreResult:
                        label_logprobs=stack("label_logprobs"), num_tokens=sum(p.num_tokens for p in parts))
 
 
-class RemoteLM:
+class RemoteLM(TokenizerMixin, BlackBoxLM):
     """A :class:`~promptgym.lm.base.BlackBoxLM` whose model runs behind ``promptgym serve``.
 
     :param url: the server, e.g. ``http://127.0.0.1:8000``
@@ -105,9 +112,9 @@ class RemoteLM:
     last answer (calls, quota, remaining), straight from the server.
     """
 
-    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = ServerConfig.request_timeout_s + 60,
-                 retry: RetryPolicy | None = None, max_requests: int = ServerConfig.max_requests,
-                 max_rows: int = ServerConfig.max_rows) -> None:
+    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = DEFAULT_REQUEST_TIMEOUT_S + 60,
+                 retry: RetryPolicy | None = None, max_requests: int = DEFAULT_MAX_REQUESTS,
+                 max_rows: int = DEFAULT_MAX_ROWS) -> None:
         key = resolve_api_key(api_key, required=True)
         for field, value in (("max_requests", max_requests), ("max_rows", max_rows)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -128,8 +135,7 @@ class RemoteLM:
         self.is_masked = self.info.is_masked
         self.mask_token = self.info.mask_token
         self.dtype = self.info.dtype
-        self.tokenizer = load_served_tokenizer(self.transport, self.weights_sha256)
-        self._codec = CachedTokenizer(self.tokenizer)
+        self.use_tokenizer(load_served_tokenizer(self.transport, self.weights_sha256))
         self.max_requests, self.max_rows = max_requests, max_rows
         self.batch_calls = 0
         self.usage: Usage | None = None
@@ -146,24 +152,14 @@ class RemoteLM:
             raise ServiceError(f"the server sent embeddings of shape {emb.shape} for {len(ids)} ids")
         return emb.astype(np.float32, copy=False)
 
-    def encode(self, text: str) -> tuple[int, ...]:
-        """Token ids of ``text`` without special tokens, by the server's tokenizer run locally."""
-        return self._codec.encode(text)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._codec.decode(ids)
-
-    def label_token_ids(self, words: Sequence[str]) -> list[int]:
-        return label_token_ids(words, self.encode)
-
     def remaining_calls(self) -> int | None:
         """Calls the key has left on the server (None: no quota); asks the server."""
         self.usage = Usage.model_validate(self.transport.get("/v1/usage"))
         return self.usage.remaining
 
     def receipt(self, after: int | None = None) -> Receipt:
-        """The key's signed usage receipt (:mod:`promptgym.lm.receipts`), free of charge; with ``after``, also
-        the chain's calls after its first ``after`` ones."""
+        """The key's signed usage receipt (:mod:`promptgym.serve.receipts`), free of charge; with ``after``,
+        also the chain's calls after its first ``after`` ones."""
         return Receipt.model_validate(self.transport.get("/v1/receipt" + ("" if after is None else f"?from={after}")))
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:

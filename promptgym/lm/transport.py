@@ -42,6 +42,13 @@ API_KEY_ENV = "PROMPTGYM_API_KEY"
 QUOTA_TYPES = ("quota_exceeded", "insufficient_quota")
 #: longest wait honoured from a Retry-After header, in seconds
 MAX_RETRY_AFTER = 60.0
+#: a promptgym server's default limits (:class:`promptgym.serve.config.ServerConfig` takes them), which
+#: a client assumes unless told otherwise: requests in one ``/v1/score`` batch, rows in one request, and
+#: the seconds after which an unanswered request gets 503 (uncharged). Here, not in the server's config,
+#: so that no client imports the server, and the command line reads them without importing pydantic.
+DEFAULT_MAX_REQUESTS = 256
+DEFAULT_MAX_ROWS = 16384
+DEFAULT_REQUEST_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)

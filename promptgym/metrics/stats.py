@@ -6,7 +6,7 @@ rows (a finite sample of the task). The bootstrap here resamples *both* — seed
 and test rows with replacement — so a CI is not falsely narrow when one source dominates
 (a 277-row RTE test set is as much noise as the seeds).
 
-Point estimates go through :func:`promptgym.tasks.metrics.compute_metric`, the single definition
+Point estimates go through :func:`promptgym.metrics.task.compute_metric`, the single definition
 of each metric. Inside the bootstrap, metrics are evaluated from confusion matrices in a
 vectorised form (:func:`metric_from_confusion`), because compute_metric's Matthews correlation
 loops over rows in Python and ~5,000 bootstrap evaluations per entry would take minutes; the tests
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from promptgym.tasks.metrics import METRICS, compute_metric
+from promptgym.metrics.task import METRICS, compute_metric
 
 __all__ = ["bootstrap_ci", "curve_auc", "curve_on_grid", "decode_predictions", "distinguishable",
            "encode_predictions", "expected_calibration_error", "metric_from_confusion", "paired_difference_ci",
@@ -159,7 +159,7 @@ def score_predictions(predictions: Sequence[np.ndarray], labels: np.ndarray, met
 def metric_from_confusion(metric: str, conf: np.ndarray) -> np.ndarray:
     """A metric from confusion counts ``conf[..., true, predicted]``, vectorised over leading axes.
 
-    Same conventions as :mod:`promptgym.tasks.metrics`: F1 of label 1 (0 without true
+    Same conventions as :mod:`promptgym.metrics.task`: F1 of label 1 (0 without true
     positives), multi-class Matthews correlation (0 when its denominator is 0).
     """
     if metric not in METRICS:

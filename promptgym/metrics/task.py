@@ -1,8 +1,10 @@
-"""Task metrics, written out so that leaderboards do not depend on scikit-learn's version.
+"""Task metrics: the one number a task is scored by (accuracy, F1, Matthews correlation), from labels.
 
-Conventions follow scikit-learn: F1 is that of the positive class (label 1: MRPC "equivalent",
-QQP "duplicate") and is 0 when there are no true positives; Matthews correlation is 0 when its
-denominator is 0.
+Written out so that leaderboards do not depend on scikit-learn's version. Conventions follow
+scikit-learn: F1 is that of the positive class (label 1: MRPC "equivalent", QQP "duplicate") and is
+0 when there are no true positives; Matthews correlation is 0 when its denominator is 0. A task
+names its metric by a key of :data:`METRICS`; :data:`RANGES` says where each one's values lie (what
+a submission's claimed score is validated against).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from promptgym.errors import ConfigError
 
 
 def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
@@ -49,12 +53,15 @@ METRICS: dict[str, Callable[[Sequence[int], Sequence[int]], float]] = {
     "matthews_correlation": matthews_correlation,
 }
 
+#: where each task metric's values lie: accuracy and F1 are fractions, Matthews correlation is in [-1, 1]
+RANGES: dict[str, tuple[float, float]] = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "matthews_correlation": (-1.0, 1.0)}
+
 
 def compute_metric(name: str, y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     try:
         fn = METRICS[name]
     except KeyError:
-        raise ValueError(f"unknown metric {name!r}; known: {sorted(METRICS)}") from None
+        raise ConfigError(f"unknown metric {name!r}; known: {sorted(METRICS)}") from None
     return fn(y_true, y_pred)
 
 

@@ -13,7 +13,7 @@ Conventions, fixed here so that numbers are comparable across entries and with t
 * **prediction** = argmax (the first label on ties, as ``numpy.argmax``); **confidence** = the
   largest probability of a row.
 * **ECE**: 10 equal-width bins of the confidence, top-label (:func:`ece`; the definition lives in
-  :func:`promptgym.bench.stats.expected_calibration_error`, the project's one ECE).
+  :func:`promptgym.metrics.stats.expected_calibration_error`, the project's one ECE).
 * **NLL**: mean over rows of ``-ln p[label]`` in nats, ``p[label]`` floored at :data:`NLL_FLOOR`
   (a vote histogram can put 0 on the truth; one such row then costs 27.6 nats, not infinity).
 * **Brier**: multi-class, squared distance to the one-hot label summed over classes, mean over
@@ -24,6 +24,9 @@ Conventions, fixed here so that numbers are comparable across entries and with t
   value for a given set of mistakes is :func:`aurc_lower_bound`.
 * **OOD AUROC**: in-domain rows are the positive class and a higher score means "in-domain":
   the max-probability or minus the entropy (:func:`ood_auroc`); 0.5 is chance, 1 is perfect.
+
+Which of them a run records, the submission verifier re-checks and the leaderboard shows is said
+once, in :mod:`promptgym.metrics.registry`.
 """
 
 from __future__ import annotations
@@ -32,13 +35,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from promptgym.bench.stats import expected_calibration_error
 from promptgym.errors import InvalidProbabilitiesError
+from promptgym.metrics.stats import expected_calibration_error
 
-__all__ = ["METRIC_KEYS", "NLL_FLOOR", "OOD_SCORES", "PROB_SUM_TOL", "aurc", "aurc_binned", "aurc_lower_bound",
-           "brier", "check_probs", "ece", "entropy", "nll", "ood_auroc", "risk_coverage", "uncertainty_metrics"]
+__all__ = ["NLL_FLOOR", "OOD_SCORES", "PROB_SUM_TOL", "aurc", "aurc_binned", "aurc_lower_bound", "brier",
+           "check_probs", "ece", "entropy", "nll", "ood_auroc", "risk_coverage"]
 
-METRIC_KEYS: tuple[str, ...] = ("ece", "nll", "brier", "aurc", "aurc_10bin")  # what uncertainty_metrics returns
 OOD_SCORES: tuple[str, ...] = ("maxprob", "entropy")  # the in-domain scores of ood_auroc
 PROB_SUM_TOL = 1e-4  # a row may sum to 1 ± this (float32 softmax and member averaging drift by ~1e-6)
 NLL_FLOOR = 1e-12  # p[label] below this counts as this in the NLL (-ln 1e-12 = 27.6 nats)
@@ -87,7 +89,7 @@ def ece(probs: np.ndarray, labels: np.ndarray | Sequence[int], n_bins: int = 10)
     """Expected calibration error, top-label, ``n_bins`` equal-width confidence bins ``(k/B, (k+1)/B]``.
 
     The row-weighted mean over bins of ``|accuracy - mean confidence|``; delegates to
-    :func:`promptgym.bench.stats.expected_calibration_error` so the project has one ECE.
+    :func:`promptgym.metrics.stats.expected_calibration_error` so the project has one ECE.
     """
     p, y = check_probs(probs, labels)
     return expected_calibration_error(p, y, n_bins=n_bins)
@@ -221,14 +223,3 @@ def _mann_whitney_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     rank_sum = mid_rank[inverse[:pos.size]].sum()
     n_pos, n_neg = pos.size, neg.size
     return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-# ------------------------------------------------------------------------------------------ all
-def uncertainty_metrics(probs: np.ndarray, labels: np.ndarray | Sequence[int]) -> dict[str, float]:
-    """The metrics a test score reports next to the task metric: :data:`METRIC_KEYS` -> float.
-
-    ``aurc_10bin`` is :func:`aurc_binned` with 10 bins (the test splits have >= 277 rows).
-    """
-    p, y = check_probs(probs, labels)
-    return {"ece": ece(p, y), "nll": nll(p, y), "brier": brier(p, y), "aurc": aurc(p, y),
-            "aurc_10bin": aurc_binned(p, y, n_bins=10)}

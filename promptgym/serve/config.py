@@ -1,8 +1,11 @@
 """The limits and behaviour of a promptgym server (``promptgym serve``), validated on construction.
 
 A module of its own so that the command line reads the defaults without importing the server (torch,
-FastAPI). The defaults fit the benchmark: a BBT population of 20 soft prompts on 32 rows is ~1 MB; the
-largest test splits but two (Yelp, DBPedia) fit ``max_rows`` in one request.
+FastAPI). The limits a client also assumes (requests per batch, rows per request, the timeout) are
+defined beside the client's transport (:mod:`promptgym.lm.transport`), so no client imports the server.
+
+The defaults fit the benchmark: a BBT population of 20 soft prompts on 32 rows is ~1 MB; the largest
+test splits but two (Yelp, DBPedia) fit ``max_rows`` in one request.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import math
 from dataclasses import dataclass, fields
 
 from promptgym.errors import ConfigError
+from promptgym.lm.transport import DEFAULT_MAX_REQUESTS, DEFAULT_MAX_ROWS, DEFAULT_REQUEST_TIMEOUT_S
 
 
 @dataclass
@@ -18,11 +22,11 @@ class ServerConfig:
     """Limits and behaviour of a server; validated on construction (ConfigError names the field)."""
 
     max_body_bytes: int = 32 * 1024 * 1024  # a larger request body answers 413 before it is parsed
-    max_requests: int = 256  # most requests (API calls) in one /v1/score batch
-    max_rows: int = 16384  # most examples per score request; most prompts per /v1/completions
+    max_requests: int = DEFAULT_MAX_REQUESTS  # most requests (API calls) in one /v1/score batch
+    max_rows: int = DEFAULT_MAX_ROWS  # most examples per score request; most prompts per /v1/completions
     max_prompt_length: int = 512  # most prompt tokens / soft vectors per score request
     max_array_elements: int = 1 << 22  # most elements of one array (soft prompt, prompt_embeds, ids)
-    request_timeout_s: float = 600.0  # a request not answered by then gets 503 and is not charged
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S  # a request not answered by then gets 503 and is not charged
     rate_limit: float | None = None  # requests per second per key (a burst of max(1, rate) allowed); None: off
     # /v1/embeddings is free of charge, so it gets a rate limit of its own (per key; None: off). An env
     # asks it once when it is built; a client over the limit is told Retry-After and retries.

@@ -180,7 +180,7 @@ class KeyStore:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction on the store's file, for the tables other modules keep beside the keys
-        (:mod:`promptgym.lm.receipts`): the same locking, busy timeout and rollback as the key table's."""
+        (:mod:`promptgym.serve.receipts`): the same locking, busy timeout and rollback as the key table's."""
         with self._tx() as db:
             yield db
 

@@ -10,7 +10,11 @@ in SmolLM2's tokenizer (checked by a test). The default SST-2 template is the *w
 
 from __future__ import annotations
 
-from promptgym.errors import UnknownTaskError
+import re
+from collections.abc import Callable
+
+from promptgym.errors import ConfigError, PluginError, UnknownTaskError
+from promptgym.plugins import TASKS_GROUP, Plugin, installed, the_plugin
 from promptgym.tasks.spec import HubSource, TaskSpec, Template
 
 _NLI3 = ("Yes", "Maybe", "No")
@@ -106,18 +110,108 @@ _add(TaskSpec(
     "Corpus of Linguistic Acceptability; metric Matthews correlation.",
 ))
 
+#: every task by name: the built-in ones, then those registered (:func:`register_task`, task plugins)
 TASKS: dict[str, TaskSpec] = {s.name: s for s in _SPECS}
+#: the built-in tasks' names
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)
+#: called with each task registered after import; the env registration adds the task's env ids
+TASK_LISTENERS: list[Callable[[TaskSpec], None]] = []
+#: task name -> the installed distribution whose ``promptgym.tasks`` entry point registered it
+TASK_PLUGINS: dict[str, str] = {}
+
+
+def _lookup(key: str) -> TaskSpec | None:
+    if key in TASKS:
+        return TASKS[key]
+    return next((spec for spec in TASKS.values() if spec.env_name.lower() == key), None)
 
 
 def get_task(name: str | TaskSpec) -> TaskSpec:
-    """Look a task up by its name ("sst2") or env name ("SST2"), case-insensitively."""
+    """Look a task up by its name ("sst2") or env name ("SST2"), case-insensitively.
+
+    A name that is not registered is looked for among the installed task plugins (``promptgym.tasks``
+    entry points, :mod:`promptgym.plugins`), which are loaded only then.
+    """
     if isinstance(name, TaskSpec):
         return name
     key = str(name).lower()
-    if key in TASKS:
-        return TASKS[key]
-    for spec in _SPECS:
-        if spec.env_name.lower() == key:
-            return spec
-    raise UnknownTaskError(f"unknown task {name!r}; known tasks: {', '.join(TASK_NAMES)}")
+    spec = _lookup(key)
+    if spec is None:
+        plugin = the_plugin(TASKS_GROUP, key)
+        spec = None if plugin is None else _register_plugin(plugin)
+    if spec is None:
+        raise UnknownTaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return spec
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add a task to the catalog; its env ids (``Prompt<env_name>-v0``, ...) are registered with it.
+
+    A task never replaces another: a name or env name already taken (by either) is refused, as are
+    names an env id cannot hold. The splits are read as a built-in task's: ``<data dir>/<name>/...``
+    (``promptgym.tasks.data``), or ``spec.hub`` when no data directory is set.
+    """
+    if not isinstance(spec, TaskSpec):
+        raise ConfigError(f"register_task takes a promptgym.tasks.TaskSpec, got {type(spec).__name__}")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", spec.name):
+        raise ConfigError(f"task name must be lower-case letters, digits or _, got {spec.name!r}")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", spec.env_name):
+        raise ConfigError(f"task {spec.name!r}: env_name must be letters and digits (it goes in the env id "
+                          f"Prompt<env_name>-v0), got {spec.env_name!r}")
+    for key in (spec.name, spec.env_name.lower()):
+        taken = _lookup(key)
+        if taken is not None:
+            raise ConfigError(f"task {spec.name!r} (env name {spec.env_name!r}) clashes with the registered task "
+                              f"{taken.name!r} (env name {taken.env_name!r}); choose other names")
+    for template in (spec.causal, spec.masked, *spec.extra_templates.values()):
+        if len(template.verbalizers) != spec.num_labels:
+            raise ConfigError(f"task {spec.name!r}: each template needs one verbalizer per label "
+                              f"({spec.num_labels}), got {len(template.verbalizers)}")
+    TASKS[spec.name] = spec
+    for listener in TASK_LISTENERS:
+        listener(spec)
+    return spec
+
+
+def _register_plugin(plugin: Plugin) -> TaskSpec:
+    """Load a task plugin (a TaskSpec, or a function returning one) and register it under its entry point's name."""
+    obj = plugin.load()
+    if callable(obj) and not isinstance(obj, TaskSpec):
+        try:
+            obj = obj()
+        except Exception as exc:  # a plugin's factory may raise anything; one line, never a traceback
+            raise plugin.error(f"its factory raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(obj, TaskSpec):
+        raise plugin.error(f"must name a promptgym.tasks.TaskSpec or a function returning one, "
+                           f"got {type(obj).__name__}")
+    if obj.name != plugin.name:
+        raise plugin.error(f"the entry point's name must be the task's name, {obj.name!r}")
+    try:
+        register_task(obj)
+    except ConfigError as exc:
+        raise plugin.error(str(exc)) from None
+    TASK_PLUGINS[obj.name] = plugin.dist
+    return obj
+
+
+def load_task_plugins() -> list[str]:
+    """Register every installed task plugin not registered yet (for ``promptgym list`` and unknown env ids).
+
+    Returns one line per plugin that could not be used (it fails to load, or its name is taken and it is
+    ignored); the others are registered, with their env ids.
+    """
+    problems = []
+    plugins = installed(TASKS_GROUP)
+    for plugin in plugins:
+        if plugin.name in TASKS:
+            if TASK_PLUGINS.get(plugin.name) != plugin.dist:
+                problems.append(f"{plugin.describe()} is ignored: a task of that name is already registered")
+            continue
+        if sum(p.name == plugin.name for p in plugins) > 1:
+            problems.append(f"{plugin.describe()} is ignored: another installed plugin has the name {plugin.name!r}")
+            continue
+        try:
+            _register_plugin(plugin)
+        except PluginError as exc:
+            problems.append(str(exc))
+    return problems
