@@ -34,8 +34,8 @@ import gymnasium as gym
 import numpy as np
 
 from promptgym.envs.registration import KINDS, kind_of, kind_pattern
-from promptgym.errors import ConfigError, IncompatibleAgentError, PluginError, UnknownAgentError
-from promptgym.plugins import AGENTS_GROUP, Plugin, installed, the_plugin
+from promptgym.errors import ConfigError, IncompatibleAgentError, UnknownAgentError
+from promptgym.plugins import AGENTS_GROUP, Plugin, load_all, the_plugin
 from promptgym.tasks.spec import PROMPT_POSITIONS
 from promptgym.typed_config import TypedConfig, config_fields, parse_field, require
 
@@ -398,23 +398,13 @@ def load_agent_plugins() -> list[str]:
     Returns one line per plugin that could not be used (it fails to load, or its name is taken and it is
     ignored); the others are registered.
     """
-    problems = []
-    plugins = installed(AGENTS_GROUP)
-    for plugin in plugins:
+    def taken(plugin: Plugin) -> str | None:
         spec = AGENT_REGISTRY.get(plugin.name)
-        if spec is not None:
-            if spec.plugin != plugin.dist or spec.entry_point != plugin.value:
-                problems.append(f"{plugin.describe()} is ignored: an agent of that name is already registered "
-                                f"({spec.entry_point})")
-            continue
-        if sum(p.name == plugin.name for p in plugins) > 1:
-            problems.append(f"{plugin.describe()} is ignored: another installed plugin has the name {plugin.name!r}")
-            continue
-        try:
-            _register_plugin(plugin)
-        except PluginError as exc:
-            problems.append(str(exc))
-    return problems
+        if spec is None or (spec.plugin == plugin.dist and spec.entry_point == plugin.value):
+            return None if spec is None else ""
+        return f"an agent of that name is already registered ({spec.entry_point})"
+
+    return load_all(AGENTS_GROUP, taken, _register_plugin)
 
 
 def make_config(name: str, **overrides: Any) -> Any:

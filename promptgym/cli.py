@@ -587,7 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="env argument, typed by the env kind's config (repeatable; `promptgym list envs`)")
     p.add_argument("--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
                    help="agent config field, typed by the config (repeatable)")
-    p.add_argument("--workdir", default=None, help="per-seed cache (default: runs/evaluate/<env>-<agent>-<tier>)")
+    p.add_argument("--workdir", default=None, help="per-seed cache (default: runs/evaluate/<env>-<agent>-<tier>; "
+                   "runs/evaluate/<model>/... for a model preset other than the default)")
     p.add_argument("--submitter", default="", help="your name or team, stored in the submission")
     p.add_argument("--out", default=None, help="submission file (default: <workdir>/submission.json)")
     p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,4 +101,29 @@ def the_plugin(group: str, name: str) -> Plugin | None:
     return found[0] if found else None
 
 
-__all__ = ["AGENTS_GROUP", "TASKS_GROUP", "Plugin", "installed", "the_plugin"]
+def load_all(group: str, taken: Callable[[Plugin], str | None], register: Callable[[Plugin], Any]) -> list[str]:
+    """Register every installed plugin of ``group`` that is not registered yet (``promptgym list``).
+
+    ``taken(plugin)``: None if the name is free, ``""`` if this very plugin is registered already,
+    else why the name is taken (the plugin is then ignored: a built-in always wins). Returns one line
+    per plugin that could not be used (it fails to load, or its name is taken); the others are registered.
+    """
+    problems = []
+    plugins = installed(group)
+    for plugin in plugins:
+        why = taken(plugin)
+        if why is not None:
+            if why:
+                problems.append(f"{plugin.describe()} is ignored: {why}")
+            continue
+        if sum(p.name == plugin.name for p in plugins) > 1:
+            problems.append(f"{plugin.describe()} is ignored: another installed plugin has the name {plugin.name!r}")
+            continue
+        try:
+            register(plugin)
+        except PluginError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+__all__ = ["AGENTS_GROUP", "TASKS_GROUP", "Plugin", "installed", "load_all", "the_plugin"]

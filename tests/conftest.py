@@ -78,3 +78,35 @@ def tiny_server(fresh_cache):
             return servers.enter_context(serve_in_background(lm, store, **options))
 
         yield start
+
+
+class JournalKilled(BaseException):
+    """Stands for a kill (SIGKILL) of a run: raised right after the call journal flushed a batch."""
+
+
+@pytest.fixture
+def kill_after_batches(monkeypatch):
+    """``with kill_after_batches(n): run(...)``: the run is killed (:class:`JournalKilled`, expected by the
+    block) once ``n`` live batches are on disk; the journal is whole again after the block, so the test
+    can then resume the run from it."""
+    from contextlib import contextmanager
+
+    from promptgym.journal import CallJournal
+
+    @contextmanager
+    def armed(batches: int):
+        real = CallJournal._append
+        state = {"n": 0}
+
+        def append(self, obj):
+            real(self, obj)
+            if "batch" in obj:
+                state["n"] += 1
+                if state["n"] >= batches:
+                    raise JournalKilled()
+
+        with monkeypatch.context() as m, pytest.raises(JournalKilled):
+            m.setattr(CallJournal, "_append", append)
+            yield
+
+    return armed

@@ -35,25 +35,6 @@ CASES = {
 }
 
 
-class Killed(BaseException):
-    """Stands for a kill: raised right after the journal has flushed a batch."""
-
-
-def _kill_after(monkeypatch, batches: int) -> None:
-    """Make the journal raise ``Killed`` once ``batches`` live batches are on disk."""
-    real = CallJournal._append
-    state = {"n": 0}
-
-    def append(self, obj):
-        real(self, obj)
-        if "batch" in obj:
-            state["n"] += 1
-            if state["n"] >= batches:
-                raise Killed()
-
-    monkeypatch.setattr(CallJournal, "_append", append)
-
-
 def _run(agent: str, journal: Path | None = None):
     env_id, env_kwargs, agent_kwargs, budget = CASES[agent]
     return run_agent(env_id, agent, budget, seed=3, model=TINY["model"], dtype=TINY["dtype"], env_kwargs=env_kwargs,
@@ -61,13 +42,11 @@ def _run(agent: str, journal: Path | None = None):
 
 
 @pytest.mark.parametrize("agent", sorted(CASES))
-def test_a_killed_run_resumes_to_the_uninterrupted_result(agent, tmp_path, monkeypatch):
+def test_a_killed_run_resumes_to_the_uninterrupted_result(agent, tmp_path, kill_after_batches):
     whole = _run(agent)
     path = tmp_path / "calls.journal"
-    with monkeypatch.context() as m:
-        _kill_after(m, 3)
-        with pytest.raises(Killed):
-            _run(agent, path)
+    with kill_after_batches(3):
+        _run(agent, path)
     killed_calls = CallJournal(path, journal_identity(path)).recorded_calls
     assert killed_calls > 0
     resumed = _run(agent, path)
@@ -146,13 +125,11 @@ def _only_run_dir(out: Path) -> Path:
     return run_dir
 
 
-def test_cli_resume_finishes_a_killed_train_run(tmp_path, monkeypatch, capsys):
+def test_cli_resume_finishes_a_killed_train_run(tmp_path, monkeypatch, capsys, kill_after_batches):
     assert main([*TRAIN, "--out", str(tmp_path / "whole")]) == 0
     whole = json.loads((_only_run_dir(tmp_path / "whole") / "prompt.json").read_text())
-    with monkeypatch.context() as m:
-        _kill_after(m, 4)
-        with pytest.raises(Killed):
-            main([*TRAIN, "--out", str(tmp_path / "killed")])
+    with kill_after_batches(4):
+        main([*TRAIN, "--out", str(tmp_path / "killed")])
     run_dir = _only_run_dir(tmp_path / "killed")
     assert [p.name for p in run_dir.iterdir()] == [JOURNAL_FILE]
     spent = CallJournal(run_dir / JOURNAL_FILE, journal_identity(run_dir / JOURNAL_FILE)).recorded_calls

@@ -207,28 +207,13 @@ def test_a_sweep_caches_what_evaluate_caches_and_evaluate_assembles_it(ray_sessi
     assert sub["runs"][0] == {k: v for k, v in swept.items() if k != "extra"}
 
 
-class Killed(BaseException):
-    """Stands for a kill: raised right after the journal has flushed a batch."""
-
-
 def test_a_rerun_skips_finished_seeds_resumes_a_killed_one_and_reports_a_failure(ray_session, tmp_path, monkeypatch,
-                                                                                   capsys):
+                                                                                   capsys, kill_after_batches):
     root = tmp_path / "root"
     random_work = evaluate_workdir(ENV, "random", TIER, root=root, model=MODEL)
     evaluate(ENV, "random", TIER, MODEL, (13,), workdir=random_work)  # a finished seed
     finished = seed_file(random_work, 13).read_bytes()
-    real = CallJournal._append
-    batches = {"n": 0}
-
-    def append(self, obj):
-        real(self, obj)
-        if "batch" in obj:
-            batches["n"] += 1
-            if batches["n"] >= 2:
-                raise Killed()
-
-    with monkeypatch.context() as m, pytest.raises(Killed):  # seed 21 killed after two batched calls
-        m.setattr(CallJournal, "_append", append)
+    with kill_after_batches(2):  # seed 21 killed after two batched calls
         evaluate(ENV, "random", TIER, MODEL, (21,), workdir=random_work)
     journal = seed_journal(random_work, 21)
     killed_calls = CallJournal(journal, journal_identity(journal)).recorded_calls

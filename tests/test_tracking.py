@@ -74,23 +74,9 @@ def test_sb3_logs_into_the_same_run(tmp_path):
     assert prompt.startswith("'")  # a discrete prompt is shown as its text
 
 
-def test_a_resumed_run_logs_each_call_once(tmp_path, monkeypatch):
-    real = CallJournal._append
-
-    class Killed(BaseException):
-        pass
-
-    def append(self, obj, state={"n": 0}):  # noqa: B006  (a counter shared by the calls of this test)
-        real(self, obj)
-        if "batch" in obj:
-            state["n"] += 1
-            if state["n"] == 4:
-                raise Killed()
-
-    with monkeypatch.context() as m:
-        m.setattr(CallJournal, "_append", append)
-        with pytest.raises(Killed):
-            main([*BBT, "--log", "tensorboard", "--out", str(tmp_path)])
+def test_a_resumed_run_logs_each_call_once(tmp_path, kill_after_batches):
+    with kill_after_batches(4):
+        main([*BBT, "--log", "tensorboard", "--out", str(tmp_path)])
     run_dir = _run_dir(tmp_path)
     from promptgym.journal import journal_identity
 

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 import promptgym
-from promptgym.agent import AGENT_REGISTRY, agent_spec
+from promptgym.agent import agent_spec, find_agent
 from promptgym.bench.evaluate import check_request, curve_record, prompt_record
 from promptgym.bench.schema import TIERS, check_budget, parse_submission, validate_submission
 from promptgym.envs.registration import env_task
@@ -113,9 +113,10 @@ def check_audit_request(sub: dict[str, Any], seed: int) -> dict[str, Any]:
     if seed not in seeds:
         raise ConfigError(f"seed {seed} is not in the entry; its seeds: {', '.join(map(str, seeds))}")
     agent = sub["agent"]["name"]
-    if agent not in AGENT_REGISTRY:
-        raise ConfigError(f"agent {agent!r} is not registered here: an audit re-runs the agent's own code; register "
-                          "it (promptgym.register_agent) and call promptgym.bench.audit.audit from Python")
+    if find_agent(agent) is None:  # a built-in, a registered one, or an installed plugin's
+        raise ConfigError(f"agent {agent!r} is not registered here: an audit re-runs the agent's own code; install "
+                          "its package (an entry point in promptgym.agents) or register it (promptgym.register_agent) "
+                          "and call promptgym.bench.audit.audit from Python")
     config = {k: v for k, v in sub["agent"]["config"].items() if k != "seed"}
     try:
         check_request(sub["env_id"], agent, sub["tier"], [seed], sub["env_kwargs"] or None, config,

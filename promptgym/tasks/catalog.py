@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from promptgym.errors import ConfigError, PluginError, UnknownTaskError
-from promptgym.plugins import TASKS_GROUP, Plugin, installed, the_plugin
+from promptgym.errors import ConfigError, UnknownTaskError
+from promptgym.plugins import TASKS_GROUP, Plugin, load_all, the_plugin
 from promptgym.tasks.spec import HubSource, TaskSpec, Template
 
 _NLI3 = ("Yes", "Maybe", "No")
@@ -200,18 +200,9 @@ def load_task_plugins() -> list[str]:
     Returns one line per plugin that could not be used (it fails to load, or its name is taken and it is
     ignored); the others are registered, with their env ids.
     """
-    problems = []
-    plugins = installed(TASKS_GROUP)
-    for plugin in plugins:
-        if plugin.name in TASKS:
-            if TASK_PLUGINS.get(plugin.name) != plugin.dist:
-                problems.append(f"{plugin.describe()} is ignored: a task of that name is already registered")
-            continue
-        if sum(p.name == plugin.name for p in plugins) > 1:
-            problems.append(f"{plugin.describe()} is ignored: another installed plugin has the name {plugin.name!r}")
-            continue
-        try:
-            _register_plugin(plugin)
-        except PluginError as exc:
-            problems.append(str(exc))
-    return problems
+    def taken(plugin: Plugin) -> str | None:
+        if plugin.name not in TASKS:
+            return None
+        return "" if TASK_PLUGINS.get(plugin.name) == plugin.dist else "a task of that name is already registered"
+
+    return load_all(TASKS_GROUP, taken, _register_plugin)
