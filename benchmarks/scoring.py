@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import shlex
 import sys
 import time
@@ -39,6 +38,9 @@ from promptgym.lm import ScoreRequest, TokenPrompt
 from promptgym.lm.local import LocalLM
 from promptgym.lm.presets import DEFAULT_MODEL, load_model
 from promptgym.tasks import get_task, load_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import machine  # noqa: E402  (one description of the host for every timing benchmark)
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 FLOOR = 4.0  # (b) must be at least this many times faster than (a)
@@ -107,19 +109,6 @@ class Contention:
 def _own_cpu() -> float:
     t = os.times()
     return t.user + t.system
-
-
-def machine() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": str(os.cpu_count()), "cpu": cpu, "torch": torch.__version__,
-            "torch threads": str(torch.get_num_threads()), "python": platform.python_version()}
 
 
 def command() -> str:

@@ -207,7 +207,7 @@ def test_a_sweep_caches_what_evaluate_caches_and_evaluate_assembles_it(ray_sessi
     assert sub["runs"][0] == {k: v for k, v in swept.items() if k != "extra"}
 
 
-def test_a_rerun_skips_finished_seeds_resumes_a_killed_one_and_reports_a_failure(ray_session, tmp_path, monkeypatch,
+def test_a_rerun_skips_finished_seeds_resumes_a_killed_one_and_reports_a_failure(ray_session, tmp_path,
                                                                                    capsys, kill_after_batches):
     root = tmp_path / "root"
     random_work = evaluate_workdir(ENV, "random", TIER, root=root, model=MODEL)
