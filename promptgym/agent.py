@@ -131,8 +131,8 @@ def result_members(result: Result) -> list[tuple[Any, float]]:
     """``(action, weight)`` of every member of ``result``, the weights normalised to sum 1.
 
     A single-prompt Result is the one member ``(result.action, 1.0)`` (its action may be None: the
-    template, or a Result whose prompt is a soft prompt or demonstrations; the runner's
-    ``member_prompts`` turns members into LM prompts).
+    template, or a Result whose prompt is a soft prompt or demonstrations;
+    :func:`promptgym.members.member_prompts` turns members into LM prompts).
     """
     if result.members is None:
         return [(result.action, 1.0)]

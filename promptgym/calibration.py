@@ -22,6 +22,7 @@ import numpy as np
 
 from promptgym.agent import Result, max_members
 from promptgym.errors import IncompatibleAgentError
+from promptgym.members import member_prompts
 
 #: "ce": maximise the train log-likelihood; "uniform": equalise the mean prediction (no labels used)
 CALIBRATION_METHODS = ("ce", "uniform")
@@ -99,8 +100,6 @@ def calibrate_result(env: gym.Env, result: Result, method: str = "ce", l2: float
     members whose lopsidedness differs. The Result's train reward becomes the calibrated one (the
     mean over members); the uncalibrated one is kept in ``extra``.
     """
-    from promptgym.runner import member_prompts  # the runner imports this module
-
     base = env.unwrapped
     check_calibratable(base.reward_kind)
     if result.label_bias is not None:

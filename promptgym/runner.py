@@ -33,7 +33,6 @@ from promptgym.agent import (
     check_kind,
     config_dict,
     make_agent,
-    result_members,
 )
 from promptgym.calibration import calibrate_result, calibration_calls, check_calibratable
 from promptgym.envs.budget import QueryBudget
@@ -42,7 +41,8 @@ from promptgym.envs.scoring import Segments, is_approximate
 from promptgym.errors import ConfigError, IncompatibleAgentError, PromptGymError
 from promptgym.journal import CallJournal
 from promptgym.lm import DEFAULT_MODEL, in_dtype
-from promptgym.lm.base import Prompt, ScoreRequest, SoftPrompt, TokenPrompt
+from promptgym.lm.base import Prompt, ScoreRequest, SoftPrompt
+from promptgym.members import member_biases, member_prompts
 from promptgym.metrics import compute_metric, probability_metrics
 from promptgym.metrics.stats import expected_calibration_error
 from promptgym.progress import LiveMonitor
@@ -63,19 +63,6 @@ class Run:
     agent_name: str
     seconds: float
     replayed_calls: int = 0  # calls answered from the journal of a killed run (0: not a resume)
-
-
-@dataclass
-class TestScore:
-    """A prompt's predictions on the test split and what leaderboards report of them."""
-
-    metric: float
-    predictions: np.ndarray
-    ece: float
-    n: int
-
-
-TestScore.__test__ = False  # type: ignore[attr-defined]  # not a pytest class, despite its name
 
 
 def check_env_kwargs(env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
@@ -206,39 +193,6 @@ def check_calibration_request(agent: str, env_kwargs: dict[str, Any] | None) -> 
 
 
 # ---------------------------------------------------------------------------------------------- test split
-def result_prompt(env: gym.Env, result: Any) -> Prompt:
-    """The LM prompt of a single-prompt Result: soft prompt, demonstrations, the action's prompt, or none."""
-    base = env.unwrapped
-    soft = getattr(result, "soft_prompt", None)
-    if soft is not None:
-        return SoftPrompt(np.asarray(soft, dtype=np.float32))
-    if getattr(result, "demonstrations", None):
-        return base.text_prompt(result.demonstrations)
-    if result.action is None:
-        return TokenPrompt(())
-    return base.prompt_of(result.action)
-
-
-def member_prompts(env: gym.Env, result: Result) -> list[tuple[Prompt, float]]:
-    """``(LM prompt, normalised weight)`` of every member of ``result`` (one member for a single prompt)."""
-    if not result.is_set:
-        return [(result_prompt(env, result), 1.0)]
-    base = env.unwrapped
-    return [(base.prompt_of(m), w) for m, w in result_members(result)]
-
-
-def member_biases(result: Result, n_members: int, n_labels: int) -> np.ndarray | None:
-    """The label bias of each member, ``(K, C)``, from a shared ``(C,)`` or a per-member ``(K, C)`` bias."""
-    if result.label_bias is None:
-        return None
-    bias = np.asarray(result.label_bias, dtype=np.float64)
-    if bias.shape == (n_labels,):
-        return np.broadcast_to(bias, (n_members, n_labels))
-    if bias.shape != (n_members, n_labels):
-        raise ConfigError(f"label_bias must have shape ({n_labels},) or ({n_members}, {n_labels}), got {bias.shape}")
-    return bias
-
-
 #: pseudo-votes per label that smooth a "vote" set's histogram (additive / Laplace smoothing)
 VOTE_PRIOR = 1.0
 #: labels whose vote shares differ by less than this are tied (weights are floats)
