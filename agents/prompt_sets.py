@@ -3,7 +3,7 @@ prompts on dev, and the Result of a set.
 
 A set is scored as the test harness scores it: every member is one API call (all members in ONE
 batched request, charged like any call), and the members' predictions are combined by the harness's
-own rule (:func:`promptgym.runner.combine_set`), so an agent's dev number is its test number's
+own rule (:func:`promptgym.members.combine_set`), so an agent's dev number is its test number's
 twin. A label-only env returns predicted labels only; a "vote" set needs nothing more (its ties then
 go to the heaviest member's label, where the test harness, which has log-probs, compares the
 members' mean probabilities).
@@ -19,9 +19,9 @@ import numpy as np
 
 from promptgym.agent import Result, TrainCurve, config_dict
 from promptgym.errors import IncompatibleAgentError
+from promptgym.members import combine_set
 from promptgym.metrics import compute_metric
 from promptgym.metrics.uncertainty import nll
-from promptgym.runner import combine_set
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ from agents.prompt_sets import set_result
 from promptgym.agent import AgentConfig, ConfiguredAgent, DevSelector, Result, TrainCurve, require
 from promptgym.calibration import fit_label_bias
 from promptgym.errors import IncompatibleAgentError
+from promptgym.members import combine_members
 from promptgym.metrics import compute_metric
-from promptgym.runner import combine_members
 
 #: where a member's label bias is fitted (see the module docstring)
 CALIBRATE_ON = ("none", "train", "dev", "both")

@@ -58,7 +58,7 @@ class Result:
     member (normalised when scored; None = uniform) and ``combine`` says how test predictions are
     made of them: "mean" averages the members' label distributions, "vote" smooths the weighted
     histogram of their predicted labels (for agents that only ever saw labels; the rule, with its
-    tie-break, is :func:`promptgym.runner.combine_set`'s). ``action`` is then
+    tie-break, is :func:`promptgym.members.combine_set`'s). ``action`` is then
     the member with the largest weight, what a single-prompt reader shows. ``label_bias`` is either
     one bias ``(C,)`` for every member or one per member ``(K, C)``. A single-prompt Result is a
     one-member set (:func:`result_members`).

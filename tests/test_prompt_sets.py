@@ -30,8 +30,9 @@ from promptgym.bench import schema
 from promptgym.bench.evaluate import evaluate, prompt_record, verify
 from promptgym.bench.schema import parse_submission, validate_submission
 from promptgym.errors import ConfigError, InvalidSubmissionError
+from promptgym.members import combine_members
 from promptgym.metrics.stats import decode_predictions, encode_predictions
-from promptgym.runner import combine_members, member_probs, run_agent, score_test
+from promptgym.runner import member_probs, run_agent, score_test
 from promptgym.runs import load_result, new_run_dir, run_config, write_run
 
 TINY = {"model": "tiny-random-causal", "dtype": "float32"}

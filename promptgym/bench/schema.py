@@ -27,7 +27,7 @@ Versions. A file keeps the version it was written with and is re-scored by that 
 so committed entries verify exactly as they did. Version 2 changed the meaning of a prompt set's
 ``"combine": "vote"`` from the bare weighted histogram of predicted labels (exact zeros: its NLL
 was the 1e-12 floor; ties went to the first label) to smoothed vote shares with a tie-break
-(:func:`promptgym.runner.combine_set`); the shape is the same. :func:`combine_rule` maps a file's
+(:func:`promptgym.members.combine_set`); the shape is the same. :func:`combine_rule` maps a file's
 rule name to the runner's rule, the one place where the versions differ. A run's optional
 ``receipt`` (a server's signed usage receipt, :mod:`promptgym.bench.receipts`) changes no existing
 key's meaning, so it came without a new version: files without it read and verify as before. So does
@@ -250,7 +250,7 @@ def budget_ok(sub: Mapping[str, Any]) -> bool:
 
 
 def combine_rule(combine: str | None, schema_version: int) -> str:
-    """The runner's rule (:func:`promptgym.runner.combine_set`) for a prompt's ``combine`` in a file of
+    """The runner's rule (:func:`promptgym.members.combine_set`) for a prompt's ``combine`` in a file of
     ``schema_version``: "vote" is :data:`~promptgym.agent.VOTE_V1` (the bare histogram) before version 2;
     absent is "mean"."""
     rule = combine or "mean"
