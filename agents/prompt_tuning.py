@@ -33,7 +33,7 @@ accuracy 0.56 -> 0.59-0.62; lr 0.1 took train CE 0.82 -> 0.57 and dev 0.56 -> 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -41,6 +41,7 @@ import numpy as np
 from promptgym.agent import AgentConfig, ConfiguredAgent, Result, config_dict, require
 from promptgym.errors import IncompatibleAgentError
 from promptgym.metrics import compute_metric
+from promptgym.task_view import WhiteBoxTask
 
 DEFAULT_LENGTH = 10
 
@@ -62,7 +63,7 @@ class PromptTuningConfig(AgentConfig):
         require(self.seed >= 0, f"PromptTuningConfig.seed must be >= 0, got {self.seed}")
 
 
-def fp32_white_box(base: Any) -> Any:
+def fp32_white_box(base: WhiteBoxTask) -> Any:
     """The white-box entry of the env's model in fp32 (the same weights, loaded once more if the
     env runs bf16: bf16 gradients are too coarse for small steps)."""
     import torch
@@ -76,7 +77,7 @@ def fp32_white_box(base: Any) -> Any:
     return (lm if lm.dtype == torch.float32 else get_lm(lm.name, "float32")).white_box()
 
 
-def initial_prompt(base: Any, length: int) -> tuple[np.ndarray, str]:
+def initial_prompt(base: WhiteBoxTask, length: int) -> tuple[np.ndarray, str]:
     """The env's own starting point: ``p0`` of a subspace env, else embeddings of its first candidates."""
     lm = base.lm
     if base.kind == "subspace" and len(base.p0) == length:
@@ -100,7 +101,7 @@ class PromptTuningAgent(ConfiguredAgent):
 
         cfg = self.config
         wb = fp32_white_box(env.unwrapped)
-        base = self.start(env)
+        base = cast(WhiteBoxTask, self.start(env))  # the white-box reference reads the LM and the rows
         length = int(cfg.prompt_length or getattr(base, "prompt_length", DEFAULT_LENGTH))
         init, init_text = initial_prompt(base, length)
         words = base.template.verbalizers

@@ -36,6 +36,7 @@ import numpy as np
 from promptgym.envs.registration import KINDS, kind_of, kind_pattern
 from promptgym.errors import ConfigError, IncompatibleAgentError, UnknownAgentError
 from promptgym.plugins import AGENTS_GROUP, Plugin, load_all, the_plugin
+from promptgym.task_view import AgentTask
 from promptgym.tasks.spec import PROMPT_POSITIONS
 from promptgym.typed_config import TypedConfig, config_fields, parse_field, require
 
@@ -260,8 +261,9 @@ class ConfiguredAgent:
                               f"got {type(config).__name__}")
         self.config = config
 
-    def start(self, env: gym.Env) -> Any:
-        """Reset ``env`` with the config's seed and return ``env.unwrapped`` (the scoring methods)."""
+    def start(self, env: gym.Env) -> AgentTask:
+        """Reset ``env`` with the config's seed and return ``env.unwrapped``: what an agent may use of
+        it is :class:`promptgym.task_view.AgentTask` (the scoring methods, the budget, the task)."""
         env.reset(seed=self.config.seed)
         return env.unwrapped
 

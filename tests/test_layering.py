@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("promptgym.typed_config", "promptgym.plugins"),  # generic machinery: config field checks, entry points
     ("promptgym.metrics", "promptgym.tasks", "promptgym.lm"),  # leaves: how to score, what to solve, the model
     ("promptgym.envs",),  # the gym: a task, an LM and a metric behind a budget
+    ("promptgym.task_view",),  # what an agent may use of an env (the agent contract's view of the task)
     ("promptgym.agent", "promptgym.journal", "promptgym.tracking", "promptgym.progress"),  # the agent contract;
     # the instruments a run hooks onto an env (call journal, TensorBoard, progress line)
     ("promptgym",),  # the package facade: registers envs and agents, re-exports the contract, __version__
@@ -40,8 +41,8 @@ LAYERS: list[tuple[str, ...]] = [
 ALLOWED_UPHILL: dict[tuple[str, str], str] = {}
 
 #: what an agent may import from promptgym: the contract, its errors and the pure helpers on results
-AGENT_API = ("promptgym", "promptgym.agent", "promptgym.errors", "promptgym.calibration", "promptgym.members",
-             "promptgym.metrics")
+AGENT_API = ("promptgym", "promptgym.agent", "promptgym.task_view", "promptgym.errors", "promptgym.calibration",
+             "promptgym.members", "promptgym.metrics")
 
 #: what agents import beyond :data:`AGENT_API` today, as (agent file, imported module): not to grow.
 #: A stale entry fails the test, so the list can only shrink.
