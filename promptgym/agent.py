@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -35,6 +35,7 @@ import numpy as np
 
 from promptgym.envs.registration import KINDS, kind_of, kind_pattern
 from promptgym.errors import ConfigError, IncompatibleAgentError, UnknownAgentError
+from promptgym.jsonable import finite_or_none, jsonable
 from promptgym.plugins import AGENTS_GROUP, Plugin, load_all, the_plugin
 from promptgym.task_view import AgentTask
 from promptgym.tasks.spec import PROMPT_POSITIONS
@@ -117,6 +118,96 @@ class Result:
     def is_set(self) -> bool:
         """Whether the Result is a prompt set (``members`` given), even of one member."""
         return self.members is not None
+
+    def to_record(self, full: bool = False) -> dict[str, Any]:
+        """The Result as a plain JSON record, the one converter of every file that holds one.
+
+        By default the final prompt(s) only, the protocol's ``prompt`` (seed files, submissions):
+        ``action``, ``label_bias``, ``text`` (at most 5000 characters), ``demonstrations`` when given,
+        and ``members`` / ``weights`` / ``combine`` for a set; actions as :func:`action_list` writes them.
+        A set combined by :data:`VOTE_V1` is written "vote": what "vote" means is the file's schema
+        version's (:func:`promptgym.bench.schema.combine_rule`). ``full=True`` gives the whole Result as
+        a run folder's prompt.json holds it (:func:`promptgym.runs.result_record` adds what only the env
+        knows): every field by its name but the soft prompt (a file of its own), actions as plain lists,
+        non-finite scores as None, plus the ``calibration`` of ``extra`` for readers.
+        """
+        if full:
+            return {
+                "agent": self.agent,
+                "action": _plain(self.action),
+                "prompt_text": self.prompt_text,
+                "train_reward": finite_or_none(self.train_reward),
+                "dev_metric": finite_or_none(self.dev_metric),
+                "calls_used": int(self.calls_used),
+                "label_bias": _plain(self.label_bias),
+                "demonstrations": self.demonstrations,
+                "curve": [list(p) for p in self.curve],
+                "train_curve": [list(p) for p in self.train_curve],
+                "curve_unit": self.curve_unit,
+                "config": jsonable(self.config),
+                "extra": jsonable(self.extra),
+                "members": None if self.members is None else [_plain(m) for m in self.members],
+                "weights": None if self.weights is None else [float(w) for w in self.weights],
+                "combine": self.combine,
+                "calibration": jsonable(self.extra.get("calibration")),
+            }
+        bias = None if self.label_bias is None else np.asarray(self.label_bias, dtype=np.float64).tolist()
+        rec: dict[str, Any] = {
+            "action": None if self.action is None else action_list(self.action),
+            "label_bias": bias,
+            "text": str(self.prompt_text or "")[:5000],
+        }
+        if self.demonstrations:
+            rec["demonstrations"] = self.demonstrations
+        if self.is_set:
+            rec["members"] = [action_list(m) for m in self.members or []]
+            if self.weights is not None:
+                rec["weights"] = [float(w) for w in self.weights]
+            rec["combine"] = "vote" if self.combine == VOTE_V1 else self.combine
+        return rec
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], agent: str = "", combine: str | None = None,
+                    full: bool = False) -> Result:
+        """The Result a :meth:`to_record` record of the same ``full`` stands for.
+
+        A prompt record has no scores (NaN train reward, no dev metric, no calls) and keeps its actions
+        as the lists it holds; ``agent`` names its agent. A full record (``full=True``) names its own
+        agent and gives actions back as arrays; its soft prompt, kept in a file of its own, is the
+        reader's (:func:`promptgym.runs.load_result`). ``combine`` overrides the record's rule (a reader
+        maps "vote" of an old file to :data:`VOTE_V1`); absent from both, "mean". Raises ConfigError on
+        an inconsistent set.
+        """
+        bias = record["label_bias"]
+        bias = None if bias is None else np.asarray(bias, dtype=np.float32)
+        rule = combine or record.get("combine") or "mean"
+        if not full:
+            return cls(agent, record["action"], record["text"], float("nan"), None, 0, label_bias=bias,
+                       demonstrations=record.get("demonstrations"), members=record.get("members"),
+                       weights=record.get("weights"), combine=rule)
+        train = record["train_reward"]
+        members = record.get("members")
+        return cls(record["agent"], None if record["action"] is None else np.asarray(record["action"]),
+                   record["prompt_text"], float("nan") if train is None else float(train), record["dev_metric"],
+                   record["calls_used"], [tuple(p) for p in record["curve"]],
+                   [tuple(p) for p in record["train_curve"]], bias, record["demonstrations"], record["config"],
+                   dict(record.get("extra") or {}), curve_unit=record.get("curve_unit", "calls"),
+                   members=None if members is None else [np.asarray(m) for m in members],
+                   weights=record.get("weights"), combine=rule)
+
+
+def _plain(value: Any) -> Any:
+    """An array (an action, a bias) as nested Python lists; None stays None."""
+    return None if value is None else np.asarray(value).tolist()
+
+
+def action_list(action: Any) -> list[int] | list[float]:
+    """An action as JSON numbers: token ids as ints; a vector as the shortest decimals that give back its
+    float32 values exactly (envs score float32 vectors), so a 500-value vector takes ~5 KB, not ~10 KB."""
+    arr = np.asarray(action)
+    if arr.dtype.kind in "iu":
+        return [int(x) for x in arr.ravel()]
+    return [float(np.format_float_positional(x, unique=True)) for x in arr.astype(np.float32).ravel()]
 
 
 #: how a prompt set's members make one prediction (see :class:`Result`): the rules an agent returns

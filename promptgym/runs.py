@@ -35,6 +35,7 @@ import gymnasium as gym
 import numpy as np
 
 from promptgym.agent import Agent, Result, config_dict, result_members
+from promptgym.jsonable import finite_or_none, jsonable
 from promptgym.progress import fmt
 
 CURVE_HEADER = ("best_train_reward", "best_dev_metric")
@@ -149,7 +150,7 @@ def write_run(run_dir: Path, env: gym.Env, result: Result, config: dict[str, Any
         writer = csv.writer(fh)
         writer.writerow((result.curve_unit, *CURVE_HEADER))
         for x, train, dev in rows:
-            writer.writerow((x, _num(train), _num(dev)))
+            writer.writerow((x, finite_or_none(train), finite_or_none(dev)))
     plot_curve(run_dir / "curve.png", result.curve_unit, rows, env.unwrapped.spec_task.metric,
                title=curve_title(config))
 
@@ -163,44 +164,27 @@ def action_kind(env: gym.Env, result: Result) -> str:
 
 
 def result_record(env: gym.Env, result: Result) -> dict[str, Any]:
-    """The Result as JSON (NaN -> null; arrays -> lists; the soft prompt goes to its own file)."""
-    base = env.unwrapped
-    return {
-        "agent": result.agent,
-        "action": None if result.action is None else np.asarray(result.action).tolist(),
-        "action_kind": action_kind(env, result),
-        "prompt_text": result.prompt_text,
-        "train_reward": _num(result.train_reward),
-        "dev_metric": _num(result.dev_metric),
-        "metric": base.spec_task.metric,
-        "calls_used": int(result.calls_used),
-        "label_bias": None if result.label_bias is None else np.asarray(result.label_bias).tolist(),
-        "demonstrations": result.demonstrations,
-        "curve": [list(p) for p in result.curve],
-        "train_curve": [list(p) for p in result.train_curve],
-        "curve_unit": result.curve_unit,
-        "config": jsonable(result.config),
-        "extra": jsonable(result.extra),
-        "members": None if result.members is None else [np.asarray(m).tolist() for m in result.members],
-        "weights": None if result.weights is None else [float(w) for w in result.weights],
-        "combine": result.combine,
-        "calibration": jsonable(result.extra.get("calibration")),
-    }
+    """The Result as prompt.json holds it: :meth:`Result.to_record` ``(full=True)`` with what only the env
+    knows, ``action_kind`` after ``action`` and ``metric`` after ``dev_metric`` (the soft prompt goes to
+    its own file)."""
+    after = {"action": ("action_kind", action_kind(env, result)),
+             "dev_metric": ("metric", env.unwrapped.spec_task.metric)}
+    record: dict[str, Any] = {}
+    for key, value in result.to_record(full=True).items():
+        record[key] = value
+        if key in after:
+            record[after[key][0]] = after[key][1]
+    return record
 
 
 def load_result(run_dir: str | Path) -> Result:
     """The Result stored in a run folder (for re-scoring with :func:`promptgym.runner.score_test`)."""
     run_dir = Path(run_dir)
     rec = json.loads((run_dir / "prompt.json").read_text())
-    soft = np.load(run_dir / rec["soft_prompt_file"]) if rec.get("soft_prompt_file") else None
-    return Result(rec["agent"], None if rec["action"] is None else np.asarray(rec["action"]), rec["prompt_text"],
-                  float("nan") if rec["train_reward"] is None else float(rec["train_reward"]), rec["dev_metric"],
-                  rec["calls_used"], [tuple(p) for p in rec["curve"]], [tuple(p) for p in rec["train_curve"]],
-                  None if rec["label_bias"] is None else np.asarray(rec["label_bias"], dtype=np.float32),
-                  rec["demonstrations"], rec["config"], dict(rec.get("extra") or {}), soft_prompt=soft,
-                  curve_unit=rec.get("curve_unit", "calls"),
-                  members=None if rec.get("members") is None else [np.asarray(m) for m in rec["members"]],
-                  weights=rec.get("weights"), combine=rec.get("combine", "mean"))
+    result = Result.from_record(rec, full=True)
+    if rec.get("soft_prompt_file"):
+        result.soft_prompt = np.load(run_dir / rec["soft_prompt_file"])
+    return result
 
 
 def prompt_report(env: gym.Env, result: Result, config: dict[str, Any]) -> str:
@@ -267,7 +251,7 @@ def curve_rows(result: Result) -> list[tuple[int, float | None, float | None]]:
             di += 1
         rows.append((x, best_t, best_d))
     if not rows:
-        rows = [(int(result.calls_used), None, _num(result.dev_metric))]
+        rows = [(int(result.calls_used), None, finite_or_none(result.dev_metric))]
     return rows
 
 
@@ -316,24 +300,3 @@ def plot_curve(path: Path, unit: str, rows: list, metric: str, *, title: str) ->
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def _num(x: Any) -> float | None:
-    return None if x is None or not math.isfinite(float(x)) else float(x)
-
-
-def jsonable(obj: Any) -> Any:
-    """``obj`` with numpy values as Python ones and non-finite floats as None (for JSON files)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return jsonable(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    return repr(obj)

@@ -43,6 +43,7 @@ from promptgym.bench.schema import (
 )
 from promptgym.envs.registration import check_env_id, env_kind, env_task
 from promptgym.errors import ConfigError, InvalidActionError, InvalidSubmissionError, PromptGymError, UnknownEnvError
+from promptgym.jsonable import jsonable
 from promptgym.lm import DEFAULT_MODEL, get_lm, is_served, parse_served
 from promptgym.lm.receipts import Entry, rows_sha256, run_proof
 from promptgym.metrics import compute_metric
@@ -57,7 +58,7 @@ from promptgym.runner import (
     score_test,
     test_requests,
 )
-from promptgym.runs import evaluate_workdir, jsonable, seed_file, seed_journal
+from promptgym.runs import evaluate_workdir, seed_file, seed_journal
 from promptgym.tasks import data_fingerprint, get_task, load_split
 from promptgym.tracking import TENSORBOARD_DIR, check_tracker, log_values
 
@@ -69,31 +70,9 @@ METRIC_TOL = 0.005
 AGREEMENT = 0.99
 
 
-def action_list(action: Any) -> list[int] | list[float]:
-    """An action as JSON numbers: token ids as ints; a vector as the shortest decimals that give back its
-    float32 values exactly (envs score float32 vectors), so a 500-value vector takes ~5 KB, not ~10 KB."""
-    arr = np.asarray(action)
-    if arr.dtype.kind in "iu":
-        return [int(x) for x in arr.ravel()]
-    return [float(np.format_float_positional(x, unique=True)) for x in arr.astype(np.float32).ravel()]
-
-
 def prompt_record(result: Result) -> dict[str, Any]:
-    """A Result's final prompt(s) as a submission's ``prompt`` (members, weights and rule for a set)."""
-    bias = None if result.label_bias is None else np.asarray(result.label_bias, dtype=np.float64).tolist()
-    rec: dict[str, Any] = {
-        "action": None if result.action is None else action_list(result.action),
-        "label_bias": bias,
-        "text": str(result.prompt_text or "")[:5000],
-    }
-    if result.demonstrations:
-        rec["demonstrations"] = result.demonstrations
-    if result.is_set:
-        rec["members"] = [action_list(m) for m in result.members or []]
-        if result.weights is not None:
-            rec["weights"] = [float(w) for w in result.weights]
-        rec["combine"] = result.combine
-    return rec
+    """A Result's final prompt(s) as a submission's ``prompt``: :meth:`~promptgym.agent.Result.to_record`."""
+    return result.to_record()
 
 
 def curve_record(result: Result) -> list[list[int | float]]:
@@ -420,10 +399,8 @@ def replay_result(sub: dict, i: int, env: Any, num_labels: int) -> Result:
     if p.get("members") is not None and p["action"] is None:
         raise InvalidSubmissionError(f"{where}.action: a prompt set's action is its member of largest weight")
     try:
-        return Result(sub["agent"]["name"], p["action"], p["text"], float("nan"), None, 0,
-                      label_bias=None if bias is None else np.asarray(bias, dtype=np.float32),
-                      demonstrations=p.get("demonstrations"), members=p.get("members"), weights=p.get("weights"),
-                      combine=combine_rule(p.get("combine"), sub.get("schema_version", SCHEMA_VERSION)))
+        return Result.from_record(p, sub["agent"]["name"],
+                                  combine=combine_rule(p.get("combine"), sub.get("schema_version", SCHEMA_VERSION)))
     except ConfigError as exc:
         raise InvalidSubmissionError(f"{where}: {exc}") from None
 

@@ -46,9 +46,10 @@ from promptgym.bench.evaluate import check_cached_config, check_cached_run, chec
 from promptgym.bench.schema import BENCH_SEEDS, TIERS
 from promptgym.envs.registration import check_env_id, env_config_class, env_kind, env_task
 from promptgym.errors import ConfigError, IncompatibleAgentError
+from promptgym.jsonable import jsonable
 from promptgym.lm import DEFAULT_MODEL, is_served, parse_served
 from promptgym.metrics.stats import seed_summary
-from promptgym.runs import EVALUATE_ROOT, evaluate_workdir, jsonable, seed_file, seed_journal
+from promptgym.runs import EVALUATE_ROOT, evaluate_workdir, seed_file, seed_journal
 from promptgym.typed_config import parse_field
 
 #: what to run when Ray is missing (an optional extra: only sweeps need it)
