@@ -69,7 +69,7 @@ from scipy.special import logsumexp, softmax
 from scipy.stats import truncnorm
 
 from agents.prompt_sets import score_set, set_result
-from promptgym.agent import AgentConfig, ConfiguredAgent, Result, TrainCurve, require
+from promptgym.agent import AgentConfig, PromptSetAgent, Result, TrainCurve, require
 
 MIN_KERNEL_STD = 0.05  # kernel_scale rule: the kernel's smallest standard deviation, as a fraction of prior_std
 WEIGHTS = ("uniform", "exact")
@@ -200,15 +200,12 @@ def sample_mixture(rng: np.random.Generator, n: int, centres: np.ndarray, weight
 
 
 # ---------------------------------------------------------------------------------------------- the agent
-class ABCSMCAgent(ConfiguredAgent):
+class ABCSMCAgent(PromptSetAgent):
     """ABC-SMC on predicted labels only: tolerance on training accuracy, generation chosen on dev (see the module)."""
 
     name = "abc_smc"
     config_class = ABCSMCConfig
-
-    @property
-    def max_members(self) -> int:
-        return self.config.particles
+    members_field = "particles"
 
     def learn(self, env: gym.Env) -> Result:
         cfg = self.config

@@ -27,10 +27,17 @@ class BBTConfig(AgentConfig):
     seed: int = 0          # seeds the env reset and CMA-ES (with seed + 1)
 
     def validate(self) -> None:
-        require(self.popsize >= 2, f"BBTConfig.popsize must be >= 2 (CMA-ES ranks a population), got {self.popsize}")
-        require(self.sigma0 > 0, f"BBTConfig.sigma0 must be > 0, got {self.sigma0}")
-        require(self.dev_every >= 1, f"BBTConfig.dev_every must be >= 1, got {self.dev_every}")
+        require_cma_settings(self)
         require(self.seed >= 0, f"BBTConfig.seed must be >= 0, got {self.seed}")
+
+
+def require_cma_settings(cfg: Any) -> None:
+    """Check the :func:`cma_search` settings a config carries (``popsize``, ``sigma0``, ``dev_every``), with
+    the same messages in every agent that runs BBT's search."""
+    owner = type(cfg).__name__
+    require(cfg.popsize >= 2, f"{owner}.popsize must be >= 2 (CMA-ES ranks a population), got {cfg.popsize}")
+    require(cfg.sigma0 > 0, f"{owner}.sigma0 must be > 0, got {cfg.sigma0}")
+    require(cfg.dev_every >= 1, f"{owner}.dev_every must be >= 1, got {cfg.dev_every}")
 
 
 class BBTAgent(ConfiguredAgent):

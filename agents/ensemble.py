@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from agents.bbt import cma_search
+from agents.bbt import cma_search, require_cma_settings
 from agents.prompt_sets import score_set, set_result
-from promptgym.agent import AgentConfig, ConfiguredAgent, DevSelector, Result, TrainCurve, require
+from promptgym.agent import AgentConfig, DevSelector, PromptSetAgent, Result, TrainCurve, require
 
 
 @dataclass
@@ -39,22 +39,15 @@ class EnsembleConfig(AgentConfig):
 
     def validate(self) -> None:
         require(self.members >= 1, f"EnsembleConfig.members must be >= 1, got {self.members}")
-        require(self.popsize >= 2, f"EnsembleConfig.popsize must be >= 2 (CMA-ES ranks a population), "
-                                   f"got {self.popsize}")
-        require(self.sigma0 > 0, f"EnsembleConfig.sigma0 must be > 0, got {self.sigma0}")
-        require(self.dev_every >= 1, f"EnsembleConfig.dev_every must be >= 1, got {self.dev_every}")
+        require_cma_settings(self)
         require(self.seed >= 0, f"EnsembleConfig.seed must be >= 0, got {self.seed}")
 
 
-class EnsembleAgent(ConfiguredAgent):
+class EnsembleAgent(PromptSetAgent):
     """K BBT runs on equal shares of one budget; their best-dev prompts, uniformly weighted (see the module)."""
 
     name = "ensemble"
     config_class = EnsembleConfig
-
-    @property
-    def max_members(self) -> int:
-        return self.config.members
 
     def learn(self, env: gym.Env) -> Result:
         cfg = self.config

@@ -29,9 +29,9 @@ from dataclasses import dataclass, replace
 import gymnasium as gym
 import numpy as np
 
-from agents.bbt import cma_search
+from agents.bbt import cma_search, require_cma_settings
 from agents.prompt_sets import set_result
-from promptgym.agent import AgentConfig, ConfiguredAgent, DevSelector, Result, TrainCurve, require
+from promptgym.agent import AgentConfig, DevSelector, PromptSetAgent, Result, TrainCurve, require
 from promptgym.calibration import fit_label_bias
 from promptgym.errors import IncompatibleAgentError
 from promptgym.members import combine_members
@@ -52,10 +52,7 @@ class SnapshotConfig(AgentConfig):
 
     def validate(self) -> None:
         require(self.members >= 1, f"SnapshotConfig.members must be >= 1, got {self.members}")
-        require(self.popsize >= 2, f"SnapshotConfig.popsize must be >= 2 (CMA-ES ranks a population), "
-                                   f"got {self.popsize}")
-        require(self.sigma0 > 0, f"SnapshotConfig.sigma0 must be > 0, got {self.sigma0}")
-        require(self.dev_every >= 1, f"SnapshotConfig.dev_every must be >= 1, got {self.dev_every}")
+        require_cma_settings(self)
         require(self.calibrate_on in CALIBRATE_ON,
                 f"SnapshotConfig.calibrate_on must be one of {CALIBRATE_ON}, got {self.calibrate_on!r}")
         require(self.seed >= 0, f"SnapshotConfig.seed must be >= 0, got {self.seed}")
@@ -85,15 +82,11 @@ def member_bias(train_out: object | None, dev_out: object, where: str) -> np.nda
     return fit_label_bias(lp, labels)
 
 
-class SnapshotAgent(ConfiguredAgent):
+class SnapshotAgent(PromptSetAgent):
     """One BBT search; its best distinct dev-checked prompts, each with its own label bias (see the module)."""
 
     name = "snapshot"
     config_class = SnapshotConfig
-
-    @property
-    def max_members(self) -> int:
-        return self.config.members
 
     def learn(self, env: gym.Env) -> Result:
         cfg = self.config

@@ -64,7 +64,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.prompt_sets import score_set, set_result
-from promptgym.agent import AgentConfig, ConfiguredAgent, Result, TrainCurve, require
+from promptgym.agent import AgentConfig, PromptSetAgent, Result, TrainCurve, require
 from promptgym.errors import IncompatibleAgentError
 
 OBSERVATIONS = ("best_simulated", "gold")
@@ -154,15 +154,11 @@ class NoTracker:
         pass
 
 
-class SNPEAgent(ConfiguredAgent):
+class SNPEAgent(PromptSetAgent):
     """Neural posterior estimation (sbi, MAF) conditioned on a simulated (or the gold) output (see the module)."""
 
     name = "snpe"
     config_class = SNPEConfig
-
-    @property
-    def max_members(self) -> int:
-        return self.config.members
 
     def learn(self, env: gym.Env) -> Result:
         import torch

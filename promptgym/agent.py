@@ -359,6 +359,20 @@ class ConfiguredAgent:
         return env.unwrapped
 
 
+class PromptSetAgent(ConfiguredAgent):
+    """Base of the agents whose Result is a set of prompts capped by one config field.
+
+    ``max_members`` (what the runner checks the Result against) reads the field named by
+    ``members_field``, so each agent states its cap once instead of repeating the property.
+    """
+
+    members_field: ClassVar[str] = "members"
+
+    @property
+    def max_members(self) -> int:
+        return int(getattr(self.config, self.members_field))
+
+
 # ---------------------------------------------------------------------------------------------- registry
 #: every env kind (from the env classes' ``kind`` attributes)
 ALL_KINDS: tuple[str, ...] = tuple(KINDS)
@@ -592,6 +606,7 @@ def _register_builtins() -> None:
 _register_builtins()
 
 __all__ = ["AGENT_REGISTRY", "ALL_KINDS", "COMBINE_RULES", "PLUGIN_FLAGS", "VOTE_V1", "Agent", "AgentConfig",
-           "AgentSpec", "ConfiguredAgent", "DevSelector", "Result", "TrainCurve", "agent_spec", "check_compatible",
-           "check_kind", "config_dict", "config_fields", "find_agent", "is_white_box", "load_agent_plugins",
-           "make_agent", "make_config", "max_members", "parse_field", "register_agent", "require", "result_members"]
+           "AgentSpec", "ConfiguredAgent", "DevSelector", "PromptSetAgent", "Result", "TrainCurve", "agent_spec",
+           "check_compatible", "check_kind", "config_dict", "config_fields", "find_agent", "is_white_box",
+           "load_agent_plugins", "make_agent", "make_config", "max_members", "parse_field", "register_agent",
+           "require", "result_members"]

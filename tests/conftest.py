@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-_MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
+_ROOT = Path(__file__).resolve().parents[1]
+_MIRROR = _ROOT.parent / "shared" / "data"
 if not os.environ.get("PROMPTGYM_DATA_DIR") and _MIRROR.is_dir():
     os.environ["PROMPTGYM_DATA_DIR"] = str(_MIRROR)
 
@@ -78,6 +79,38 @@ def tiny_server(fresh_cache):
             return servers.enter_context(serve_in_background(lm, store, **options))
 
         yield start
+
+
+@pytest.fixture(scope="module")
+def unit_tier():
+    """A 30-call benchmark tier named "unit", so submission tests run the real evaluate path in seconds."""
+    from promptgym.bench import schema
+
+    schema.TIERS["unit"] = 30
+    yield "unit"
+    del schema.TIERS["unit"]
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """``benchmark_script(name)``: the module ``benchmarks/<name>.py`` (a script folder, not a package),
+    loaded once per session; registered in ``sys.modules`` so its dataclasses resolve their module."""
+    import importlib.util
+    import sys
+
+    loaded: dict[str, object] = {}
+
+    def load(name: str):
+        if name not in loaded:
+            spec = importlib.util.spec_from_file_location(name, _ROOT / "benchmarks" / f"{name}.py")
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules.setdefault(name, module)
+            spec.loader.exec_module(module)
+            loaded[name] = module
+        return loaded[name]
+
+    return load
 
 
 class JournalKilled(BaseException):

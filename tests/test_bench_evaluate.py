@@ -33,13 +33,6 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def unit_tier():
-    schema.TIERS["unit"] = 30
-    yield "unit"
-    del schema.TIERS["unit"]
-
-
-@pytest.fixture(scope="module")
 def submission(unit_tier, tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("work")
     out = work / "sub.json"

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score
-from test_bench_schema import TEST_LABELS, make_predictions, make_submission
+from test_bench_schema import TEST_LABELS, few_calls_submission, make_predictions, make_submission
 
 from promptgym.bench import render as render_module
 from promptgym.bench import store as store_module
@@ -310,15 +310,6 @@ def test_html_handles_entries_without_curves() -> None:
     assert "no dev curve" in legend
 
 
-def _few_calls(agent: str, calls: int, dev: float, **kwargs: Any) -> dict[str, Any]:
-    """A prompt-free baseline's entry: ``calls`` calls per run (0: no dev point at all, so no curve)."""
-    sub = make_submission(agent, submitter="promptgym", **kwargs)
-    for run in sub["runs"]:
-        run["calls_used"] = calls
-        run["curve"] = [[calls, dev]] if calls else []
-    return sub
-
-
 def _text(el: ET.Element) -> str:
     """A cell's text as the browser shows it (name and submitter cells hold one span per word)."""
     return "".join(el.itertext())
@@ -333,8 +324,8 @@ def _numbers(text: str) -> list[float]:
 
 
 def test_auc_does_not_apply_to_entries_without_a_dev_curve() -> None:
-    entries = [_few_calls("manual", 0, 0.6, predictions=make_predictions(TEST_LABELS, [12, 11, 13, 12, 12])),
-               _few_calls("calibrated", 2, 0.6), make_submission("bdpl")]
+    entries = [few_calls_submission("manual", 0, 0.6, predictions=make_predictions(TEST_LABELS, [12, 11, 13, 12, 12])),
+               few_calls_submission("calibrated", 2, 0.6), make_submission("bdpl")]
     md = render_markdown(entries, {"PromptSST2-v0": TEST_LABELS})
     by_agent = {r[1]: r for r in _table_rows(md)}
     assert by_agent["manual"][AUC] == "–" and by_agent["manual"][CALLS] == "0"  # not "0.0": AUC does not apply
@@ -382,8 +373,8 @@ def test_table_cells_never_break_inside_words() -> None:
 
 
 def test_few_call_baselines_are_reference_lines_not_curves() -> None:
-    entries = [make_submission("bdpl"), _few_calls("calibrated", 2, 0.625),
-               _few_calls("manual", 0, 0.6, predictions=make_predictions(TEST_LABELS, [12, 11, 13, 12, 12]))]
+    entries = [make_submission("bdpl"), few_calls_submission("calibrated", 2, 0.625),
+               few_calls_submission("manual", 0, 0.6, predictions=make_predictions(TEST_LABELS, [12, 11, 13, 12, 12]))]
     doc = ET.fromstring(render_html(entries, {"PromptSST2-v0": TEST_LABELS}))
     svg = _section(doc).find(f".//{SVG}svg[@class='curves']")
     assert svg is not None
@@ -401,7 +392,7 @@ def test_few_call_baselines_are_reference_lines_not_curves() -> None:
 
 def test_legends_are_inside_their_figures_in_readable_type() -> None:
     long = make_submission("bdpl", submitter="a submitter with a rather long name, longer than most")
-    page = render_html([long, _few_calls("calibrated", 2, 0.6), _few_calls("manual", 0, 0.6)], None)
+    page = render_html([long, few_calls_submission("calibrated", 2, 0.6), few_calls_submission("manual", 0, 0.6)], None)
     assert re.search(r"svg text \{[^}]*font-size: (\d+)px", page).group(1) >= "12"  # type: ignore[union-attr]
     doc = ET.fromstring(page)
     for svg in doc.iter(f"{SVG}svg"):

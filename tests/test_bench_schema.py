@@ -86,6 +86,16 @@ def make_submission(agent: str = "bdpl", *, labels: np.ndarray | None = None,
     }
 
 
+def few_calls_submission(agent: str, calls: int, dev: float, *, submitter: str = "promptgym",
+                         **kwargs: Any) -> dict[str, Any]:
+    """A prompt-free baseline's entry: ``calls`` calls per run (0: no dev point at all, so no curve)."""
+    sub = make_submission(agent, submitter=submitter, **kwargs)
+    for run in sub["runs"]:
+        run["calls_used"] = calls
+        run["curve"] = [[calls, dev]] if calls else []
+    return sub
+
+
 def _rejects(obj_or_raw: Any, *fragments: str) -> str:
     """Assert the input is rejected and the message contains every fragment (field path first)."""
     call: Callable[[Any], Any] = parse_submission if isinstance(obj_or_raw, (bytes, str)) else validate_submission

@@ -8,15 +8,13 @@ stop running.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from test_bench_schema import TEST_LABELS, make_predictions, make_submission
+from test_bench_schema import TEST_LABELS, few_calls_submission, make_predictions, make_submission
 
 from promptgym.bench.render import render_html
 from promptgym.bench.store import load_entries
@@ -28,34 +26,19 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "leaderboards" / "index.html"
 
 
-def _load_page_check() -> Any:
-    spec = importlib.util.spec_from_file_location("page_check", ROOT / "benchmarks" / "page_check.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("page_check", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-page_check = _load_page_check()
+@pytest.fixture(scope="module")
+def page_check(benchmark_script: Any) -> Any:
+    return benchmark_script("page_check")
 
 
 @pytest.fixture(scope="module")
-def browser() -> None:
+def browser(page_check: Any) -> None:
     reason = page_check.browser_unavailable_reason()
     if reason is None:
         return
     if os.environ.get("PROMPTGYM_REQUIRE_BROWSER") == "1":
         pytest.fail(f"PROMPTGYM_REQUIRE_BROWSER=1 but the browser check cannot run: {reason}")
     pytest.skip(f"browser check skipped: {reason} (set PROMPTGYM_REQUIRE_BROWSER=1 to make this a failure)")
-
-
-def _few_calls(agent: str, calls: int, dev: float, **kwargs: Any) -> dict[str, Any]:
-    sub = make_submission(agent, submitter="promptgym-baselines", **kwargs)
-    for run in sub["runs"]:
-        run["calls_used"] = calls
-        run["curve"] = [[calls, dev]] if calls else []
-    return sub
 
 
 def _calibrated(agent: str, flips: list[int]) -> dict[str, Any]:
@@ -97,8 +80,9 @@ def _synthetic_page(tmp_path: Path) -> Path:
         _calibrated("ensemble", [4, 5, 3, 4, 5]),
         make_submission("random", predictions=make_predictions(TEST_LABELS, [18, 19, 20, 18, 17]),
                         submitter="promptgym-baselines"),
-        _few_calls("calibrated", 2, 0.625),
-        _few_calls("manual", 0, 0.5, predictions=make_predictions(TEST_LABELS, [12, 11, 13, 12, 12])),
+        few_calls_submission("calibrated", 2, 0.625, submitter="promptgym-baselines"),
+        few_calls_submission("manual", 0, 0.5, submitter="promptgym-baselines",
+                             predictions=make_predictions(TEST_LABELS, [12, 11, 13, 12, 12])),
         make_submission("bbt", env_id="PromptRTE-v0"),
         make_submission("bbt", tier="standard"),
     ]
@@ -109,7 +93,7 @@ def _synthetic_page(tmp_path: Path) -> Path:
     return path
 
 
-def test_problems_are_reported_for_clipped_legends_and_console_errors() -> None:
+def test_problems_are_reported_for_clipped_legends_and_console_errors(page_check: Any) -> None:
     """The checks themselves, on made-up measurements (no browser needed)."""
     box = {"left": 0.0, "top": 0.0, "right": 500.0, "bottom": 300.0, "width": 500.0, "height": 300.0}
     inside = {"left": 10.0, "top": 10.0, "right": 200.0, "bottom": 60.0, "width": 190.0, "height": 50.0}
@@ -131,14 +115,15 @@ def test_problems_are_reported_for_clipped_legends_and_console_errors() -> None:
         dict(good, figures=[fig]), [])
 
 
-def test_synthetic_page_passes_in_a_headless_browser(browser: None, tmp_path: Path) -> None:
+def test_synthetic_page_passes_in_a_headless_browser(page_check: Any, browser: None, tmp_path: Path) -> None:
     shot = tmp_path / "shot.png"
     assert page_check.check_page(_synthetic_page(tmp_path), shot) == []
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(shot.read_bytes()[16:20], "big") == page_check.WIDTH  # PNG IHDR width
 
 
-def test_browser_check_catches_a_clipped_legend_and_a_broken_word(browser: None, tmp_path: Path) -> None:
+def test_browser_check_catches_a_clipped_legend_and_a_broken_word(page_check: Any, browser: None,
+                                                                   tmp_path: Path) -> None:
     page = tmp_path / "bad.html"
     page.write_text(
         '<!DOCTYPE html><html><body><section id="s"><table><tr><td style="max-width: 3em; '
@@ -154,7 +139,7 @@ def test_browser_check_catches_a_clipped_legend_and_a_broken_word(browser: None,
     assert any("breaks inside a word: 'calibrated'" in p for p in problems)
 
 
-def test_committed_page_passes_in_a_headless_browser(browser: None, tmp_path: Path) -> None:
+def test_committed_page_passes_in_a_headless_browser(page_check: Any, browser: None, tmp_path: Path) -> None:
     assert PAGE.is_file()
     assert page_check.check_page(PAGE, tmp_path / "shot.png") == []
 

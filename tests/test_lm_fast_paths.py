@@ -10,25 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_lm import AG_WORDS, SST2_WORDS, TEXTS  # the same rows and label words as the plain-path tests
 
 from promptgym.lm import ScoreRequest, SoftPrompt, TokenPrompt
 from promptgym.lm.kv_cache import KVStore, Memo, prompt_key
 from promptgym.tasks import get_task
 
 ATOL = 1e-4
-TEXTS = (
-    "ok .",
-    "a gorgeous , witty , seductive movie .",
-    "the film is strictly routine , and the jokes fall flat long before the final reel arrives at its "
-    "long-awaited , thoroughly predictable conclusion .",
-    "bad",
-    "it 's a charming and often affecting journey .",
-    "one of the most slyly exquisite anti-adult movies ever made , with a cast that seems to be having a "
-    "wonderful time and a script that never condescends to its audience or to its young heroes .",
-    "no .",
-)
-WORDS = ("terrible", "great")
-AG_WORDS = ("World", "Sports", "Business", "Tech")
 PLAIN = {"input_cache": False, "prefix_cache": False, "memo": False}
 
 
@@ -60,7 +48,7 @@ def _requests(lm, kind, position, texts=TEXTS):
     out = []
     for i, prompt in enumerate(_prompts(lm, kind)):
         rows = segs[i % 3:] if i % 2 == 0 else segs[::-1][: 3 + i]
-        out.append(ScoreRequest(prompt, rows, AG_WORDS if i == 1 else WORDS))
+        out.append(ScoreRequest(prompt, rows, AG_WORDS if i == 1 else SST2_WORDS))
     return out
 
 
@@ -107,10 +95,10 @@ def test_input_cache_is_reused_across_calls_and_computes_prompt_and_cue_only(tin
     lm.clear_caches()
     segs = _segments(lm, "after")
     cue = len(lm.encode(segs[0][1]))
-    requests = [ScoreRequest(prompt, segs, WORDS) for prompt in (_token(6, 2), _soft(lm, 3, 3))]
+    requests = [ScoreRequest(prompt, segs, SST2_WORDS) for prompt in (_token(6, 2), _soft(lm, 3, 3))]
     want = _plain(lm, requests)
     with lm.fast_paths(input_cache=True, memo=False):
-        lm.score([ScoreRequest(_token(4, 1), segs, WORDS)])
+        lm.score([ScoreRequest(_token(4, 1), segs, SST2_WORDS)])
         misses, stored = lm.kv_store.misses, len(lm.kv_store)
         assert stored == len(set(segs)) and lm.kv_store.nbytes > 0
         before = lm.tokens_computed
@@ -140,9 +128,9 @@ def test_label_only_and_empty_prompts(tiny_causal):
     lm = tiny_causal
     for position in ("before", "after"):
         segs = _segments(lm, position)
-        requests = [ScoreRequest(TokenPrompt(()), segs, WORDS),
-                    ScoreRequest(_token(5, 9), segs, WORDS, label_only=True),
-                    ScoreRequest(_soft(lm, 3, 9), segs, WORDS, label_only=True)]
+        requests = [ScoreRequest(TokenPrompt(()), segs, SST2_WORDS),
+                    ScoreRequest(_token(5, 9), segs, SST2_WORDS, label_only=True),
+                    ScoreRequest(_soft(lm, 3, 9), segs, SST2_WORDS, label_only=True)]
         want = _plain(lm, [ScoreRequest(r.prompt, r.segments, r.label_words) for r in requests])
         got, _ = _computed(lm, requests, input_cache=True, prefix_cache=True, memo=True)
         _assert_close(got[:1], want[:1])

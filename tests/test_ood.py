@@ -4,7 +4,6 @@ metrics' range and determinism, on the tiny models; one short check on the real 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
@@ -262,17 +261,12 @@ def test_the_leaderboard_column_shows_mean_range_and_number_of_ood_tasks() -> No
 
 
 # ------------------------------------------------------------------------ benchmarks/ood_panel.py
-def _panel_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ood_panel.py"
-    spec = importlib.util.spec_from_file_location("ood_panel", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def panel(benchmark_script):
+    return benchmark_script("ood_panel")
 
 
-def test_panel_table_on_synthetic_numbers() -> None:
-    panel = _panel_module()
+def test_panel_table_on_synthetic_numbers(panel) -> None:
     tasks = ("rte", "mnli", "agnews", "cola")
     scores = {"calibrated": {"rte": [0.57, 0.59, 0.55], "mnli": [0.34, 0.32, 0.36], "agnews": [0.8] * 3,
                              "cola": [0.49] * 3},
@@ -296,9 +290,8 @@ def test_panel_table_on_synthetic_numbers() -> None:
     assert panel.report(scores, tasks) == text + "\n" + "\n".join(f"- {o}" for o in orders) + "\n"
 
 
-def test_panel_rescores_a_run_file_end_to_end(tmp_path: Path) -> None:
+def test_panel_rescores_a_run_file_end_to_end(panel, tmp_path: Path) -> None:
     """A version 1 run file (RTE only) of the tiny model, re-scored on the whole Yelp panel."""
-    panel = _panel_module()
     env = _env("PromptYelpP-v0")
     full = ood.ood_metrics(env, _template_result())
     folder = tmp_path / "PromptYelpP-v0-manual-lite"

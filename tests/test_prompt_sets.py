@@ -19,14 +19,13 @@ from promptgym.agent import (
     AGENT_REGISTRY,
     VOTE_V1,
     AgentConfig,
-    ConfiguredAgent,
+    PromptSetAgent,
     Result,
     config_dict,
     register_agent,
     require,
     result_members,
 )
-from promptgym.bench import schema
 from promptgym.bench.evaluate import evaluate, prompt_record, verify
 from promptgym.bench.schema import parse_submission, validate_submission
 from promptgym.errors import ConfigError, InvalidSubmissionError
@@ -51,15 +50,11 @@ class SetConfig(AgentConfig):
         require(self.members >= 1, "members must be >= 1")
 
 
-class SetAgent(ConfiguredAgent):
+class SetAgent(PromptSetAgent):
     """Scores ``members`` random points on train in ONE call and returns them all, weighted by reward."""
 
     name = "p_set_test"
     config_class = SetConfig
-
-    @property
-    def max_members(self) -> int:
-        return self.config.members
 
     def learn(self, env: gym.Env) -> Result:
         base = self.start(env)
@@ -200,13 +195,6 @@ def test_run_folder_keeps_the_set(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- submissions
-@pytest.fixture(scope="module")
-def unit_tier():
-    schema.TIERS["unit"] = 30
-    yield "unit"
-    del schema.TIERS["unit"]
-
-
 @pytest.fixture(scope="module")
 def set_submission(set_agent, unit_tier, tmp_path_factory) -> dict:
     sub = evaluate(ENV, "p_set_test", unit_tier, TINY["model"], env_kwargs=SUBSPACE, agent_kwargs={"combine": "vote"},

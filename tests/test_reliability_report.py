@@ -8,34 +8,25 @@ and no CI when fewer than three seeds are paired.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from promptgym.metrics.stats import encode_predictions
 from promptgym.tasks import get_task, load_split
 
-ROOT = Path(__file__).resolve().parents[1]
+
+@pytest.fixture(scope="module")
+def rel(benchmark_script: Any) -> Any:
+    return benchmark_script("reliability")
 
 
-def _load_reliability() -> Any:
-    spec = importlib.util.spec_from_file_location("reliability", ROOT / "benchmarks" / "reliability.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("reliability", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-rel = _load_reliability()
-
-
-def _write_run(root: Path, m: Any, seed: int, preds: np.ndarray, labels: np.ndarray, ece: float, nll: float) -> None:
+def _write_run(rel: Any, root: Path, m: Any, seed: int, preds: np.ndarray, labels: np.ndarray, ece: float,
+               nll: float) -> None:
     path = rel.cache_path(m, seed, "lite", root)
     path.parent.mkdir(parents=True, exist_ok=True)
     test = {"metric": float(np.mean(preds == labels)), "ece": ece, "nll": nll, "aurc": 0.2, "n": len(labels),
@@ -49,7 +40,7 @@ def _row(md: str, table_header: str, label: str) -> list[str]:
     return [c.strip() for c in line.strip("|").split("|")]
 
 
-def test_paired_table_matches_hand_computed_differences(tmp_path: Path) -> None:
+def test_paired_table_matches_hand_computed_differences(rel: Any, tmp_path: Path) -> None:
     labels = np.asarray(load_split(get_task("sst2"), "test").labels)
     ref, bbt, cal, bdpl = (next(m for m in rel.METHODS if m.key == k)
                            for k in ("SST2:calibrated", "SST2:bbt", "SST2:bbt+calibration", "SST2:bdpl+calibration"))
@@ -62,11 +53,11 @@ def test_paired_table_matches_hand_computed_differences(tmp_path: Path) -> None:
         flip = rng.random(len(labels))
         base = np.where(flip < 0.35, 1 - gold, gold)  # ~65% correct
         better = np.where(flip < 0.30, 1 - gold, gold)  # ~70% correct, a superset of base's hits
-        _write_run(tmp_path, ref, seed, better, labels, 0.02, 0.58)
-        _write_run(tmp_path, bbt, seed, base, labels, 0.10 + 0.01 * i, 0.65)
-        _write_run(tmp_path, cal, seed, better, labels, 0.04, 0.60 - 0.01 * i)
+        _write_run(rel, tmp_path, ref, seed, better, labels, 0.02, 0.58)
+        _write_run(rel, tmp_path, bbt, seed, base, labels, 0.10 + 0.01 * i, 0.65)
+        _write_run(rel, tmp_path, cal, seed, better, labels, 0.04, 0.60 - 0.01 * i)
         accs[seed] = (np.mean(better == labels), np.mean(base == labels))
-    _write_run(tmp_path, bdpl, 13, better, labels, 0.05, 0.61)  # one seed only: no CI
+    _write_run(rel, tmp_path, bdpl, 13, better, labels, 0.05, 0.61)  # one seed only: no CI
 
     md = rel.report([ref, bbt, cal, bdpl], "lite", tmp_path)
     header = "| method | paired seeds |"

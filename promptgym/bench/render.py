@@ -500,13 +500,7 @@ def _svg(table: Table) -> str:
         lines.append(f'<circle cx="{x(grid[ok][-1]):.1f}" cy="{y(vals[ok][-1]):.1f}" r="2.5" fill="{color}"/>')
         items.append((f'<line x1="0" y1="0" x2="18" y2="0" stroke="{color}" stroke-width="2.5"{dash}/>', name))
 
-    legend_w, legend_h = _legend_size(items)
-    legend_x = left + plot_w + 24
-    width = int(math.ceil(legend_x + legend_w + 12))
-    height = int(max(top + plot_h + 44, top + legend_h + 12))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="curves" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(_title(table))} learning curves">',
-             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
+    parts, legend_x = _plot_frame("curves", f"{esc(_title(table))} learning curves", items, left, top, plot_w, plot_h)
     parts += _y_ticks(lo, hi, step, left, plot_w, y)
     for k in range(5):
         c = budget * k / 4
@@ -528,12 +522,36 @@ def _svg(table: Table) -> str:
     return "\n".join(parts)
 
 
+def _plot_frame(css: str, aria: str, items: Sequence[tuple[str, str]], left: float, top: float, plot_w: float,
+                plot_h: float) -> tuple[list[str], float]:
+    """The opening ``<svg>`` (sized to hold the plot, its axis labels and the legend on its right) and the
+    plot's border, with the legend's x; the curve and calibration charts share this frame."""
+    legend_w, legend_h = _legend_size(items)
+    legend_x = left + plot_w + 24
+    width = int(math.ceil(legend_x + legend_w + 12))
+    height = int(max(top + plot_h + 44, top + legend_h + 12))
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="{css}" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{aria}">',
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
+    return parts, legend_x
+
+
 def _y_ticks(lo: float, hi: float, step: float, left: float, plot_w: float, y: Any) -> list[str]:
     parts = []
     for k in range(int(round((hi - lo) / step)) + 1):
         v = lo + k * step
         parts.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{left + plot_w}" y2="{y(v):.1f}" stroke="#eee"/>')
         parts.append(f'<text x="{left - 5}" y="{y(v) + 4:.1f}" text-anchor="end">{100 * v:g}</text>')
+    return parts
+
+
+def _x_ticks(lo: float, hi: float, step: float, top: float, plot_h: float, x: Any) -> list[str]:
+    """Vertical grid lines and ×100 labels under the plot: the x axis of the CI and calibration charts."""
+    parts = []
+    for k in range(int(round((hi - lo) / step)) + 1):
+        v = lo + k * step
+        parts.append(f'<line x1="{x(v):.1f}" y1="{top}" x2="{x(v):.1f}" y2="{top + plot_h}" stroke="#eee"/>')
+        parts.append(f'<text x="{x(v):.1f}" y="{top + plot_h + 17}" text-anchor="middle">{100 * v:g}</text>')
     return parts
 
 
@@ -568,10 +586,7 @@ def _ci_svg(table: Table) -> str:
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="ci" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(_title(table))} test scores with 95% CIs">',
              f'<rect x="{left:.1f}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
-    for k in range(int(round((hi - lo) / step)) + 1):
-        v = lo + k * step
-        parts.append(f'<line x1="{x(v):.1f}" y1="{top}" x2="{x(v):.1f}" y2="{top + plot_h}" stroke="#eee"/>')
-        parts.append(f'<text x="{x(v):.1f}" y="{top + plot_h + 17}" text-anchor="middle">{100 * v:g}</text>')
+    parts += _x_ticks(lo, hi, step, top, plot_h, x)
     parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 34}" text-anchor="middle">'
                  f'test {esc(table.metric)} ×100</text>')
     models = {r.model for r in rows}
@@ -647,18 +662,10 @@ def _calibration_svg(table: Table) -> str:
         labels.append(f'<text class="halo" x="{cx + 7:.1f}" y="{cy - 6:.1f}">{row.rank}</text>')
         items.append((_marker(row, 9.0, 0.0, color), name))
 
-    legend_w, legend_h = _legend_size(items)
-    legend_x = left + plot_w + 24
-    width = int(math.ceil(legend_x + legend_w + 12))
-    height = int(max(top + plot_h + 44, top + legend_h + 12))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="calibration" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(_title(table))} test score against ECE">',
-             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
+    parts, legend_x = _plot_frame("calibration", f"{esc(_title(table))} test score against ECE", items, left, top,
+                                  plot_w, plot_h)
     parts += _y_ticks(ylo, yhi, ystep, left, plot_w, y)
-    for k in range(int(round((xhi - xlo) / xstep)) + 1):
-        v = xlo + k * xstep
-        parts.append(f'<line x1="{x(v):.1f}" y1="{top}" x2="{x(v):.1f}" y2="{top + plot_h}" stroke="#eee"/>')
-        parts.append(f'<text x="{x(v):.1f}" y="{top + plot_h + 17}" text-anchor="middle">{100 * v:g}</text>')
+    parts += _x_ticks(xlo, xhi, xstep, top, plot_h, x)
     parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 36}" text-anchor="middle">'
                  f"test {esc(ece.label)} ×100 ({ece.direction.value})</text>")
     parts.append(f'<text transform="translate(16,{top + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle">'
