@@ -207,7 +207,7 @@ class ABCSMCAgent(PromptSetAgent):
     config_class = ABCSMCConfig
     members_field = "particles"
 
-    def learn(self, env: gym.Env) -> Result:
+    def search(self, env: gym.Env) -> Result:
         cfg = self.config
         base = self.start(env)
         space = base.action_space

@@ -46,7 +46,7 @@ class BBTAgent(ConfiguredAgent):
     name = "bbt"
     config_class = BBTConfig
 
-    def learn(self, env: gym.Env) -> Result:
+    def search(self, env: gym.Env) -> Result:
         cfg = self.config
         base = self.start(env)
         dev, train = DevSelector(env), TrainCurve()
@@ -70,7 +70,8 @@ def cma_search(base: Any, dev: DevSelector, train: TrainCurve, popsize: int, sig
             "bounds": [float(space.low.min()), float(space.high.max())]}
     es = cma.CMAEvolutionStrategy(np.zeros(d), sigma0, opts)
     gen = 0
-    while limit - (base.budget.calls - start) >= popsize + 2:
+    # the live budget too: a callback may stop the search (it closes the budget) before ``limit``
+    while min(limit - (base.budget.calls - start), base.budget.remaining) >= popsize + 2:
         asked = es.ask()
         sols = [np.clip(np.asarray(s, dtype=np.float32), space.low, space.high) for s in asked]
         outs = base.score_actions(sols)
@@ -84,6 +85,6 @@ def cma_search(base: Any, dev: DevSelector, train: TrainCurve, popsize: int, sig
             dev.consider(np.clip(es.mean, space.low, space.high).astype(np.float32))
             dev.consider(sols[int(np.argmax(rewards))], max(rewards))
     mean = np.clip(es.mean, space.low, space.high).astype(np.float32)
-    if base.budget.calls - start < limit:
+    if base.budget.calls - start < limit and base.budget.remaining >= 1:
         dev.consider(mean)
     return mean, gen

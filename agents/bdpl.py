@@ -95,7 +95,7 @@ class BDPLAgent(ConfiguredAgent):
     name = "bdpl"
     config_class = BDPLConfig
 
-    def learn(self, env: gym.Env) -> Result:
+    def search(self, env: gym.Env) -> Result:
         cfg = self.config
         nvec = full_prompt_space(env.unwrapped).nvec  # tokenwise envs: search whole prompts, scored via score_actions
         length, k = len(nvec), int(nvec[0])

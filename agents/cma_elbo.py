@@ -59,8 +59,8 @@ import numpy as np
 
 from agents.prompt_sets import score_set, set_result
 from promptgym.agent import AgentConfig, ConfiguredAgent, Result, TrainCurve, require
-from promptgym.envs.scoring import Outcome
 from promptgym.errors import IncompatibleAgentError
+from promptgym.task_view import Outcome
 
 LOG_VAR_MIN = math.log(1e-4)  # smallest variance CMA-ES may give a coordinate of q
 DEV_CHECKS = ("candidates", "mean")
@@ -129,7 +129,7 @@ class CMAELBOAgent(ConfiguredAgent):
         cfg = self.config
         return cfg.members if cfg.fresh_draws else max(cfg.members, cfg.samples)
 
-    def learn(self, env: gym.Env) -> Result:
+    def search(self, env: gym.Env) -> Result:
         import cma
 
         cfg = self.config

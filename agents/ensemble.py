@@ -49,7 +49,7 @@ class EnsembleAgent(PromptSetAgent):
     name = "ensemble"
     config_class = EnsembleConfig
 
-    def learn(self, env: gym.Env) -> Result:
+    def search(self, env: gym.Env) -> Result:
         cfg = self.config
         base = self.start(env)
         train = TrainCurve()

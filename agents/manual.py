@@ -32,7 +32,7 @@ import numpy as np
 from promptgym.agent import AgentConfig, ConfiguredAgent, Result, config_dict, require
 from promptgym.calibration import CALIBRATION_METHODS, check_calibratable, fit_label_bias
 from promptgym.errors import IncompatibleAgentError
-from promptgym.lm.base import TokenPrompt
+from promptgym.task_view import TokenPrompt
 
 EMPTY = TokenPrompt(())
 
@@ -64,7 +64,7 @@ class ManualAgent(ConfiguredAgent):
     name = "manual"
     config_class = ManualConfig
 
-    def learn(self, env: gym.Env) -> Result:
+    def search(self, env: gym.Env) -> Result:
         base = self.start(env)
         dev_metric, curve = dev_check(base, EMPTY, self.config.check_dev)
         return Result(self.name, None, "", float("nan"), dev_metric, base.budget.calls, curve,
@@ -91,7 +91,7 @@ class CalibratedAgent(ConfiguredAgent):
     name = "calibrated"
     config_class = CalibrationConfig
 
-    def learn(self, env: gym.Env) -> Result:
+    def search(self, env: gym.Env) -> Result:
         cfg = self.config
         check_calibratable(env.unwrapped.reward_kind)
         base = self.start(env)
@@ -156,7 +156,7 @@ class ICLAgent(ConfiguredAgent):
     name = "icl"
     config_class = ICLConfig
 
-    def learn(self, env: gym.Env) -> Result:
+    def search(self, env: gym.Env) -> Result:
         cfg = self.config
         if env.unwrapped.prompt_position != "before":
             raise IncompatibleAgentError("in-context demonstrations go before the input: make the env with "

@@ -125,7 +125,7 @@ class NevergradAgent(ConfiguredAgent):
     name = "nevergrad"
     config_class = NevergradConfig
 
-    def learn(self, env: gym.Env) -> Result:
+    def search(self, env: gym.Env) -> Result:
         cfg = self.config
         registry = optimizer_registry()
         base = self.start(env)

@@ -66,15 +66,11 @@ class PromptTuningConfig(AgentConfig):
 def fp32_white_box(base: WhiteBoxTask) -> Any:
     """The white-box entry of the env's model in fp32 (the same weights, loaded once more if the
     env runs bf16: bf16 gradients are too coarse for small steps)."""
-    import torch
-
-    from promptgym.lm import get_lm
-
     lm = base.lm
     if not lm.supports_white_box:
         raise IncompatibleAgentError("prompt tuning back-propagates through the model: it needs an in-process "
                                      f"transformers model, not {type(lm).__name__}")
-    return (lm if lm.dtype == torch.float32 else get_lm(lm.name, "float32")).white_box()
+    return lm.white_box("float32")
 
 
 def initial_prompt(base: WhiteBoxTask, length: int) -> tuple[np.ndarray, str]:
@@ -96,7 +92,7 @@ class PromptTuningAgent(ConfiguredAgent):
     name = "prompt_tuning"
     config_class = PromptTuningConfig
 
-    def learn(self, env: gym.Env) -> Result:
+    def search(self, env: gym.Env) -> Result:
         import torch
 
         cfg = self.config

@@ -40,7 +40,7 @@ class RandomSearchAgent(ConfiguredAgent):
     name = "random"
     config_class = RandomSearchConfig
 
-    def learn(self, env: gym.Env) -> Result:
+    def search(self, env: gym.Env) -> Result:
         cfg = self.config
         base = self.start(env)
         space = full_prompt_space(base)

@@ -272,7 +272,7 @@ class SB3Agent(ConfiguredAgent):
         kw.update(cfg.algo_kwargs)
         return kw
 
-    def learn(self, env: gym.Env) -> Result:
+    def search(self, env: gym.Env) -> Result:
         import stable_baselines3
         import torch
         from stable_baselines3.common.callbacks import CallbackList
@@ -310,28 +310,14 @@ class SB3Agent(ConfiguredAgent):
                            "deterministic_prompt": final.tolist(), "sb3_kwargs": _jsonable(self.algo_kwargs(base))})
 
 
-class PPOAgent(SB3Agent):
-    name = algo = "ppo"
+def _algorithm_agent(algo: str) -> type[SB3Agent]:
+    """The agent class of one SB3 algorithm: a named subclass whose ``name`` and ``algo`` are ``algo``."""
+    return type(f"{algo.upper()}Agent", (SB3Agent,), {"name": algo, "algo": algo, "__module__": __name__,
+                                                      "__doc__": f"Stable-Baselines3 {algo.upper()} (see the module)."})
 
 
-class A2CAgent(SB3Agent):
-    name = algo = "a2c"
-
-
-class SACAgent(SB3Agent):
-    name = algo = "sac"
-
-
-class TD3Agent(SB3Agent):
-    name = algo = "td3"
-
-
-class DDPGAgent(SB3Agent):
-    name = algo = "ddpg"
-
-
-class DQNAgent(SB3Agent):
-    name = algo = "dqn"
+PPOAgent, A2CAgent, SACAgent, TD3Agent, DDPGAgent, DQNAgent = map(_algorithm_agent,
+                                                                  ("ppo", "a2c", "sac", "td3", "ddpg", "dqn"))
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

@@ -88,7 +88,7 @@ class SnapshotAgent(PromptSetAgent):
     name = "snapshot"
     config_class = SnapshotConfig
 
-    def learn(self, env: gym.Env) -> Result:
+    def search(self, env: gym.Env) -> Result:
         cfg = self.config
         base = self.start(env)
         if base.reward_kind == "label_only":

@@ -160,7 +160,7 @@ class SNPEAgent(PromptSetAgent):
     name = "snpe"
     config_class = SNPEConfig
 
-    def learn(self, env: gym.Env) -> Result:
+    def search(self, env: gym.Env) -> Result:
         import torch
 
         base = self.start(env)

@@ -153,16 +153,19 @@ def score_variants(m: Method, seed: int, tier: str, model: str, root: Path | Non
 
     The members' train and dev outcomes are re-scored on a fresh env of the same split (bf16, as the
     search; a few calls outside the run's budget: analysis, not a run) and every variant is scored on
-    test in fp32 through the runner, whose per-prompt cache makes each variant after the first free.
+    test in fp32 by one :class:`~promptgym.evaluation.Evaluator`, whose per-prompt cache makes each
+    variant after the first free.
     """
     from agents.snapshot import member_bias
     from promptgym.agent import Result
-    from promptgym.runner import make_env, score_test
+    from promptgym.evaluation import Evaluator
+    from promptgym.runner import make_env
 
     run = json.loads(cache_path(m, seed, tier, root).read_text())
     members = [np.asarray(a, dtype=np.float32) for a in run["prompt"]["members"]]
     env = make_env(m.env_id, 4 * len(members), seed, model, "bfloat16", m.env_kwargs or None)
     base = env.unwrapped
+    evaluator = Evaluator.for_env(env)
     train_outs = base.score_actions(members, "train")
     dev_outs = base.score_actions(members, "dev")
     out: dict = {"seed": seed, "variants": []}
@@ -173,7 +176,7 @@ def score_variants(m: Method, seed: int, tier: str, model: str, root: Path | Non
             biases = [member_bias(t, d, where) for t, d in zip(train_outs[:k], dev_outs[:k])]
             bias = None if where == "none" else np.stack(biases).astype(np.float32)
             result = Result("snapshot", None, "", float("nan"), None, 0, members=members[:k], label_bias=bias)
-            t = score_test(env, result, "float32")
+            t = evaluator.score(result, dtype="float32")
             out["variants"].append({"members": k, "bias": where, "metric": float(t.metric), "ece": float(t.ece),
                                     "nll": float(t.metrics["nll"])})
             print(f"  variant k={k} bias={where}: acc {t.metric:.4f} ECE {t.ece:.3f}", flush=True)

@@ -1,7 +1,7 @@
 """Test-scoring time of a prompt set per member against one prompt, on committed reliability runs.
 
 Why: the set methods' seed files record 130-196 s of test + OOD scoring per member, against 75-97 s
-for one BBT prompt, but those runs shared the machine. This re-times ``score_test`` (test split
+for one BBT prompt, but those runs shared the machine. This re-times ``Evaluator.score`` (test split
 only, fp32, no OOD) on an idle machine for one BBT prompt and for a set, from the seed files in
 ``runs/reliability``, and checks the re-scored accuracy equals the recorded one::
 
@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from promptgym.bench.evaluate import replay_result
-from promptgym.runner import make_env, score_test
+from promptgym.evaluation import Evaluator
+from promptgym.runner import make_env
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
         run = json.loads((Path(args.root) / f"{args.env}-{agent}-lite" / f"seed-{args.seed}.json").read_text())
         result = replay_result({"runs": [run], "agent": {"name": agent}}, 0, env, env.unwrapped.spec_task.num_labels)
         started = time.perf_counter()
-        score = score_test(env, result)
+        score = Evaluator.for_env(env).score(result)
         seconds = time.perf_counter() - started
         members = len(result.members) if result.is_set else 1
         timings.append(seconds / members)

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
+from promptgym.callbacks import CallbackLike, hooked
 from promptgym.envs.registration import KINDS, kind_of, kind_pattern
 from promptgym.errors import ConfigError, IncompatibleAgentError, UnknownAgentError
 from promptgym.jsonable import finite_or_none, jsonable
@@ -248,7 +249,11 @@ def max_members(agent: Any) -> int:
 
 @runtime_checkable
 class Agent(Protocol):
-    """Anything with a ``name`` and ``learn(env) -> Result`` is an agent."""
+    """Anything with a ``name`` and ``learn(env) -> Result`` is an agent.
+
+    The built-in agents take SB3's ``learn(env, callback=None)`` (:mod:`promptgym.callbacks`); the run
+    driver hooks a callback around a ``learn(env)`` that takes none, so a minimal agent needs only ``env``.
+    """
 
     name: str
 
@@ -351,6 +356,16 @@ class ConfiguredAgent:
             raise ConfigError(f"{type(self).__name__} takes a {self.config_class.__name__}, "
                               f"got {type(config).__name__}")
         self.config = config
+
+    def learn(self, env: gym.Env, callback: CallbackLike = None) -> Result:
+        """Search for a prompt on ``env`` within its budget (:meth:`search`), with ``callback`` watching every
+        charged call and able to stop the search early (:mod:`promptgym.callbacks`, as SB3's ``learn``)."""
+        with hooked(env, callback):
+            return self.search(env)
+
+    def search(self, env: gym.Env) -> Result:
+        """The agent's own search: what a subclass implements (``learn`` wraps it with the callbacks)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement search(env)")
 
     def start(self, env: gym.Env) -> AgentTask:
         """Reset ``env`` with the config's seed and return ``env.unwrapped``: what an agent may use of

@@ -283,7 +283,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     """A short real run on SST-2: learn a prompt, then compare it with the manual template on test."""
     from promptgym.agent import make_agent
-    from promptgym.runner import score_test
+    from promptgym.evaluation import Evaluator
 
     parse_agent_kwargs(args.agent, [])  # an unknown agent is refused before the model loads
     print(f"promptgym demo: {args.agent} on PromptSST2-v0 with {args.model}, budget {args.budget} API calls "
@@ -298,8 +298,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.skip_test:
         return 0
     print("scoring the test split (872 rows) in fp32 ...", flush=True)
-    zero_shot = score_test(run.env, make_agent("manual").learn(run.env)).metric
-    learned = score_test(run.env, res).metric
+    evaluator = Evaluator.for_env(run.env)
+    zero_shot = evaluator.score(make_agent("manual").learn(run.env)).metric
+    learned = evaluator.score(res).metric
     print(f"test accuracy: manual template {zero_shot:.4f} | learned prompt {learned:.4f} "
           f"({learned - zero_shot:+.4f})")
     return 0

@@ -4,16 +4,18 @@ It also shows the time left, estimated from the calls/s measured so far in this 
 refined as the run goes): a first ``promptgym train`` at the default 8,000 calls takes about an
 hour on a 2-core CPU, and the bar says so within the first few calls.
 
-It listens to the env's charged scorings (``PromptEnvBase.score_listeners``), so it follows any
-agent, built-in or a user's own, without the agent's cooperation.
+It is a callback (:mod:`promptgym.callbacks`) that the run driver hooks around the search, so it
+follows any agent, built-in or a user's own, without the agent's cooperation.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from promptgym.callbacks import Callback
 from promptgym.envs.scoring import Outcome
 
 #: calls timed before the whole run's wall time is estimated (the first call also pays warm-up)
@@ -33,8 +35,8 @@ def fmt(x: float | None, digits: int = 4) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
-class LiveMonitor:
-    """Listens to the env's charged scorings and keeps a rich progress bar up to date.
+class LiveMonitor(Callback):
+    """Follows the charged calls of a search (a callback) and keeps a rich progress bar up to date.
 
     :param base: the unwrapped env
     :param label: the bar's description
@@ -77,7 +79,7 @@ class LiveMonitor:
                 f"{self.base.budget.remaining:,} of {self.base.budget.max_calls:,} calls would take about "
                 f"{_duration(left)} (the bar refines this as the run goes)")
 
-    def __call__(self, split: str, outcomes: list[Outcome]) -> None:
+    def on_call(self, split: str, outcomes: Sequence[Outcome]) -> None:
         if split == "train":
             self.best_train = max(self.best_train, *(o.reward for o in outcomes))
         else:
@@ -89,12 +91,9 @@ class LiveMonitor:
             if self.estimate is not None and self.enabled:
                 self.progress.console.print(self.estimate)
 
-    def __enter__(self) -> LiveMonitor:
+    def on_learn_start(self, task: Any) -> None:
         self.progress.start()
-        self.base.score_listeners.append(self)
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.base.score_listeners.remove(self)
+    def on_learn_end(self) -> None:
         self.progress.update(self.task, completed=self.base.budget.calls)
         self.progress.stop()

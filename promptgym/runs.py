@@ -178,7 +178,7 @@ def result_record(env: gym.Env, result: Result) -> dict[str, Any]:
 
 
 def load_result(run_dir: str | Path) -> Result:
-    """The Result stored in a run folder (for re-scoring with :func:`promptgym.runner.score_test`)."""
+    """The Result stored in a run folder (for re-scoring with :meth:`promptgym.evaluation.Evaluator.score`)."""
     run_dir = Path(run_dir)
     rec = json.loads((run_dir / "prompt.json").read_text())
     result = Result.from_record(rec, full=True)

@@ -13,7 +13,7 @@ wall time differs threefold between our two kinds of hosts. Logged:
 
 An agent may add its own statistics into the same run by defining ``use_tracking(logdir)``: SB3
 agents send SB3's logger (losses, entropy, ...) there, indexed by SB3's timesteps (one per prompt
-scored). A resumed run (:mod:`promptgym.journal`) replays its calls through the listener, so the
+scored). A resumed run (:mod:`promptgym.journal`) replays its calls through the callback, so the
 writer first purges the killed attempt's events and the curves come out once, as uninterrupted.
 W&B is not wrapped: ``wandb sync --sync-tensorboard <logdir>`` imports these event files as they are.
 """
@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from promptgym.callbacks import Callback
 from promptgym.envs.scoring import Outcome
 from promptgym.errors import ConfigError
 from promptgym.lm.base import Prompt, SoftPrompt
@@ -74,9 +75,9 @@ def log_values(logdir: str | Path, values: dict[str, float | None], step: int) -
                 writer.add_scalar(key, float(value), int(step))
 
 
-class TensorBoardTracker:
-    """Writes a run's curves to ``logdir`` (see the module docstring); use as a context manager around
-    ``agent.learn(env)``.
+class TensorBoardTracker(Callback):
+    """Writes a run's curves to ``logdir`` (see the module docstring): a callback
+    (``agent.learn(env, callback=tracker)``, or :func:`promptgym.callbacks.hooked`); its end closes the events file.
 
     :param base: the unwrapped env
     :param logdir: the run's event folder (created)
@@ -102,7 +103,7 @@ class TensorBoardTracker:
             lines = "\n".join(f"* **{k}**: `{v}`" for k, v in description.items())
             self.writer.add_text("config", lines, 0)
 
-    def __call__(self, split: str, outcomes: list[Outcome]) -> None:
+    def on_call(self, split: str, outcomes: Sequence[Outcome]) -> None:
         step = int(self.base.budget.calls)
         w = self.writer
         split = "train" if split == "train" else "dev"
@@ -124,11 +125,5 @@ class TensorBoardTracker:
             w.add_scalar("speed/calls_per_s", (step - self.calls_at_start) / seconds, step)
         w.add_scalar("speed/tokens_per_call", float(np.mean([o.num_tokens for o in outcomes])), step)
 
-    def __enter__(self) -> TensorBoardTracker:
-        self.base.score_listeners.append(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self in self.base.score_listeners:
-            self.base.score_listeners.remove(self)
+    def on_learn_end(self) -> None:
         self.writer.close()

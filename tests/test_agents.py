@@ -35,8 +35,8 @@ from promptgym.agent import AGENT_REGISTRY, DevSelector, Result, check_compatibl
 from promptgym.envs.registration import env_id
 from promptgym.envs.scoring import with_label_bias
 from promptgym.errors import ConfigError, IncompatibleAgentError, InvalidActionError, UnknownAgentError
+from promptgym.evaluation import score_test
 from promptgym.lm.base import BlackBoxLM, ScoreResult, TokenPrompt
-from promptgym.runner import score_test
 from promptgym.tasks import get_task, load_split
 
 TINY = {"model": "tiny-random-causal", "dtype": "float32"}

@@ -17,7 +17,8 @@ from promptgym.agent import make_agent
 from promptgym.calibration import calibrate_result, fit_label_bias
 from promptgym.cli import main
 from promptgym.errors import ConfigError, IncompatibleAgentError, PromptGymError
-from promptgym.runner import run_agent, score_test
+from promptgym.evaluation import score_test
+from promptgym.runner import run_agent
 
 BBT = {"popsize": 6, "dev_every": 2}
 FULL = {"intrinsic_dim": 16, "prompt_length": 4}  # every train row per call: the fit can be recomputed exactly

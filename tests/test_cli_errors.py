@@ -121,11 +121,12 @@ def test_list_shows_agents_with_their_config_fields_and_env_kwargs(capsys):
 def test_progress_estimates_the_whole_run_from_the_first_calls():
     import gymnasium as gym
 
+    from promptgym.callbacks import hooked
     from promptgym.progress import LiveMonitor
 
     env = gym.make("PromptSST2-v0", model="tiny-random-causal", dtype="float32", budget=40, num_candidates=20)
     base = env.unwrapped
-    with LiveMonitor(base, "t", enabled=False) as monitor:
+    with hooked(env, LiveMonitor(base, "t", enabled=False)) as monitor:
         base.score_actions([env.action_space.sample() for _ in range(2)])
         assert monitor.estimate is None  # too few calls timed yet
         base.score_actions([env.action_space.sample() for _ in range(4)])

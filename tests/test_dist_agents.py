@@ -19,7 +19,8 @@ from agents.cma_elbo import gaussian_kl
 from agents.snpe import one_hot_outputs
 from promptgym.agent import check_compatible, make_agent, max_members
 from promptgym.errors import IncompatibleAgentError
-from promptgym.runner import run_agent, score_test
+from promptgym.evaluation import score_test
+from promptgym.runner import run_agent
 
 TINY = {"model": "tiny-random-causal", "dtype": "float32"}
 ENV = {"intrinsic_dim": 16, "prompt_length": 4}

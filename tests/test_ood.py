@@ -21,8 +21,8 @@ from promptgym.bench.render import HEADERS, render_markdown
 from promptgym.envs.registration import env_task
 from promptgym.envs.scoring import render_rows
 from promptgym.errors import ConfigError, InvalidSubmissionError, UnknownTaskError
+from promptgym.evaluation import Evaluator
 from promptgym.metrics.uncertainty import ood_auroc
-from promptgym.runner import member_probs
 from promptgym.tasks import load_split
 from promptgym.tasks.catalog import TASKS
 
@@ -144,9 +144,9 @@ def test_ood_metrics_score_every_member_on_ood_rows_with_in_domain_words(monkeyp
     requests.clear()
     assert ood.ood_metrics(env, result, tasks=("rte",)) == {"rte": out["rte"]}  # deterministic
     assert not [r for r in requests if r.segments in (ood.ood_segments(env, "mnli"), ood.ood_segments(env, "sst2"))]
-    p_in = member_probs(env, result)
+    p_in = Evaluator.for_env(env).probs(result)
     assert ood.ood_metrics(env, result, probs_in=p_in, tasks=("rte",)) == {"rte": out["rte"]}
-    p_out = member_probs(env, result, segments=ood.ood_segments(env, "rte"))
+    p_out = Evaluator.for_env(env).probs(result, segments=ood.ood_segments(env, "rte"))
     assert out["rte"]["auroc_maxprob"] == ood_auroc(p_in, p_out, "maxprob")
     with pytest.raises(ConfigError, match="'agnews': not an OOD task of mrpc"):
         ood.ood_metrics(env, result, tasks=("rte", "agnews"))
@@ -318,8 +318,9 @@ def test_real_model_reads_rte_pairs_with_the_sst2_label_words() -> None:
     env = gym.make("PromptSST2-v0", budget=10)
     result = _template_result()
     in_domain = env.unwrapped.scorer.segments(load_split("sst2", "test"))[:16]
-    p_in = member_probs(env, result, segments=in_domain)
-    p_out = member_probs(env, result, segments=ood.ood_segments(env, "rte")[:16])
+    evaluator = Evaluator.for_env(env)
+    p_in = evaluator.probs(result, segments=in_domain)
+    p_out = evaluator.probs(result, segments=ood.ood_segments(env, "rte")[:16])
     for p in (p_in, p_out):
         assert p.shape == (16, 2) and np.allclose(p.sum(axis=1), 1.0) and np.all(p > 0)
     for score in ("maxprob", "entropy"):

@@ -29,9 +29,10 @@ from promptgym.agent import (
 from promptgym.bench.evaluate import evaluate, prompt_record, verify
 from promptgym.bench.schema import parse_submission, validate_submission
 from promptgym.errors import ConfigError, InvalidSubmissionError
+from promptgym.evaluation import Evaluator, score_test
 from promptgym.members import combine_members
 from promptgym.metrics.stats import decode_predictions, encode_predictions
-from promptgym.runner import member_probs, run_agent, score_test
+from promptgym.runner import run_agent
 from promptgym.runs import load_result, new_run_dir, run_config, write_run
 
 TINY = {"model": "tiny-random-causal", "dtype": "float32"}
@@ -169,8 +170,8 @@ def test_a_set_combines_every_member_on_test():
     np.testing.assert_array_equal(vote.predictions, hist.argmax(1))
     # the same distribution on rendered rows given directly (what OOD scoring uses)
     rows = env.unwrapped.scorer.segments(env.unwrapped.dev)
-    dev = member_probs(env, Result("x", a, "", 0.0, None, 0, members=[a, b], weights=[1.0, 3.0], label_bias=bias),
-                       segments=rows)
+    dev = Evaluator.for_env(env).probs(Result("x", a, "", 0.0, None, 0, members=[a, b], weights=[1.0, 3.0],
+                                              label_bias=bias), segments=rows)
     assert dev.shape == (len(rows), 2)
     np.testing.assert_allclose(dev.sum(axis=1), 1.0)
 

@@ -9,7 +9,8 @@ import pytest
 
 from agents.snapshot import SnapshotConfig, member_bias, pick_members
 from promptgym.errors import ConfigError, IncompatibleAgentError
-from promptgym.runner import run_agent, score_test
+from promptgym.evaluation import score_test
+from promptgym.runner import run_agent
 
 TINY = "tiny-random-causal"
 ENV = "PromptSST2-Subspace-v0"

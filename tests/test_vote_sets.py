@@ -19,10 +19,10 @@ from promptgym.agent import VOTE_V1, Result
 from promptgym.bench.evaluate import complete_run, has_uncertainty, prompt_record, replay_result
 from promptgym.bench.ranking import _score
 from promptgym.bench.schema import SCHEMA_VERSION, bare_vote, combine_rule, parse_submission
+from promptgym.evaluation import score_test
 from promptgym.members import combine_members, combine_set
 from promptgym.metrics.stats import encode_predictions
 from promptgym.metrics.uncertainty import NLL_FLOOR, nll
-from promptgym.runner import score_test
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the committed vote entries, submitted under schema version 1 (NLL ~13.3: the bare histogram's floor)

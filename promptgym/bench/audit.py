@@ -50,8 +50,9 @@ from promptgym.bench.evaluate import check_request, curve_record, prompt_record
 from promptgym.bench.schema import TIERS, check_budget, parse_submission, validate_submission
 from promptgym.envs.registration import env_task
 from promptgym.errors import ConfigError, InvalidSubmissionError, UnknownEnvError
+from promptgym.evaluation import Evaluator
 from promptgym.lm import get_lm
-from promptgym.runner import run_agent, score_test
+from promptgym.runner import run_agent
 from promptgym.tasks import data_fingerprint, get_task
 
 REPRODUCED, NOT_REPRODUCED, FORGED = "reproduced", "not reproduced on this host", "forged"
@@ -160,7 +161,7 @@ def audit(sub: dict[str, Any], seed: int, *, same_cpu: bool = False, progress: b
     else:
         verdict = NOT_REPRODUCED
     if verdict != REPRODUCED:  # what the agent really finds here, on the protocol's fp32 test scoring
-        replayed["test"] = {"metric": float(score_test(run.env, run.result, "float32").metric)}
+        replayed["test"] = {"metric": float(Evaluator.for_env(run.env).score(run.result, dtype="float32").metric)}
     report = AuditReport(seed, verdict, differences, claimed, replayed, divergence, host_description(), gaps)
     report.paragraph = verdict_paragraph(sub, report, budget, same_cpu)
     return report

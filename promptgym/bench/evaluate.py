@@ -43,21 +43,14 @@ from promptgym.bench.schema import (
 )
 from promptgym.envs.registration import check_env_id, env_kind, env_task
 from promptgym.errors import ConfigError, InvalidActionError, InvalidSubmissionError, PromptGymError, UnknownEnvError
+from promptgym.evaluation import Evaluator, TestScore
 from promptgym.jsonable import jsonable
 from promptgym.lm import DEFAULT_MODEL, get_lm, is_served, parse_served
 from promptgym.lm.receipts import Entry, rows_sha256, run_proof
 from promptgym.metrics import compute_metric
 from promptgym.metrics.registry import UNCERTAINTY_TOLERANCE, recorded_specs
 from promptgym.metrics.stats import decode_predictions, encode_predictions
-from promptgym.runner import (
-    TestScore,
-    check_calibration_request,
-    check_env_kwargs,
-    make_env,
-    run_agent,
-    score_test,
-    test_requests,
-)
+from promptgym.runner import check_calibration_request, check_env_kwargs, make_env, run_agent
 from promptgym.runs import evaluate_workdir, seed_file, seed_journal
 from promptgym.tasks import data_fingerprint, get_task, load_split
 from promptgym.tracking import TENSORBOARD_DIR, check_tracker, log_values
@@ -100,7 +93,7 @@ test_record.__test__ = False  # type: ignore[attr-defined]
 
 def _ood_metrics(env: Any, result: Result, probs_in: np.ndarray | None,
                  tasks: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
-    from promptgym.bench.ood import ood_metrics  # it scores through the runner: imported when needed
+    from promptgym.bench.ood import ood_metrics  # imported when needed
 
     return ood_metrics(env, result, "float32", probs_in=probs_in, tasks=tasks)
 
@@ -135,7 +128,7 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
     result, base = run.result, run.env.unwrapped
     search = search_receipt(base.lm) if receipt else None  # the key's calls when the search ended (served only)
     started = time.time()
-    test = score_test(run.env, result, "float32")
+    test = Evaluator.for_env(run.env).score(result, dtype="float32")
     if tensorboard is not None:
         log_values(tensorboard, {f"test/{base.spec_task.metric}": test.metric, "test/ece": test.ece,
                                  "final/dev_metric": result.dev_metric}, base.budget.calls)
@@ -330,13 +323,14 @@ def complete_run(env_id: str, run: dict, model: str = DEFAULT_MODEL, env_kwargs:
     sub = {"schema_version": _run_version(run), "agent": {"name": run.get("extra", {}).get("agent", "cached")},
            "runs": [run]}
     result = replay_result(sub, 0, env, task.num_labels)
-    test = score_test(env, result, "float32")
+    evaluator = Evaluator.for_env(env)
+    test = evaluator.score(result, dtype="float32")
     if abs(test.metric - run["test"]["metric"]) > METRIC_TOL:
         raise PromptGymError(f"seed {run['seed']}: the cached prompt now scores {test.metric:.4f}, not the cached "
                              f"{run['test']['metric']:.4f}; re-run it")
     if result.combine == VOTE_V1:  # the members' scores are cached: the current rule costs no LM call
         result = replay_result({**sub, "schema_version": SCHEMA_VERSION}, 0, env, task.num_labels)
-        test = score_test(env, result, "float32")
+        test = evaluator.score(result, dtype="float32")
         return {**run, "test": test_record(env, result, test),
                 "extra": {**run.get("extra", {}), "schema_version": SCHEMA_VERSION}}
     return {**run, "test": {**test_record(env, result, test), "predictions": run["test"]["predictions"],
@@ -464,7 +458,7 @@ def verify(sub: dict, log=print, root: str | Path | None = None) -> list[dict]:
         replay = replay_result(sub, i, env, task.num_labels)
         if receipts is not None:
             _check_receipt_prompts(sub, i, receipts[i], env, replay)
-        got = score_test(env, replay, "float32")
+        got = Evaluator.for_env(env).score(replay, dtype="float32")
         if got.approximate:
             raise InvalidSubmissionError(f"runs[{i}].prompt: the backend flagged its scores approximate; they "
                                          "cannot be verified")
@@ -508,7 +502,7 @@ def _check_receipt_prompts(sub: dict, i: int, receipt: Any, env: Any, replay: Re
                                      "rebuilt in bfloat16 or float32")
     if dtype != "bfloat16":  # env is the protocol's bf16 one
         env = make_env(sub["env_id"], 1, sub["runs"][i]["seed"], sub["model"]["name"], dtype, sub["env_kwargs"])
-    requests = test_requests(env, replay)
+    requests = Evaluator.for_env(env).requests(replay)
     first = requests[0]
     check_prompts(receipt, [r.prompt for r in requests], rows_sha256(first.segments, first.label_words,
                                                                      first.label_only))

@@ -54,8 +54,8 @@ import numpy as np
 from promptgym.agent import Result
 from promptgym.envs.scoring import Segments, render_rows
 from promptgym.errors import ConfigError, UnknownTaskError
+from promptgym.evaluation import Evaluator
 from promptgym.metrics.uncertainty import OOD_SCORES, ood_auroc
-from promptgym.runner import member_probs
 from promptgym.tasks import load_split
 from promptgym.tasks.catalog import TASKS
 from promptgym.tasks.spec import Template
@@ -161,10 +161,11 @@ def ood_metrics(env: gym.Env, result: Result, dtype: str | None = "float32",
     """``{ood_task: {"auroc_maxprob": x, "auroc_entropy": y}}`` for every OOD task paired with the
     env's task ({} when it has none), uncharged.
 
-    The in-domain rows are the env task's test split, scored as in
-    :func:`promptgym.runner.member_probs` (pass ``probs_in`` when already at hand). ``dtype`` as in
-    :func:`promptgym.runner.score_test`. ``tasks``: score only these OOD tasks (each a pair of the
-    env's task in some version, :func:`known_ood_tasks`; a verifier re-scores what a record claims).
+    Both sides are scored by the env's :class:`~promptgym.evaluation.Evaluator`: the in-domain rows
+    are the env task's test split (pass ``probs_in`` when already at hand), the OOD rows
+    :func:`ood_segments`. ``dtype`` as in :meth:`~promptgym.evaluation.Evaluator.score`. ``tasks``:
+    score only these OOD tasks (each a pair of the env's task in some version,
+    :func:`known_ood_tasks`; a verifier re-scores what a record claims).
     """
     base = env.unwrapped
     name = base.spec_task.name
@@ -178,9 +179,10 @@ def ood_metrics(env: gym.Env, result: Result, dtype: str | None = "float32",
                               f"(its OOD tasks: {', '.join(known_ood_tasks(name)) or 'none'})")
     if not pairs:
         return {}
-    p_in = member_probs(env, result, dtype=dtype) if probs_in is None else np.asarray(probs_in)
+    evaluator = Evaluator.for_env(env)
+    p_in = evaluator.probs(result, dtype=dtype) if probs_in is None else np.asarray(probs_in)
     out: dict[str, dict[str, float]] = {}
     for task in pairs:
-        p_out = member_probs(env, result, segments=ood_segments(env, task), dtype=dtype)
+        p_out = evaluator.probs(result, segments=ood_segments(env, task), dtype=dtype)
         out[task] = {f"auroc_{score}": ood_auroc(p_in, p_out, score) for score in OOD_SCORES}
     return out

@@ -501,7 +501,7 @@ def _svg(table: Table) -> str:
         items.append((f'<line x1="0" y1="0" x2="18" y2="0" stroke="{color}" stroke-width="2.5"{dash}/>', name))
 
     parts, legend_x = _plot_frame("curves", f"{esc(_title(table))} learning curves", items, left, top, plot_w, plot_h)
-    parts += _y_ticks(lo, hi, step, left, plot_w, y)
+    parts += _ticks("y", lo, hi, step, left, plot_w, y)
     for k in range(5):
         c = budget * k / 4
         parts.append(f'<text x="{x(c):.1f}" y="{top + plot_h + 17}" text-anchor="middle">{_calls(c)}</text>')
@@ -536,22 +536,21 @@ def _plot_frame(css: str, aria: str, items: Sequence[tuple[str, str]], left: flo
     return parts, legend_x
 
 
-def _y_ticks(lo: float, hi: float, step: float, left: float, plot_w: float, y: Any) -> list[str]:
+def _ticks(axis: str, lo: float, hi: float, step: float, start: float, span: float, at: Any) -> list[str]:
+    """Grid lines across the plot and ×100 labels every ``step`` from ``lo`` to ``hi``: ``axis`` "y" draws
+    horizontal lines from ``start`` (the plot's left) over ``span`` (its width) with labels on the left, "x"
+    vertical ones from ``start`` (its top) over ``span`` (its height) with labels underneath; ``at`` maps a
+    value to its pixel."""
     parts = []
     for k in range(int(round((hi - lo) / step)) + 1):
         v = lo + k * step
-        parts.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{left + plot_w}" y2="{y(v):.1f}" stroke="#eee"/>')
-        parts.append(f'<text x="{left - 5}" y="{y(v) + 4:.1f}" text-anchor="end">{100 * v:g}</text>')
-    return parts
-
-
-def _x_ticks(lo: float, hi: float, step: float, top: float, plot_h: float, x: Any) -> list[str]:
-    """Vertical grid lines and ×100 labels under the plot: the x axis of the CI and calibration charts."""
-    parts = []
-    for k in range(int(round((hi - lo) / step)) + 1):
-        v = lo + k * step
-        parts.append(f'<line x1="{x(v):.1f}" y1="{top}" x2="{x(v):.1f}" y2="{top + plot_h}" stroke="#eee"/>')
-        parts.append(f'<text x="{x(v):.1f}" y="{top + plot_h + 17}" text-anchor="middle">{100 * v:g}</text>')
+        p = at(v)
+        if axis == "y":
+            parts.append(f'<line x1="{start}" y1="{p:.1f}" x2="{start + span}" y2="{p:.1f}" stroke="#eee"/>')
+            parts.append(f'<text x="{start - 5}" y="{p + 4:.1f}" text-anchor="end">{100 * v:g}</text>')
+        else:
+            parts.append(f'<line x1="{p:.1f}" y1="{start}" x2="{p:.1f}" y2="{start + span}" stroke="#eee"/>')
+            parts.append(f'<text x="{p:.1f}" y="{start + span + 17}" text-anchor="middle">{100 * v:g}</text>')
     return parts
 
 
@@ -586,7 +585,7 @@ def _ci_svg(table: Table) -> str:
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="ci" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(_title(table))} test scores with 95% CIs">',
              f'<rect x="{left:.1f}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
-    parts += _x_ticks(lo, hi, step, top, plot_h, x)
+    parts += _ticks("x", lo, hi, step, top, plot_h, x)
     parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 34}" text-anchor="middle">'
                  f'test {esc(table.metric)} ×100</text>')
     models = {r.model for r in rows}
@@ -664,8 +663,8 @@ def _calibration_svg(table: Table) -> str:
 
     parts, legend_x = _plot_frame("calibration", f"{esc(_title(table))} test score against ECE", items, left, top,
                                   plot_w, plot_h)
-    parts += _y_ticks(ylo, yhi, ystep, left, plot_w, y)
-    parts += _x_ticks(xlo, xhi, xstep, top, plot_h, x)
+    parts += _ticks("y", ylo, yhi, ystep, left, plot_w, y)
+    parts += _ticks("x", xlo, xhi, xstep, top, plot_h, x)
     parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 36}" text-anchor="middle">'
                  f"test {esc(ece.label)} ×100 ({ece.direction.value})</text>")
     parts.append(f'<text transform="translate(16,{top + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle">'

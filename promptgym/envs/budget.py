@@ -66,6 +66,10 @@ class QueryBudget:
         else:
             self.train_calls += n_calls
 
+    def stop(self) -> None:
+        """End the search at the calls used: no further call fits (a callback asked to stop early)."""
+        self.max_calls = self.calls
+
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 

@@ -88,7 +88,7 @@ class PromptEnvBase(gym.Env):
         self._last_prompt_text = ""
         self._reset_obs_probs = np.full(n_labels, 1.0 / n_labels, dtype=np.float32)
         # called as fn(split, outcomes) after every charged scoring: progress bars and run logs watch
-        # the search without the agent's cooperation (``promptgym.train``); listeners must not score
+        # the search without the agent's cooperation (:func:`promptgym.callbacks.hooked`); listeners must not score
         self.score_listeners: list[Callable[[str, list[Outcome]], None]] = []
 
     # ------------------------------------------------------------------ subclass hooks

@@ -1,10 +1,11 @@
 """The one scorer: prompts + a split's rows -> outcomes (rewards, metrics, label probabilities).
 
 Every split is scored by this code: the env's train and dev batches (the env charges the budget
-and then delegates here), and the test split in the evaluation harness (uncharged, outside any
-env, often with the same model loaded in fp32). Keeping one scorer means a prompt's test score is
-computed exactly as its rewards were: same rendering of the template, same prompt position, same
-label words, same handling of a label bias.
+and then delegates here), and the test split and OOD rows in the evaluation harness
+(:mod:`promptgym.evaluation`: uncharged, outside any env, often with the same model loaded in
+fp32). Keeping one scorer means a prompt's test score is computed exactly as its rewards were:
+same rendering of the template, same prompt position, same label words, same handling of a label
+bias.
 
 A :class:`Scorer` holds no budget and no state beyond a cache of rendered rows; it never loads a
 split itself (the env loads train and dev, the harness loads test).
@@ -121,9 +122,23 @@ class Scorer:
         all_segments = self.segments(split)
         segments = tuple(all_segments[i] for i in idx)
         labels = np.asarray(split.labels)[idx]
-        requests = [ScoreRequest(p, segments, self.template.verbalizers, self.label_only) for p in prompts]
-        results = self.lm.score(requests) if self.journal is None else self.journal.score(self.lm, requests)
+        results = self._call(self.requests(prompts, segments))
         return [replace(self.outcome(res, labels, idx, label_bias), prompt=p) for p, res in zip(prompts, results)]
+
+    def requests(self, prompts: Sequence[Prompt], segments: Segments) -> list[ScoreRequest]:
+        """The LM requests that score ``prompts`` on rendered rows ``segments``: one per prompt, with
+        this scorer's label words (and labels only if its reward reads no more)."""
+        segments = tuple(segments)
+        return [ScoreRequest(p, segments, self.template.verbalizers, self.label_only) for p in prompts]
+
+    def score_segments(self, prompts: Sequence[Prompt], segments: Segments) -> list[ScoreResult]:
+        """Score ``prompts`` on rows rendered already (e.g. another task's inputs rendered with this
+        scorer's label words, for OOD detection) in ONE batched LM call. Rows without gold labels
+        make no reward: the LM's results are returned as they are."""
+        return self._call(self.requests(prompts, segments))
+
+    def _call(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        return self.lm.score(requests) if self.journal is None else self.journal.score(self.lm, requests)
 
     def outcome(self, result: ScoreResult, labels: np.ndarray, rows: np.ndarray | None = None,
                 label_bias: np.ndarray | None = None) -> Outcome:

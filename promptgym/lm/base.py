@@ -141,8 +141,9 @@ class BlackBoxLM(abc.ABC):
         """Calls the backend will still answer (a served model's key quota); None: no limit known."""
         return None
 
-    def white_box(self) -> Any:
-        """The model itself for back-propagation (white-box reference agents only); a black box has none."""
+    def white_box(self, dtype: str | None = None) -> Any:
+        """The model itself for back-propagation (white-box reference agents only); a black box has none.
+        ``dtype`` ("float32"/"bfloat16"; None: the model's own) asks for the same weights in that precision."""
         raise IncompatibleAgentError(f"{type(self).__name__} is a black box: back-propagation needs an in-process "
                                      "transformers model")
 

@@ -330,13 +330,18 @@ class LocalLM(TokenizerMixin, BlackBoxLM):
         return (prompt_key(req.prompt), segments, tuple(label_ids), settings)
 
     # ------------------------------------------------------------------ white-box (never an API's)
-    def white_box(self) -> WhiteBox:
+    def white_box(self, dtype: str | None = None) -> WhiteBox:
         """The model's internals for back-propagation: reference agents only, never a black-box one.
 
         A hosted API offers nothing like this; having it is what makes an agent white-box (see
-        ``promptgym.agent.check_compatible``).
+        ``promptgym.agent.check_compatible``). ``dtype`` "float32" gives the same weights in fp32 (loaded
+        once more through the model cache if this one runs bf16: bf16 gradients are too coarse for small steps).
         """
-        return WhiteBox(self)
+        if dtype is None:
+            return WhiteBox(self)
+        from promptgym.lm import in_dtype
+
+        return WhiteBox(in_dtype(self, dtype))
 
     # ------------------------------------------------------------------ internals
     def _build_rows(self, requests: Sequence[ScoreRequest]):
