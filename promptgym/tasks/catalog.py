@@ -24,6 +24,11 @@ def _single(body: str, cue: str, masked_cue: str, words: tuple[str, ...]) -> tup
     return Template(body, cue, words), Template(body, masked_cue, words)
 
 
+def _pair(body: str, cue: str, words: tuple[str, ...]) -> tuple[Template, Template]:
+    """A sentence-pair task's causal template and its masked one ("{text} ? {mask}, {text_pair}", LM-BFF's)."""
+    return Template(body, cue, words), Template("{text} ?", " {mask}, {text_pair}", words)
+
+
 _SPECS: list[TaskSpec] = []
 
 
@@ -63,15 +68,14 @@ _add(TaskSpec(
 ))
 _add(TaskSpec(
     "mrpc", "MRPC", ("not_equivalent", "equivalent"), True, "f1",
-    Template("Sentence 1: {text}\nSentence 2: {text_pair}", "\nSame meaning? Answer:", ("No", "Yes")),
-    Template("{text} ?", " {mask}, {text_pair}", ("No", "Yes")),
+    *_pair("Sentence 1: {text}\nSentence 2: {text_pair}", "\nSame meaning? Answer:", ("No", "Yes")),
     HubSource("glue", "mrpc", "sentence1", "sentence2"),
     "Microsoft Research Paraphrase Corpus; metric F1 of 'equivalent'.",
 ))
 _add(TaskSpec(
     "rte", "RTE", ("entailment", "not_entailment"), True, "accuracy",
     Template("{text}\nQuestion: {text_pair}", "\nTrue or false? Answer:", ("True", "False")),
-    Template("{text} ?", " {mask}, {text_pair}", ("Yes", "No")),
+    Template("{text} ?", " {mask}, {text_pair}", ("Yes", "No")),  # the masked words differ from the causal ones
     HubSource("glue", "rte", "sentence1", "sentence2"),
     "Recognising Textual Entailment.",
 ))
@@ -81,24 +85,21 @@ for _name, _env, _hub in (
 ):
     _add(TaskSpec(
         _name, _env, ("entailment", "neutral", "contradiction"), True, "accuracy",
-        Template("Premise: {text}\nHypothesis: {text_pair}", "\nDoes the premise imply the hypothesis? Answer:",
-                 _NLI3),
-        Template("{text} ?", " {mask}, {text_pair}", _NLI3),
+        *_pair("Premise: {text}\nHypothesis: {text_pair}", "\nDoes the premise imply the hypothesis? Answer:",
+               _NLI3),
         _hub,
         "Natural language inference, 3 classes.",
     ))
 _add(TaskSpec(
     "qnli", "QNLI", ("entailment", "not_entailment"), True, "accuracy",
-    Template("Question: {text}\nSentence: {text_pair}", "\nDoes the sentence answer the question? Answer:",
-             ("Yes", "No")),
-    Template("{text} ?", " {mask}, {text_pair}", ("Yes", "No")),
+    *_pair("Question: {text}\nSentence: {text_pair}", "\nDoes the sentence answer the question? Answer:",
+           ("Yes", "No")),
     HubSource("glue", "qnli", "question", "sentence"),
     "Question-answering NLI.",
 ))
 _add(TaskSpec(
     "qqp", "QQP", ("not_duplicate", "duplicate"), True, "f1",
-    Template("Question 1: {text}\nQuestion 2: {text_pair}", "\nSame question? Answer:", ("No", "Yes")),
-    Template("{text} ?", " {mask}, {text_pair}", ("No", "Yes")),
+    *_pair("Question 1: {text}\nQuestion 2: {text_pair}", "\nSame question? Answer:", ("No", "Yes")),
     HubSource("glue", "qqp", "question1", "question2", test_split=None),
     "Quora Question Pairs; metric F1 of 'duplicate'; no test split is mirrored.",
 ))
