@@ -40,7 +40,7 @@ from promptgym.members import combine_set, member_biases, member_prompts
 from promptgym.metrics import compute_metric, probability_metrics
 from promptgym.metrics.stats import expected_calibration_error
 from promptgym.tasks import load_split
-from promptgym.tasks.data import TaskSplit
+from promptgym.tasks.data import TaskSplit, rows_fingerprint
 
 #: the splits an :class:`Evaluator` scores on ("train"/"dev": the env's 16-shot split of its ``split_seed``)
 SPLITS = ("test", "train", "dev")
@@ -207,27 +207,41 @@ class Evaluator:
     :param data_dir: the data folder splits are read from (None: the configured default)
     :param split_seed: the 16-shot split of the "train" and "dev" rows (not needed for test)
     :param cache: where label scores are kept (None: a new cache of this evaluator's own)
+    :param test_rows: the test rows scored, as sorted indices (None: all of them); the protocol's lite
+        tier scores a fixed label-stratified subsample of a large test split
+        (:func:`promptgym.bench.schema.protocol_test_rows`)
     """
 
     def __init__(self, scorer: Scorer, prompts: PromptMap, data_dir: str | PathLike[str] | None = None,
-                 split_seed: int | None = None, cache: ScoreCache | None = None) -> None:
+                 split_seed: int | None = None, cache: ScoreCache | None = None,
+                 test_rows: np.ndarray | None = None) -> None:
         self.scorer, self.prompts = scorer, prompts
         self.data_dir, self.split_seed = data_dir, split_seed
         self.cache = ScoreCache() if cache is None else cache
+        self.test_rows = None if test_rows is None else np.asarray(test_rows, dtype=np.int64)
 
     @classmethod
-    def for_env(cls, env: gym.Env, cache: ScoreCache | None = None) -> Evaluator:
+    def for_env(cls, env: gym.Env, cache: ScoreCache | None = None, test_rows: np.ndarray | None = None) -> Evaluator:
         """The evaluator of ``env``'s scorer, prompts, data and split (cache None: the LM's
         :func:`shared_cache`)."""
         base = env.unwrapped
         return cls(base.scorer, base, base.data_dir, base.split_seed,
-                   shared_cache(base.lm) if cache is None else cache)
+                   shared_cache(base.lm) if cache is None else cache, test_rows)
 
     def split(self, name: str = "test") -> TaskSplit:
         """The rows of split ``name`` (one of :data:`SPLITS`)."""
         if name not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
         return load_split(self.scorer.task, name, None if name == "test" else self.split_seed, self.data_dir)
+
+    def rows(self, name: str = "test") -> np.ndarray | None:
+        """The rows of split ``name`` this evaluator scores (None: all of them)."""
+        return self.test_rows if name == "test" else None
+
+    def labels(self, name: str = "test") -> np.ndarray:
+        """The gold labels of the rows of split ``name`` this evaluator scores."""
+        labels, rows = np.asarray(self.split(name).labels), self.rows(name)
+        return labels if rows is None else labels[rows]
 
     def members(self, result: Result) -> list[tuple[Prompt, float]]:
         """``(LM prompt, normalised weight)`` of every member of ``result``."""
@@ -245,7 +259,7 @@ class Evaluator:
         probs, predictions = _combine(result, scores)
         approximate = bool(scores.lm.approximate) or scores.approximate
         if segments is None:
-            labels = self.split(split).labels
+            labels = self.labels(split)
         if labels is None:
             return TestScore(float("nan"), predictions, float("nan"), len(predictions), probs, None, {}, approximate)
         gold = np.asarray(labels)
@@ -265,7 +279,10 @@ class Evaluator:
         row. A verifier rebuilds them to find the submitted prompts among a usage receipt's calls
         (:mod:`promptgym.bench.receipts`). ``dtype`` only picks the LM whose mask token renders the rows."""
         scorer = self.scorer.with_lm(in_dtype(self.scorer.lm, dtype), reward_kind="ce")
-        return scorer.requests([p for p, _ in self.members(result)], scorer.segments(self.split(split)))
+        segments, rows = scorer.segments(self.split(split)), self.rows(split)
+        if rows is not None:
+            segments = tuple(segments[i] for i in rows)
+        return scorer.requests([p for p, _ in self.members(result)], segments)
 
     def _member_scores(self, result: Result, split: str, segments: Segments | None, dtype: str | None) -> _Scores:
         """Every member's label log-probs on ``split`` (cached per prompt) or on ``segments``, in ONE LM call."""
@@ -278,8 +295,10 @@ class Evaluator:
             return _Scores(scorer.lm, np.stack([np.asarray(r.label_logprobs, np.float64) for r in out]),
                            np.stack([np.asarray(r.predictions) for r in out]), weights,
                            any(is_approximate(r) for r in out))
-        rows = self.split(split)
-        keys = [(id(scorer.lm), rows.sha256, scorer.template, scorer.prompt_position, _prompt_key(p)) for p in prompts]
+        rows, subset = self.split(split), self.rows(split)
+        which = None if subset is None else rows_fingerprint(subset)
+        keys = [(id(scorer.lm), rows.sha256, which, scorer.template, scorer.prompt_position, _prompt_key(p))
+                for p in prompts]
         found: dict[tuple, CachedScores] = {}
         for key in keys:
             hit = self.cache.get(key, scorer.lm)
@@ -288,7 +307,7 @@ class Evaluator:
         first = {key: i for i, key in reversed(list(enumerate(keys)))}  # a repeated member is scored once
         todo = sorted(i for key, i in first.items() if key not in found)
         if todo:
-            outcomes = scorer.score([prompts[i] for i in todo], rows)
+            outcomes = scorer.score([prompts[i] for i in todo], rows, rows=subset)
             for i, o in zip(todo, outcomes):
                 found[keys[i]] = self.cache.put(keys[i], scorer.lm, np.asarray(o.label_logprobs, np.float64),
                                                 np.asarray(o.predictions), o.approximate)

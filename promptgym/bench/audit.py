@@ -47,7 +47,7 @@ import numpy as np
 import promptgym
 from promptgym.agent import agent_spec, find_agent
 from promptgym.bench.evaluate import check_request, curve_record, prompt_record
-from promptgym.bench.schema import TIERS, check_budget, parse_submission, validate_submission
+from promptgym.bench.schema import TIERS, check_budget, parse_submission, protocol_test_rows, validate_submission
 from promptgym.envs.registration import env_task
 from promptgym.errors import ConfigError, InvalidSubmissionError, UnknownEnvError
 from promptgym.evaluation import Evaluator
@@ -161,7 +161,9 @@ def audit(sub: dict[str, Any], seed: int, *, same_cpu: bool = False, progress: b
     else:
         verdict = NOT_REPRODUCED
     if verdict != REPRODUCED:  # what the agent really finds here, on the protocol's fp32 test scoring
-        replayed["test"] = {"metric": float(Evaluator.for_env(run.env).score(run.result, dtype="float32").metric)}
+        rows = protocol_test_rows(run.env.unwrapped.spec_task.name, sub["tier"])  # the rows the entry claims on
+        evaluator = Evaluator.for_env(run.env, test_rows=rows)
+        replayed["test"] = {"metric": float(evaluator.score(run.result, dtype="float32").metric)}
     report = AuditReport(seed, verdict, differences, claimed, replayed, divergence, host_description(), gaps)
     report.paragraph = verdict_paragraph(sub, report, budget, same_cpu)
     return report

@@ -39,6 +39,7 @@ from promptgym.bench.schema import (
     TIERS,
     check_budget,
     combine_rule,
+    protocol_test_rows,
     validate_submission,
 )
 from promptgym.envs.registration import check_env_id, env_kind, env_task
@@ -53,6 +54,7 @@ from promptgym.metrics.stats import decode_predictions, encode_predictions
 from promptgym.runner import check_calibration_request, check_env_kwargs, make_env, run_agent
 from promptgym.runs import evaluate_workdir, seed_file, seed_journal
 from promptgym.tasks import data_fingerprint, get_task, load_split
+from promptgym.tasks.data import rows_fingerprint
 from promptgym.tracking import TENSORBOARD_DIR, check_tracker, log_values
 
 #: Re-scoring tolerance: fp32 scores are reproducible on one machine; across CPUs a few near-ties
@@ -76,15 +78,19 @@ def curve_record(result: Result) -> list[list[int | float]]:
     return [[int(c), float(v)] for c, v in result.curve if np.isfinite(v)]
 
 
-def test_record(env: Any, result: Result, test: TestScore) -> dict[str, Any]:
+def test_record(env: Any, result: Result, test: TestScore, test_rows: np.ndarray | None = None) -> dict[str, Any]:
     """A run's ``test`` record: the task metric, the predictions, every recorded metric of the
-    registry (:func:`~promptgym.metrics.registry.recorded_specs`: ECE, NLL, ...) and OOD detection."""
+    registry (:func:`~promptgym.metrics.registry.recorded_specs`: ECE, NLL, ...), OOD detection, and
+    which rows were scored when not all of them (``subsample``: :func:`~promptgym.bench.schema.protocol_test_rows`)."""
     rec: dict[str, Any] = {"metric": float(test.metric), "n": int(test.n),
                            "predictions": encode_predictions(test.predictions)}
     rec.update({spec.name: float(test.metrics[spec.name]) for spec in recorded_specs() if spec.name in test.metrics})
     ood = _ood_metrics(env, result, test.probs)
     if ood:
         rec["ood"] = {task: {k: float(v) for k, v in scores.items()} for task, scores in ood.items()}
+    if test_rows is not None:
+        split_rows = len(load_split(env.unwrapped.spec_task, "test", None, env.unwrapped.data_dir))
+        rec["subsample"] = {"of": split_rows, "sha256": rows_fingerprint(test_rows)}
     return rec
 
 
@@ -109,7 +115,7 @@ def check_protocol_agent(agent: str, allow_white_box: bool = False) -> None:
 def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAULT_MODEL,
              env_kwargs: dict | None = None, agent_kwargs: dict | None = None, progress: bool = False,
              allow_white_box: bool = False, calibrate: bool = False, journal: Path | None = None,
-             tensorboard: Path | None = None, receipt: bool = True) -> dict:
+             tensorboard: Path | None = None, receipt: bool = True, test_rows: np.ndarray | None = None) -> dict:
     """One protocol run: learn on split ``seed`` (agent seed = split seed), score on test in fp32.
 
     ``allow_white_box`` lets the agents benchmark run the back-propagation reference through the
@@ -119,6 +125,8 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
     :mod:`promptgym.journal`), so a standard-tier seed is never lost to an interruption.
     ``tensorboard``: the seed's TensorBoard folder (curves by calls, then its test metric and ECE).
     ``receipt``: record the served key's usage receipt (False: its key had made calls before this run).
+    ``test_rows``: the test rows scored (None: all; the lite tier's subsample of a large split,
+    :func:`~promptgym.bench.schema.protocol_test_rows`).
     """
     check_protocol_agent(agent, allow_white_box)
     kwargs = {"seed": int(seed), **(agent_kwargs or {})}
@@ -128,7 +136,7 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
     result, base = run.result, run.env.unwrapped
     search = search_receipt(base.lm) if receipt else None  # the key's calls when the search ended (served only)
     started = time.time()
-    test = Evaluator.for_env(run.env).score(result, dtype="float32")
+    test = Evaluator.for_env(run.env, test_rows=test_rows).score(result, dtype="float32")
     if tensorboard is not None:
         log_values(tensorboard, {f"test/{base.spec_task.metric}": test.metric, "test/ece": test.ece,
                                  "final/dev_metric": result.dev_metric}, base.budget.calls)
@@ -136,7 +144,7 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
         "seed": int(seed), "calls_used": int(base.budget.calls), "wall_seconds": round(run.seconds, 3),
         "prompt": prompt_record(result),
         "curve": curve_record(result),
-        "test": test_record(run.env, result, test),
+        "test": test_record(run.env, result, test, test_rows),
         "extra": {"train_reward": float(result.train_reward), "dev_metric": result.dev_metric,
                   "passes": {k: result.extra[k] for k in ("forward_passes", "backward_passes") if k in result.extra},
                   # the agent's own scalar reports (ABC generations reached, CMA-ELBO's dev NLL, SNPE's
@@ -231,6 +239,7 @@ def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_M
     check_tracker(log)
     budget = TIERS[tier]
     work = Path(workdir) if workdir else evaluate_workdir(env_id, agent, tier, calibrate=calibrate, model=model)
+    test_rows = protocol_test_rows(env_task(env_id), tier)
     runs = []
     for seed in seeds:
         path = seed_file(work, seed)
@@ -238,8 +247,9 @@ def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_M
             run = json.loads(path.read_text())
             check_cached_run(path, run, env_kwargs, calibrate, model)
             check_cached_config(path, run, agent, agent_kwargs, seed)
+            check_cached_rows(path, run, test_rows)
             if not has_uncertainty(run):  # cached before the protocol reported uncertainty: add it, uncharged
-                run = complete_run(env_id, run, model, env_kwargs)
+                run = complete_run(env_id, run, model, env_kwargs, test_rows)
                 _write_atomic(path, run)
         else:
             journal = seed_journal(work, seed)
@@ -247,7 +257,7 @@ def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_M
             if warning:
                 print(f"promptgym: warning: {warning}", file=sys.stderr, flush=True)
             run = run_seed(env_id, agent, seed, budget, model, env_kwargs, agent_kwargs, progress,
-                           calibrate=calibrate, journal=journal, receipt=warning is None,
+                           calibrate=calibrate, journal=journal, receipt=warning is None, test_rows=test_rows,
                            tensorboard=work / TENSORBOARD_DIR / f"seed-{seed}" if log == "tensorboard" else None)
             work.mkdir(parents=True, exist_ok=True)
             _write_atomic(path, run)
@@ -296,6 +306,16 @@ def check_cached_config(path: Path, run: dict, agent: str, agent_kwargs: dict | 
                               "one agent config: use another --workdir")
 
 
+def check_cached_rows(path: Path, run: dict, test_rows: np.ndarray | None) -> None:
+    """Refuse a cached seed run scored on other test rows than the protocol's for its tier (e.g. a full
+    large split cached before the lite tier's subsample): mixing them would make one entry of two row sets."""
+    claimed = (run["test"].get("subsample") or {}).get("sha256")
+    wanted = None if test_rows is None else rows_fingerprint(test_rows)
+    if claimed != wanted:
+        raise ConfigError(f"{path}: cached run scored on {'a subsample' if claimed else 'every row'} of the test "
+                          f"split, the protocol scores {'a subsample' if wanted else 'every row'}; delete it to re-run")
+
+
 def has_uncertainty(run: dict) -> bool:
     """Whether a cached seed run carries every metric runs record now (runs cached before one was
     recorded do not, nor a "vote" set scored by the bare histogram of schema version 1)."""
@@ -310,7 +330,8 @@ def _bare_vote_run(run: dict) -> bool:
     return combine_rule(run["prompt"].get("combine"), _run_version(run)) == VOTE_V1
 
 
-def complete_run(env_id: str, run: dict, model: str = DEFAULT_MODEL, env_kwargs: dict | None = None) -> dict:
+def complete_run(env_id: str, run: dict, model: str = DEFAULT_MODEL, env_kwargs: dict | None = None,
+                 test_rows: np.ndarray | None = None) -> dict:
     """A cached seed run with its uncertainty metrics and OOD AUROCs added by re-scoring its stored
     prompt on test (uncharged; the prompt, predictions and metric must come out as stored).
 
@@ -323,7 +344,7 @@ def complete_run(env_id: str, run: dict, model: str = DEFAULT_MODEL, env_kwargs:
     sub = {"schema_version": _run_version(run), "agent": {"name": run.get("extra", {}).get("agent", "cached")},
            "runs": [run]}
     result = replay_result(sub, 0, env, task.num_labels)
-    evaluator = Evaluator.for_env(env)
+    evaluator = Evaluator.for_env(env, test_rows=test_rows)
     test = evaluator.score(result, dtype="float32")
     if abs(test.metric - run["test"]["metric"]) > METRIC_TOL:
         raise PromptGymError(f"seed {run['seed']}: the cached prompt now scores {test.metric:.4f}, not the cached "
@@ -331,9 +352,9 @@ def complete_run(env_id: str, run: dict, model: str = DEFAULT_MODEL, env_kwargs:
     if result.combine == VOTE_V1:  # the members' scores are cached: the current rule costs no LM call
         result = replay_result({**sub, "schema_version": SCHEMA_VERSION}, 0, env, task.num_labels)
         test = evaluator.score(result, dtype="float32")
-        return {**run, "test": test_record(env, result, test),
+        return {**run, "test": test_record(env, result, test, test_rows),
                 "extra": {**run.get("extra", {}), "schema_version": SCHEMA_VERSION}}
-    return {**run, "test": {**test_record(env, result, test), "predictions": run["test"]["predictions"],
+    return {**run, "test": {**test_record(env, result, test, test_rows), "predictions": run["test"]["predictions"],
                             "metric": run["test"]["metric"]}}
 
 
@@ -452,13 +473,18 @@ def verify(sub: dict, log=print, root: str | Path | None = None) -> list[dict]:
     if lm.approximate:
         raise InvalidSubmissionError(f"model.name: the backend of {model!r} gives approximate scores; "
                                      "submissions are verified with exact ones")
+    test_rows = protocol_test_rows(task.name, sub["tier"])
+    gold = load_split(task, "test").labels
+    if test_rows is not None:
+        gold = np.asarray(gold)[test_rows]
     report = []
     for i, run in enumerate(sub["runs"]):
+        check_subsample(i, run["test"], test_rows, len(load_split(task, "test").labels))
         env = make_env(sub["env_id"], 1, run["seed"], model, "bfloat16", sub["env_kwargs"])
         replay = replay_result(sub, i, env, task.num_labels)
         if receipts is not None:
-            _check_receipt_prompts(sub, i, receipts[i], env, replay)
-        got = Evaluator.for_env(env).score(replay, dtype="float32")
+            _check_receipt_prompts(sub, i, receipts[i], env, replay, test_rows)
+        got = Evaluator.for_env(env, test_rows=test_rows).score(replay, dtype="float32")
         if got.approximate:
             raise InvalidSubmissionError(f"runs[{i}].prompt: the backend flagged its scores approximate; they "
                                          "cannot be verified")
@@ -466,8 +492,7 @@ def verify(sub: dict, log=print, root: str | Path | None = None) -> list[dict]:
         if claimed["n"] != got.n:
             raise InvalidSubmissionError(f"runs[{i}].test.n: the test split has {got.n} rows, not {claimed['n']}")
         agree = float(np.mean(decode_predictions(claimed["predictions"]) == got.predictions))
-        claimed_metric = compute_metric(task.metric, load_split(task, "test").labels,
-                                        decode_predictions(claimed["predictions"]))
+        claimed_metric = compute_metric(task.metric, gold, decode_predictions(claimed["predictions"]))
         members = len(replay.members) if replay.is_set else 1
         log(f"seed {run['seed']}: claimed {claimed['metric']:.4f}, re-scored {got.metric:.4f} "
             f"({members} member{'s' if members > 1 else ''}), predictions agree {agree:.2%}")
@@ -493,7 +518,22 @@ def verify(sub: dict, log=print, root: str | Path | None = None) -> list[dict]:
     return report
 
 
-def _check_receipt_prompts(sub: dict, i: int, receipt: Any, env: Any, replay: Result) -> None:
+def check_subsample(i: int, claimed: dict[str, Any], test_rows: np.ndarray | None, split_rows: int) -> None:
+    """Refuse run ``i`` unless it claims exactly the test rows its tier scores (:func:`protocol_test_rows`):
+    every row, or the lite tier's subsample of a large split, named by its sha256. Costs no LM call."""
+    got = claimed.get("subsample")
+    if test_rows is None:
+        if got is not None:
+            raise InvalidSubmissionError(f"runs[{i}].test.subsample: this tier scores every test row")
+        return
+    want = {"of": split_rows, "sha256": rows_fingerprint(test_rows)}
+    if got != want:
+        raise InvalidSubmissionError(f"runs[{i}].test.subsample: this tier scores the fixed {len(test_rows)}-row "
+                                     f"subsample of the {split_rows}-row test split (sha256 {want['sha256'][:12]}...)")
+
+
+def _check_receipt_prompts(sub: dict, i: int, receipt: Any, env: Any, replay: Result,
+                           test_rows: np.ndarray | None = None) -> None:
     """Refuse run ``i`` unless its prompts, rebuilt as the server received them (soft prompts from the
     model in the server's dtype), were scored on this verifier's test rows under its receipt."""
     dtype = receipt.body["dtype"]
@@ -502,7 +542,7 @@ def _check_receipt_prompts(sub: dict, i: int, receipt: Any, env: Any, replay: Re
                                      "rebuilt in bfloat16 or float32")
     if dtype != "bfloat16":  # env is the protocol's bf16 one
         env = make_env(sub["env_id"], 1, sub["runs"][i]["seed"], sub["model"]["name"], dtype, sub["env_kwargs"])
-    requests = Evaluator.for_env(env).requests(replay)
+    requests = Evaluator.for_env(env, test_rows=test_rows).requests(replay)
     first = requests[0]
     check_prompts(receipt, [r.prompt for r in requests], rows_sha256(first.segments, first.label_words,
                                                                      first.label_only))

@@ -45,6 +45,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
+import numpy as np
 from annotated_types import GroupedMetadata
 from pydantic import (
     AfterValidator,
@@ -66,11 +67,11 @@ from promptgym.agent import COMBINE_RULES, VOTE_V1
 from promptgym.errors import InvalidSubmissionError
 from promptgym.metrics.registry import MetricSpec, recorded_specs
 from promptgym.metrics.task import RANGES
-from promptgym.tasks.data import SEEDS
+from promptgym.tasks.data import SEEDS, load_split, stratified_rows
 
-__all__ = ["BENCH_SEEDS", "MAX_BYTES", "SCHEMA_VERSION", "SCHEMA_VERSIONS", "TIERS", "Submission", "bare_vote",
-           "budget_ok", "check_budget", "combine_rule", "created_date", "parse_submission", "submission_json_schema",
-           "validate_submission"]
+__all__ = ["BENCH_SEEDS", "LITE_TEST_ROWS", "MAX_BYTES", "SCHEMA_VERSION", "SCHEMA_VERSIONS", "TIERS", "Submission",
+           "TIER_TEST_ROWS", "TestSubsample", "bare_vote", "budget_ok", "check_budget", "combine_rule", "created_date",
+           "parse_submission", "submission_json_schema", "validate_submission", "protocol_test_rows"]
 
 #: the version new submissions are written with, and every version this promptgym reads (see above)
 SCHEMA_VERSION = 2
@@ -79,6 +80,26 @@ SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
 #: Budget (LM calls per run) of each tier. "standard" is BBT's and BDPL's 8,000 calls; "lite"
 #: lets CPU-only users take part (600 calls took ~4 minutes on our machines).
 TIERS: dict[str, int] = {"lite": 1000, "standard": 8000}
+#: test rows a lite-tier entry is scored on at most: a larger test split (QNLI, SNLI, AG News, DBPedia, Yelp)
+#: is scored on its fixed label-stratified subsample of this many rows (an hour or more per prompt in fp32 on
+#: a 2-core CPU otherwise); the standard tier scores every row. See :func:`protocol_test_rows`.
+LITE_TEST_ROWS = 1000
+#: tier -> the most test rows its entries are scored on (a tier not listed: every row)
+TIER_TEST_ROWS: dict[str, int] = {"lite": LITE_TEST_ROWS}
+
+
+def protocol_test_rows(task: str, tier: str, data_dir: str | None = None) -> np.ndarray | None:
+    """The test rows an entry of ``tier`` on ``task`` is scored on: None (all of them), or, when the tier
+    caps them (:data:`TIER_TEST_ROWS`) and the test split is larger, its label-stratified subsample
+    (:func:`promptgym.tasks.data.stratified_rows`, seed 0: the same rows on every machine; a run records
+    their sha256, and its accuracy's CI is wider than the full split's, about +-3 points at 1,000 rows)."""
+    cap = TIER_TEST_ROWS.get(tier)
+    if cap is None:
+        return None
+    labels = load_split(task, "test", None, data_dir).labels
+    if len(labels) <= cap:
+        return None
+    return stratified_rows(labels, cap)
 
 #: The data seeds every submission must report, once each (the published k-shot splits).
 BENCH_SEEDS: tuple[int, ...] = tuple(SEEDS)
@@ -603,6 +624,17 @@ class OodAuroc(_Strict):
     auroc_entropy: Annotated[float, _float(0.0, 1.0)]
 
 
+class TestSubsample(_Strict):
+    """The test rows a run was scored on when not all of them (:func:`protocol_test_rows`): the split's size
+    and the sha256 of the row indices (:func:`promptgym.tasks.data.rows_fingerprint`)."""
+
+    of: Annotated[int, _int(1, MAX_TEST_ROWS)]
+    sha256: Sha256
+
+
+TestSubsample.__test__ = False  # type: ignore[attr-defined]  # not a pytest class, despite its name
+
+
 class _ScoresRules(_Strict):
     """The cross-field rule of :data:`Scores` (whose fields are built from the metric registry)."""
 
@@ -634,6 +666,7 @@ def _scores_model() -> type[_Strict]:
                                                   "one base-36 label id (0-9, a-z) per test row")], ...)
     fields.update({spec.name: _recorded_field(spec) for spec in recorded if not spec.required})
     fields["ood"] = (Annotated[dict[Key, OodAuroc], _object(MAX_OOD_TASKS, "tasks")], _optional())
+    fields["subsample"] = (TestSubsample, _optional())
     return create_model("Scores", __base__=_ScoresRules, __module__=__name__, __doc__=(
         "Scores on the test split. ``metric`` lies in [0, 1], or [-1, 1] for Matthews correlation."), **fields)
 

@@ -228,6 +228,30 @@ def _sample_kshot(rows: list[dict], num_labels: int, seed: int | None, split: st
     return out
 
 
+def stratified_rows(labels: np.ndarray, max_rows: int | None, seed: int = 0) -> np.ndarray:
+    """All row indices of a split, or a fixed label-stratified subsample of ``max_rows`` of them (sorted).
+
+    Each label keeps its share of the split (largest remainders round), rows drawn without replacement
+    by ``numpy``'s generator of ``seed``: the same labels give the same rows on every machine, so a score on
+    a subsample can be re-checked. Used where a full large split costs hours per prompt on a CPU (the lite
+    tier's test rows, the template study).
+    """
+    labels = np.asarray(labels)
+    if max_rows is None or len(labels) <= max_rows:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    take = np.floor(counts / len(labels) * max_rows).astype(int)
+    take[np.argsort(-(counts / len(labels) * max_rows - take))[: max_rows - take.sum()]] += 1  # largest remainders
+    rows = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(rows))
+
+
+def rows_fingerprint(rows: np.ndarray) -> str:
+    """The sha256 of row indices (as little-endian int64): what a record states of the rows it was scored on."""
+    return hashlib.sha256(np.asarray(rows, dtype="<i8").tobytes()).hexdigest()
+
+
 def data_fingerprint(task: str | TaskSpec, seeds: tuple[int, ...] = SEEDS,
                      splits: tuple[str, ...] = ("train", "dev", "test"),
                      data_dir_path: str | os.PathLike[str] | None = None) -> dict[str, str]:
