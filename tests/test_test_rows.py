@@ -1,8 +1,9 @@
 """The lite tier's test subsample of a large split: the same rows everywhere, recorded by sha256, scored
 on exactly those rows, and re-checked by the verifier (a run claiming other rows is refused, no LM call).
 
-The real large splits (QNLI, SNLI, AG News, DBPedia, Yelp) cost an hour or more per prompt in fp32 on a
-2-core CPU; here SST-2's 872 rows and a ``unit`` tier capped at 200 rows exercise the same code in seconds.
+The hub's full Yelp and DBPedia test splits (38,000 and 70,000 rows) would cost an hour or more per prompt in
+fp32 on a 2-core CPU; here SST-2's 872 rows and a ``unit`` tier capped at 200 rows exercise the same code in
+seconds.
 """
 
 from __future__ import annotations
