@@ -101,6 +101,28 @@ METHODS: list[Method] = [
 ]
 
 
+#: the search LM's memo, in requests: a whole standard-tier search (8,000 calls and its dev checks). The
+#: snapshot ensemble's search is BBT's (same seed, same CMA-ES stream, 5 calls shorter), so run after BBT
+#: in one process it is answered from the memo without forward passes; every call is still charged to
+#: its own run's budget, and the answers are the stored ones bit for bit.
+MEMO_SIZE = 20_000
+
+
+def keep_search_answers(model: str, size: int) -> None:
+    """Let the shared bf16 search LM of ``model`` remember ``size`` requests (served models: no-op)."""
+    from promptgym.lm import get_lm, is_served
+
+    if not is_served(model):
+        get_lm(model, "bfloat16").memo_store.max_entries = int(size)
+
+
+def memo_hits(model: str) -> int:
+    """Requests the shared bf16 search LM answered from its memo so far (served models: 0)."""
+    from promptgym.lm import get_lm, is_served
+
+    return 0 if is_served(model) else get_lm(model, "bfloat16").memo_store.hits
+
+
 def cache_path(m: Method, seed: int, tier: str, root: Path | None) -> Path:
     work = evaluate_workdir(m.env_id, m.agent, tier, root=root, calibrate=m.calibrate)
     if m.tag:
@@ -122,7 +144,7 @@ def run_missing(methods: list[Method], seeds: list[int] | None, tier: str, model
             path = cache_path(m, seed, tier, root)
             if seed not in m.seeds or path.is_file() and has_uncertainty(json.loads(path.read_text())):
                 continue
-            started = time.time()
+            started, hits = time.time(), memo_hits(model)
             print(f"{m.label} on {m.env_id}, seed {seed}{' (completing a cached run)' if path.is_file() else ''} ...",
                   flush=True)
             evaluate(m.env_id, m.agent, tier, model, (seed,), m.env_kwargs or None, m.agent_kwargs or None,
@@ -131,7 +153,8 @@ def run_missing(methods: list[Method], seeds: list[int] | None, tier: str, model
             run = json.loads(cache_path(m, seed, tier, root).read_text())
             t = run["test"]
             print(f"  acc {t['metric']:.4f}  ECE {t['ece']:.3f}  NLL {t.get('nll', float('nan')):.3f}  "
-                  f"calls {run['calls_used']}  {time.time() - started:.0f} s", flush=True)
+                  f"calls {run['calls_used']}  memo hits {memo_hits(model) - hits}  {time.time() - started:.0f} s",
+                  flush=True)
         for m in methods:
             vpath = variants_path(m, seed, tier, root)
             if m.variants and seed in m.seeds and cache_path(m, seed, tier, root).is_file() and not vpath.is_file():
@@ -336,6 +359,8 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m", help="model (default: %(default)s)")
     ap.add_argument("--root", default=None, help="parent of the work folders (default: runs/evaluate)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    ap.add_argument("--memo-size", type=int, default=MEMO_SIZE,
+                    help="requests the search LM's memo keeps (default: %(default)s; see MEMO_SIZE)")
     args = ap.parse_args()
     tier = args.tier
     if args.budget is not None:
@@ -353,6 +378,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+        keep_search_answers(args.model, args.memo_size)
         seeds = None if args.seeds is None else [int(s) for s in args.seeds.split(",")]
         run_missing(methods, seeds, tier, args.model, root)
     print(report(methods, tier, root))
