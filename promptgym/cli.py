@@ -228,6 +228,7 @@ def _train_run(args: argparse.Namespace, env_id: str, env_kwargs: dict[str, Any]
     config = run_config(env_id, run.env, args.agent, run.agent, args.budget, args.seed, args.split_seed, args.model,
                         args.dtype, env_kwargs, run.seconds, calibrate)
     config["resumed_calls"] = run.replayed_calls
+    config["threads"] = run.threads
     write_run(run_dir, run.env, run.result, config)
     journal.unlink(missing_ok=True)
     return run, run_dir

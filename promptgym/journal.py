@@ -14,6 +14,9 @@ optimiser, SB3's PPO, a user's own) with no per-agent checkpoint code, and it is
 request of a resumed run must have the fingerprint the journal recorded, else the resume stops with
 :class:`~promptgym.errors.ResumeError` instead of continuing a different run. Test-split scoring is
 not journaled: it is uncharged and simply redone after a resume.
+
+The header also records the thread settings the search ran under (:mod:`promptgym.threads`): a
+resume applies them, because an agent's arithmetic is deterministic only on one thread setting.
 """
 
 from __future__ import annotations
@@ -101,11 +104,15 @@ class CallJournal:
     :param path: the journal file; an existing one is loaded for replay
     :param identity: what makes two runs the same run (env, agent and its config, seeds, budget, model,
         dtype...); a journal written for another identity is refused
+    :param threads: the thread settings a new journal records (:func:`promptgym.threads.current_threads`);
+        an existing journal keeps its own, read back as :attr:`threads` (None in journals written before
+        they were recorded)
     """
 
-    def __init__(self, path: str | Path, identity: dict[str, Any]) -> None:
+    def __init__(self, path: str | Path, identity: dict[str, Any], threads: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.identity = json.loads(json.dumps(identity, sort_keys=True, default=str))
+        self.threads = None if threads is None else dict(threads)
         self._records: list[dict[str, Any]] = []
         self._next = 0
         self.replayed_calls = 0  # calls answered from the file so far
@@ -113,7 +120,10 @@ class CallJournal:
             self._load()
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._append({"journal": JOURNAL_VERSION, "identity": self.identity})
+            head: dict[str, Any] = {"journal": JOURNAL_VERSION, "identity": self.identity}
+            if self.threads is not None:
+                head["threads"] = self.threads
+            self._append(head)
 
     # ------------------------------------------------------------------ reading
     def _load(self) -> None:
@@ -137,6 +147,7 @@ class CallJournal:
             with self.path.open("r+b") as fh:
                 fh.truncate(good_end)
         self._records = parsed[1:]
+        self.threads = parsed[0].get("threads")
 
     @property
     def recorded_batches(self) -> int:
@@ -163,7 +174,7 @@ class CallJournal:
             if rec["request"] != fingerprint or len(rec["results"]) != len(requests):
                 raise ResumeError(f"the resumed run diverged from its journal at batch {self._next + 1} of "
                                   f"{len(self._records)} ({self.path}): the agent asked for other prompts than "
-                                  "the killed run did (changed code, config or package versions?)")
+                                  "the killed run did (changed code, config, package versions or thread settings?)")
             self._next += 1
             self.replayed_calls += len(requests)
             return [decode_result(r) for r in rec["results"]]

@@ -34,6 +34,7 @@ from promptgym.errors import ConfigError, IncompatibleAgentError, PromptGymError
 from promptgym.journal import CallJournal
 from promptgym.lm import DEFAULT_MODEL
 from promptgym.progress import LiveMonitor
+from promptgym.threads import current_threads, pinned_threads
 from promptgym.tracking import TensorBoardTracker, check_tracker
 
 #: env arguments the driver sets itself; passing them in ``env_kwargs`` too would be ambiguous
@@ -50,6 +51,7 @@ class Run:
     agent_name: str
     seconds: float
     replayed_calls: int = 0  # calls answered from the journal of a killed run (0: not a resume)
+    threads: dict[str, int | None] | None = None  # the thread settings the search ran under (promptgym.threads)
 
 
 def check_env_kwargs(env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
@@ -102,7 +104,8 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
 
     ``journal``: a call-journal file (:mod:`promptgym.journal`). Every charged LM call is journaled there;
     if the file exists (a killed run), its calls are replayed first, so the run resumes where it stopped
-    and ends as the uninterrupted run would.
+    and ends as the uninterrupted run would: the search runs under the thread settings the journal
+    recorded (:mod:`promptgym.threads`), whatever this process's are, and they are restored after.
 
     ``tensorboard``: a folder for the run's TensorBoard events (:mod:`promptgym.tracking`), indexed by calls.
 
@@ -132,13 +135,14 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
     base = env.unwrapped
     if calibrate:
         check_calibratable(base.reward_kind)
-    record = None
+    record, threads = None, None  # threads: the settings to pin for the search (None: the process's own)
     if journal is not None:
         identity = {"env_id": env_id, "agent": name, "agent_config": config_dict(getattr(learner, "config", None)),
                     "budget": int(budget), "seed": int(seed), "split_seed": int(split_seed),
                     "model": model if isinstance(model, str) else base.lm.name,
                     "dtype": dtype, "env_kwargs": kwargs, "calibrate": bool(calibrate)}
-        record = CallJournal(journal, identity)
+        record = CallJournal(journal, identity, threads=current_threads())
+        threads = record.threads  # a resume's are the killed run's (None in journals older than the record)
         base.record_calls(record)
         # a served key's quota no longer counts the journaled calls: they were charged before the kill
         base.budget.max_calls = min(int(budget), base.budget.max_calls + record.recorded_calls)
@@ -155,7 +159,8 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
     if user_callback is not None:
         callbacks.append(user_callback)
     started = time.time()
-    with hooked(env, CallbackList(callbacks)):  # the learner's own callback argument stays free for the user's
+    with pinned_threads(threads) as in_force, hooked(env, CallbackList(callbacks)):
+        # (the learner's own callback argument stays free for the user's)
         base.budget.max_calls -= reserve  # the agent sees the budget without calibration's calls
         try:
             result = learner.learn(env)
@@ -174,7 +179,7 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
         base.record_calls(None)
     if base.budget.calls > budget:  # cannot happen through the env; checked anyway
         raise PromptGymError(f"agent used {base.budget.calls} calls, over the budget of {budget}")
-    return Run(result, env, learner, name, seconds, replayed)
+    return Run(result, env, learner, name, seconds, replayed, in_force)
 
 
 def check_calibration_request(agent: str, env_kwargs: dict[str, Any] | None) -> None:

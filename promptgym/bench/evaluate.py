@@ -156,6 +156,8 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
                   "approximate": bool(test.approximate), "calibrate": bool(calibrate),
                   # calls answered from the journal of a killed attempt (wall_seconds counts the last attempt only)
                   "resumed_calls": int(run.replayed_calls),
+                  # the thread settings the search ran under: another count gives other rounding, another run
+                  "threads": run.threads,
                   # the scoring rules the test record follows (a cached "vote" run of version 1 is re-scored)
                   "schema_version": SCHEMA_VERSION,
                   "calibration": jsonable(result.extra.get("calibration")),
