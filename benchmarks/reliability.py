@@ -83,6 +83,10 @@ METHODS: list[Method] = [
     Method("ensemble", "PromptSST2-Subspace-v0", "ensemble"),
     Method("snapshot ensemble (one BBT search, 5 calibrated members)", "PromptSST2-Subspace-v0", "snapshot",
            variants=True),
+    # the same set with each member's bias fitted on the dev rows it was selected on: nothing is reserved, so
+    # its search is BBT's to the call (run after BBT in one process it costs only the members' test scoring)
+    Method("snapshot ensemble, biases fitted on dev", "PromptSST2-Subspace-v0", "snapshot",
+           agent_kwargs={"calibrate_on": "dev"}, tag="dev"),
     Method("CMA-ELBO (previous lite recipe)", "PromptSST2-Subspace-v0", "cma_elbo", agent_kwargs=CMA_ELBO_LITE),
     Method("ABC-SMC (labels only, previous lite recipe)", "PromptSST2-Subspace-v0", "abc_smc", env_kwargs=LABEL_ONLY,
            agent_kwargs=ABC_LITE),

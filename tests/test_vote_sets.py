@@ -17,7 +17,7 @@ import pytest
 from agents.prompt_sets import score_set
 from promptgym.agent import VOTE_V1, Result
 from promptgym.bench.evaluate import complete_run, has_uncertainty, prompt_record, replay_result
-from promptgym.bench.ranking import _score
+from promptgym.bench.ranking import entry_row
 from promptgym.bench.schema import SCHEMA_VERSION, bare_vote, combine_rule, parse_submission
 from promptgym.evaluation import score_test
 from promptgym.members import combine_members, combine_set
@@ -144,7 +144,7 @@ def test_old_schema_vote_entries_rescore_with_the_old_rule() -> None:
         assert replay_result({**sub, "schema_version": 2}, 0, _accept_any_action(), 2).combine == "vote"
         assert not bare_vote({**sub, "schema_version": 2})
         # the leaderboard shows their NLL (the floor's ~13.3) as not applicable, the rest as before
-        row = _score(sub, sub["metric"], None)
+        row = entry_row(sub, sub["metric"], None)
         assert row.metrics["nll"] is None
         assert row.metrics["ece"] == pytest.approx(np.mean([r["test"]["ece"] for r in sub["runs"]]))
         assert min(r["test"]["nll"] for r in sub["runs"]) > 13  # what the old rule claimed

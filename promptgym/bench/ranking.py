@@ -238,7 +238,7 @@ def rank(entries: Sequence[Mapping[str, Any]], labels_by_env: Mapping[str, np.nd
         raw = None if labels_by_env is None else labels_by_env.get(env_id)
         labels = None if raw is None else np.asarray(raw)
         task = task_of(env_id)
-        rows = [_score(sub, metrics[0], labels, task) for sub in subs]
+        rows = [entry_row(sub, metrics[0], labels, task) for sub in subs]
         rows.sort(key=lambda r: (-r.mean, created_date(r.sub), r.key))
         for i, row in enumerate(rows, start=1):
             row.rank = i
@@ -253,7 +253,7 @@ def rank(entries: Sequence[Mapping[str, Any]], labels_by_env: Mapping[str, np.nd
     return tables
 
 
-def _score(sub: dict[str, Any], metric: str, labels: np.ndarray | None, task: str | None = None) -> Row:
+def entry_row(sub: dict[str, Any], metric: str, labels: np.ndarray | None, task: str | None = None) -> Row:
     """A row's statistics; checks the submitted metrics against the predictions when labels are known.
     ``task``: the env id's task (:func:`task_of`, the default), which decides the registry metrics it gets."""
     task = task_of(sub["env_id"]) if task is None else task
