@@ -4,9 +4,16 @@ This is how a user outgrows one machine: a large causal LM on GPU servers, score
 for that, behind the same :class:`~promptgym.lm.base.BlackBoxLM` contract as the in-process model.
 
 * **Rows are ours.** The client tokenises locally and builds every example's row with
-  :mod:`promptgym.lm.layout`, the code the in-process backend scores, and sends token ids (never
-  text, which the server would re-tokenise and prefix with its own special tokens). Each row is one
-  prompt of ``/v1/completions``; the label word is scored at the first generated position.
+  :mod:`promptgym.lm.layout`, the code the in-process backend scores, and sends token ids. Each row is
+  one prompt of ``/v1/completions``; the label word is scored at the first generated position.
+* **How prompts travel**, probed once before anything else (:attr:`OpenAICompatLM.prompt_form`,
+  :attr:`OpenAICompatLM.batched`): token ids, several prompts per POST (vLLM, ``promptgym serve``);
+  token ids one prompt per POST; else text. llama.cpp's server (llama-cpp-python) takes only a
+  string, or a list of at most one string. Text is sent only when it stands for exactly our row: each
+  row's ids are decoded and re-tokenised locally and must come back unchanged (else a ConfigError says
+  why), and the probe checks that the server counts as many prompt tokens as the row has, so a
+  server that adds its own BOS to text is caught (refused, unless our row starts with that BOS, which
+  is then left to the server).
 * **The best exact method the server has**, probed once (or forced with ``method=``):
 
   1. ``"token_ids"``: ``logprob_token_ids`` asks for the log-probs of the label ids at the first
@@ -15,7 +22,12 @@ for that, behind the same :class:`~promptgym.lm.base.BlackBoxLM` contract as the
      ``prompt_logprobs`` (vLLM has it; one prompt per row *and label*);
   3. ``"full_vocab"``: ``logprobs=-1``, the whole next-token distribution (vLLM started with
      ``--max-logprobs -1``; large answers);
-  4. ``"top_k"``: only the top ``top_k`` log-probs (hosted APIs). A label outside them gets the mass
+  4. ``"logit_bias"``: each label forced as the generated token by ``logit_bias`` +100 and its
+     log-prob read from ``token_logprobs`` (one prompt per row *and label*). Exact on engines whose
+     log-probs come from the raw logits, as llama.cpp's server (started with ``--logits_all true``)
+     and vLLM's default report them; the client checks that the generated token is the label and
+     that the labels' probabilities sum to at most 1 (a server reporting biased log-probs fails);
+  5. ``"top_k"``: only the top ``top_k`` log-probs (hosted APIs). A label outside them gets the mass
      the top-k leave, spread evenly over the other tokens: **approximate** scores, flagged in every
      result (``ScoreResult.extra["approximate"] = True``) and in :attr:`OpenAICompatLM.approximate`;
      ``promptgym submit`` refuses them.
@@ -52,10 +64,14 @@ from promptgym.errors import BudgetExhausted, ConfigError, InvalidRequestError, 
 from promptgym.lm.base import BlackBoxLM, ScoreRequest, ScoreResult, SoftPrompt
 from promptgym.lm.layout import Row, RowLayout, check_token_ids, label_result
 from promptgym.lm.tokenizer import TokenizerMixin
-from promptgym.lm.transport import RetryPolicy, Transport, resolve_api_key
+from promptgym.lm.transport import RetryPolicy, Transport, clip, resolve_api_key
 
 #: scoring methods, best first (see the module docstring)
-METHODS = ("token_ids", "prompt_logprobs", "full_vocab", "top_k")
+METHODS = ("token_ids", "prompt_logprobs", "full_vocab", "logit_bias", "top_k")
+#: how rows can travel, best first: (prompt form, several prompts per POST)
+PROMPT_FORMS = (("ids", True), ("ids", False), ("text", True), ("text", False))
+#: the logit bias that makes a label the greedy token ("logit_bias" method; OpenAI's and vLLM's upper limit)
+FORCE_BIAS = 100.0
 #: longest row when neither the caller nor the server says (LocalLM's cap)
 DEFAULT_MAX_LENGTH = 1024
 #: what an ``openai+http://...`` model URL's query may set (arguments of :class:`OpenAICompatLM`)
@@ -203,23 +219,50 @@ def encode_prompt_embeds(embeds: np.ndarray) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- answers
-def token_logprob(entries: dict | None, token_id: int, tokenizer=None) -> float | None:
-    """The log-prob of ``token_id`` in a ``top_logprobs`` entry, whatever the server's key style.
+def token_text(tokenizer, token_id: int) -> str | None:
+    """The text a server prints for one token: its bytes as UTF-8, a leading space kept (llama.cpp's
+    server, hosted APIs); None when no text names the token: a special token (llama.cpp prints it as
+    ``""``) or bytes that are not whole UTF-8 characters (printed lossily, so tokens may share it).
 
-    ``"token_id:123"`` (vLLM's ``return_tokens_as_token_ids``) or ``"123"`` are exact; a decoded token
-    text (hosted APIs) is matched through ``tokenizer`` and can be ambiguous (used for top-k only).
+    A token is decoded after an anchor token and the anchor's text removed: SentencePiece decoders drop
+    the leading space of a text's first token, and Hugging Face's clean-up rewrites ``" ."`` as ``"."``.
+    """
+    if int(token_id) in set(getattr(tokenizer, "all_special_ids", None) or ()):
+        return None
+    anchor = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+    options = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
+    base = tokenizer.decode(anchor, **options)
+    joined = tokenizer.decode(anchor + [int(token_id)], **options)
+    if not joined.startswith(base) or "\ufffd" in joined or len(joined) == len(base):
+        return None
+    return joined[len(base):]
+
+
+def _logprob_value(value: Any) -> float:
+    return float(value["logprob"] if isinstance(value, dict) else value)
+
+
+def token_logprob(entries: dict | None, token_id: int, tokenizer=None) -> float | None:
+    """The log-prob of ``token_id`` in a ``top_logprobs`` (or vLLM ``prompt_logprobs``) entry, whatever
+    the server's key style.
+
+    ``"token_id:123"`` (vLLM's ``return_tokens_as_token_ids``) is exact, and so is ``"123"`` valued
+    ``{"logprob": ...}`` (vLLM's prompt log-probs). A bare number valued by a float is *text*: llama.cpp
+    and hosted APIs key ``top_logprobs`` by the token's text, and the token printed "7" is not id 7. Text
+    keys are matched through ``tokenizer`` (:func:`token_text`), never for a token no text names.
     """
     if not entries:
         return None
-    for key in (f"token_id:{token_id}", str(token_id)):
-        if key in entries:
-            value = entries[key]
-            return float(value["logprob"] if isinstance(value, dict) else value)
+    key = f"token_id:{token_id}"
+    if key in entries:
+        return _logprob_value(entries[key])
+    value = entries.get(str(token_id))
+    if isinstance(value, dict) and "logprob" in value:
+        return float(value["logprob"])
     if tokenizer is not None:
-        text = tokenizer.decode([token_id])
-        if text in entries:
-            value = entries[text]
-            return float(value["logprob"] if isinstance(value, dict) else value)
+        text = token_text(tokenizer, token_id)
+        if text is not None and text in entries:
+            return _logprob_value(entries[text])
     return None
 
 
@@ -299,6 +342,12 @@ class OpenAICompatLM(TokenizerMixin, BlackBoxLM):
         self.batch_calls = 0
         self.prompts_sent = 0  # completions prompts sent for scoring (what a per-prompt server charges)
         self._stats: tuple[float, float] | None = None
+        #: how rows travel, ``"ids"`` or ``"text"``, and whether several go in one POST: probed on the first
+        #: request (:meth:`_probe_prompt_form`), None until then
+        self.prompt_form: str | None = None
+        self.batched: bool | None = None
+        self._server_bos = False  # the server puts its own BOS before a text prompt: our rows' BOS is left to it
+        self._texts: dict[int, str | None] = {}  # token_text() of label ids, as the server prints them
         #: how token-prompt rows are scored (:data:`METHODS`)
         self.method = self._probe() if method == "auto" else method
         #: how soft-prompt rows are scored: prompt log-probs need token ids, so method 2 falls back to the
@@ -364,11 +413,102 @@ class OpenAICompatLM(TokenizerMixin, BlackBoxLM):
 
     def _probe(self) -> str:
         """The best method the server answers exactly (one small request per method tried)."""
+        if self.prompt_form is None:  # first, and outside _supports: a server taking no prompt form is an error
+            self._probe_prompt_form()
         ids, labels = self._probe_row()
-        for method in ("token_ids", "prompt_logprobs", "full_vocab"):
+        for method in METHODS[:-1]:
             if self._supports(method, [ids], labels):
                 return method
         return "top_k"
+
+    def _probe_prompt_form(self) -> None:
+        """Find how this server takes prompts (:data:`PROMPT_FORMS`, best first; one small request each) and
+        keep it on the instance. Engines differ: vLLM takes lists of token-id lists; llama.cpp's server
+        refuses token ids with a 500 quoting a pydantic validation error, and a list of two strings with a
+        500 from a failed assertion, so it gets one string per POST."""
+        ids, _ = self._probe_row()
+        refusals: list[str] = []
+        for form, batched in PROMPT_FORMS:
+            if batched and self.max_prompts < 2:
+                continue
+            n = 2 if batched else 1
+            try:
+                answer = self.transport.post("/v1/completions", self._body(self._payload(form, batched, [ids] * n),
+                                                                           {}))
+                _choices(answer, n)
+            except (ConfigError, BudgetExhausted):  # a refused key, a spent quota, a row text cannot carry
+                raise
+            except (InvalidRequestError, ServiceError) as exc:
+                refusals.append(f"{form}{', batched' if batched else ''}: {exc}")
+                continue
+            self.prompt_form, self.batched = form, batched
+            if form == "text":
+                self._check_text_tokens(answer, ids, n)
+            return
+        raise ServiceError(f"{self.url} took no prompt form (token ids or text, batched or one per request); "
+                           f"it answered {clip(' | '.join(refusals), 400)}")
+
+    def _check_text_tokens(self, answer: Any, ids: list[int], n: int) -> None:
+        """Check that the server read the probe's text as our row: as many prompt tokens (``usage``) as the
+        row has. One more means the server put its own BOS first: fine if our row starts with that BOS
+        (then left to the server, and checked again), else its rows would not be ours (refused)."""
+        usage = answer.get("usage") if isinstance(answer, dict) else None
+        counted = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        if not isinstance(counted, int) or isinstance(counted, bool):
+            return  # nothing to compare: the local round trip of every row is the check
+        per_prompt = counted / n
+        if per_prompt == len(ids):
+            return
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        if per_prompt == len(ids) + 1:
+            if ids and bos is not None and ids[0] == bos and not self._server_bos:
+                self._server_bos = True
+                answer = self.transport.post("/v1/completions", self._body(self._payload("text", False, [ids]), {}))
+                return self._check_text_tokens(answer, ids, 1)
+            raise ConfigError(
+                f"{self.url} takes prompts as text only and puts a token of its own (its BOS) before each one, "
+                "which the rows scored in process do not have: its scores would be of other rows. Use a server "
+                "that takes token ids (vLLM, `promptgym serve`), or serve a model file that adds no BOS "
+                "(llama.cpp: GGUF metadata tokenizer.ggml.add_bos_token = false)")
+        raise ConfigError(f"{self.url} takes prompts as text only and reads the probe's text as {per_prompt:g} tokens "
+                          f"where our tokenizer has {len(ids)}: is tokenizer= the served model's tokenizer?")
+
+    def _payload(self, form: str | None, batched: bool | None, rows: list) -> Any:
+        """``prompt`` of a POST: token-id lists or their texts, a list of them or (one per POST) the one."""
+        items = [self._text_of(r) for r in rows] if form == "text" else [[int(t) for t in r] for r in rows]
+        if batched is False:
+            if len(items) != 1:
+                raise InvalidRequestError(f"{len(items)} prompts for a server that takes one per request")
+            return items[0]
+        return items
+
+    def _text_of(self, ids: Sequence[int]) -> str:
+        """The text that stands for row ``ids``: what our tokenizer turns back into the same ids (special
+        tokens written out, as llama.cpp's server parses them), else a ConfigError."""
+        body = [int(t) for t in ids]
+        if self._server_bos and body and body[0] == getattr(self.tokenizer, "bos_token_id", None):
+            body = body[1:]
+        text = self.tokenizer.decode(body, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        back = [int(t) for t in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
+        if back != body:
+            k = next((i for i, (a, b) in enumerate(zip(body, back)) if a != b), min(len(body), len(back)))
+            got = f"{body[k] if k < len(body) else 'end'} -> {back[k] if k < len(back) else 'end'}"
+            raise ConfigError(
+                f"{self.url} takes prompts as text only (token ids were refused), and a row does not survive the "
+                f"trip: its {len(body)} token ids decode to a text our tokenizer reads as {len(back)} other ids "
+                f"(first difference at position {k}: {got}; text {clip(repr(text), 120)}), so the server would "
+                "score another row than the one built. Use a server that takes token ids (vLLM, `promptgym "
+                "serve`), or prompts whose tokens re-tokenise to themselves (e.g. whole words)")
+        return text
+
+    def _body(self, prompt: Any, fields: dict) -> dict[str, Any]:
+        """A completions request: one greedy token (never ``max_tokens=0``: llama.cpp reads it as "until the
+        context is full"), the ids-as-tokens flag vLLM honours and others ignore, then ``fields``."""
+        body: dict[str, Any] = {"max_tokens": 1, "temperature": 0.0, "return_tokens_as_token_ids": True, **fields}
+        if self.served_model:
+            body["model"] = self.served_model
+        body["prompt"] = prompt
+        return body
 
     def _supports(self, method: str, prompts: list, labels: list[int], soft: bool = False) -> bool:
         try:
@@ -441,9 +581,14 @@ class OpenAICompatLM(TokenizerMixin, BlackBoxLM):
 
     # ------------------------------------------------------------------ scoring
     def _probe_soft(self) -> str:
+        if self.prompt_form is None:
+            self._probe_prompt_form()
         ids, labels = self._probe_row()
         emb = self.embedding_matrix()[ids]
-        return "full_vocab" if self._supports("full_vocab", [emb], labels, soft=True) else "top_k"
+        for method in ("full_vocab", "logit_bias"):
+            if self._supports(method, [emb], labels, soft=True):
+                return method
+        return "top_k"
 
     def _row_embeds(self, row: Row) -> np.ndarray:
         """A soft row as input embeddings: the words' embeddings, the prompt's vectors in place."""
@@ -465,6 +610,8 @@ class OpenAICompatLM(TokenizerMixin, BlackBoxLM):
                     raise ServiceError("the server's prompt log-probs miss the appended label token")
                 out[i] = value
             return out.reshape(len(prompts), len(labels))
+        if method == "logit_bias":
+            return self._forced_scores(prompts, labels, soft)
         fields: dict[str, Any] = {"logprobs": {"token_ids": 0, "full_vocab": -1, "top_k": self.top_k}[method]}
         if method == "token_ids":
             fields["logprob_token_ids"] = list(labels)
@@ -473,6 +620,8 @@ class OpenAICompatLM(TokenizerMixin, BlackBoxLM):
         for i, choice in enumerate(choices):
             top = _first_top(choice)
             if method == "top_k":
+                if top is None:  # llama.cpp returns no log-probs when the greedy token ends the text
+                    raise ServiceError("the server's answer has no top log-probs for a row")
                 out[i] = self._approximate(top, labels)
                 continue
             if method == "full_vocab" and (top is None or len(top) < min(self.vocab_size, len(self.tokenizer))):
@@ -483,6 +632,38 @@ class OpenAICompatLM(TokenizerMixin, BlackBoxLM):
                     raise ServiceError(f"the server's log-probs miss label token {c}")
                 out[i, j] = value
         return out
+
+    def _forced_scores(self, prompts: list, labels: list[int], soft: bool) -> np.ndarray:
+        """Label log-probs by the "logit_bias" method: per label, every row with that label forced as the
+        greedy token, its log-prob read from ``token_logprobs`` (the raw distribution's, not the biased one).
+        One POST per label for a batching server; one per row and label, a row's labels in a row, for a server
+        taking one prompt per POST (llama.cpp's then answers the second label from the row it just evaluated)."""
+        out = np.empty((len(prompts), len(labels)), dtype=np.float32)
+        fields = [{"logprobs": 0, "logit_bias": {str(int(c)): FORCE_BIAS}} for c in labels]
+        if self.batched is False and not soft:
+            for i, prompt in enumerate(prompts):
+                for j, c in enumerate(labels):
+                    out[i, j] = self._forced_logprob(self._complete([prompt], fields[j])[0], int(c))
+        else:
+            for j, c in enumerate(labels):
+                for i, choice in enumerate(self._complete(prompts, fields[j], soft=soft)):
+                    out[i, j] = self._forced_logprob(choice, int(c))
+        if len(labels) > 1 and np.any(np.exp(out.astype(np.float64)).sum(axis=1) > 1.0 + 1e-3):
+            raise ServiceError("the server's log-probs include the logit bias (the labels' probabilities sum to "
+                               "more than 1): the \"logit_bias\" method cannot read it")
+        return out
+
+    def _forced_logprob(self, choice: dict, label: int) -> float:
+        lp = choice.get("logprobs") or {}
+        tokens, values = lp.get("tokens") or [], lp.get("token_logprobs") or []
+        if not tokens or not values or values[0] is None:
+            raise ServiceError("the server's answer has no log-prob of the generated token")
+        if label not in self._texts:
+            self._texts[label] = token_text(self.tokenizer, label)
+        if tokens[0] != f"token_id:{label}" and (self._texts[label] is None or tokens[0] != self._texts[label]):
+            raise ServiceError(f"the server generated {clip(repr(tokens[0]), 40)}, not label token {label} that "
+                               "its logit bias forces")
+        return float(values[0])
 
     def _approximate(self, top: dict | None, labels: list[int]) -> np.ndarray:
         """Label log-probs from a top-k answer: a label outside the top-k gets the leftover mass spread
@@ -497,19 +678,24 @@ class OpenAICompatLM(TokenizerMixin, BlackBoxLM):
 
     def _complete(self, prompts: list, fields: dict, soft: bool = False) -> list[dict]:
         """The choices of ``prompts`` (token-id lists, or embeddings with ``soft``), in POSTs of
-        ``max_prompts``; a POST the server finds too large is split in halves (nothing was charged)."""
+        ``max_prompts`` (one, for a server that takes one per POST), in the probed prompt form; a POST the
+        server finds too large is split in halves (nothing was charged)."""
+        if self.prompt_form is None:
+            self._probe_prompt_form()
+        if soft and self.prompt_form == "text":  # llama.cpp ignores prompt_embeds and would score an empty prompt
+            raise ConfigError(f"{self.url} takes prompts as text only: soft prompts need a server that takes "
+                              "prompt_embeds (vLLM started with --enable-prompt-embeds)")
         out: list[dict] = []
-        step = self.max_prompts
+        step = self.max_prompts if self.batched is not False else 1
         start = 0
         while start < len(prompts):
             part = prompts[start:start + step]
-            body: dict[str, Any] = {"max_tokens": 1, "temperature": 0.0, "return_tokens_as_token_ids": True, **fields}
-            if self.served_model:
-                body["model"] = self.served_model
             if soft:
+                body = self._body(None, fields)
+                del body["prompt"]
                 body["prompt_embeds"] = [encode_prompt_embeds(p) for p in part]
             else:
-                body["prompt"] = [[int(t) for t in p] for p in part]
+                body = self._body(self._payload(self.prompt_form, self.batched, part), fields)
             try:
                 answer = self.transport.post("/v1/completions", body)
             except RequestTooLargeError:
@@ -527,4 +713,5 @@ class OpenAICompatLM(TokenizerMixin, BlackBoxLM):
         self.transport.close()
 
     def __repr__(self) -> str:
-        return f"OpenAICompatLM({self.url!r}, model={self.name!r}, method={self.method!r})"
+        return (f"OpenAICompatLM({self.url!r}, model={self.name!r}, method={self.method!r}, "
+                f"prompt_form={self.prompt_form!r}, batched={self.batched!r})")

@@ -13,6 +13,10 @@ engines) talk through one :class:`Transport`, so they retry and fail the same wa
   :class:`~promptgym.errors.InvalidRequestError` with the server's one-line message; a 5xx other than
   503, or retries run out, raise :class:`~promptgym.errors.ServiceError`.
 
+A server's message is quoted on one line and clipped to :data:`MAX_QUOTE` characters (:func:`clip`):
+llama.cpp's server answers a prompt it cannot parse with a 500 quoting the whole request in a pydantic
+validation error (~20 KB for a batch of token ids), which no error message should carry.
+
 The key comes from the ``api_key`` argument or ``$PROMPTGYM_API_KEY``, travels as
 ``Authorization: Bearer <key>`` and is never part of a message or a URL.
 """
@@ -42,6 +46,8 @@ API_KEY_ENV = "PROMPTGYM_API_KEY"
 QUOTA_TYPES = ("quota_exceeded", "insufficient_quota")
 #: longest wait honoured from a Retry-After header, in seconds
 MAX_RETRY_AFTER = 60.0
+#: most characters of a server's error body quoted in one of our error messages
+MAX_QUOTE = 300
 #: a promptgym server's default limits (:class:`promptgym.serve.config.ServerConfig` takes them), which
 #: a client assumes unless told otherwise: requests in one ``/v1/score`` batch, rows in one request, and
 #: the seconds after which an unanswered request gets 503 (uncharged). Here, not in the server's config,
@@ -102,13 +108,34 @@ def resolve_api_key(api_key: str | None, required: bool = True) -> str | None:
     return key
 
 
+def clip(text: Any, limit: int = MAX_QUOTE) -> str:
+    """``text`` on one line, at most ``limit`` characters: what a message may quote of a server's answer
+    (bodies come in any size; the cut says how long the whole was, so nobody mistakes it for all of it)."""
+    line = " ".join(str(text).split())
+    if len(line) <= limit:
+        return line
+    tail = f" ... [{len(line):,} characters]"
+    return line[:max(limit - len(tail), 0)].rstrip() + tail
+
+
+def _validation_summary(detail: list) -> str:
+    """FastAPI's 422 ``detail`` list as its first error's place and reason (each entry quotes the input)."""
+    first = detail[0]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    more = f" (and {len(detail) - 1} more validation errors)" if len(detail) > 1 else ""
+    return f"{where}: {first.get('msg', '')}{more}"
+
+
 def error_of(response: httpx.Response) -> tuple[str, str]:
-    """``(type, message)`` of an error response: ours, vLLM's/OpenAI's or FastAPI's shape, as one line."""
+    """``(type, message)`` of an error response: ours, vLLM's/OpenAI's or FastAPI's shape, as one clipped line."""
     etype, message = "", ""
     try:
         body = response.json()
     except ValueError:
         body = None
+    if isinstance(body, dict) and isinstance(body.get("detail"), list) and body["detail"] \
+            and all(isinstance(d, dict) for d in body["detail"]):
+        return "", clip(_validation_summary(body["detail"]))
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):
@@ -118,9 +145,9 @@ def error_of(response: httpx.Response) -> tuple[str, str]:
             message = err
         if not message and "detail" in body:
             message = str(body["detail"])
-    if not message:
-        message = response.text[:300] or response.reason_phrase
-    return etype, " ".join(message.split())
+    if not message:  # llama.cpp's server answers a failed assertion with type "internal_server_error", message ""
+        message = f"{etype} without a message" if etype else (response.text or response.reason_phrase)
+    return clip(etype, 80), clip(message)
 
 
 class Transport:
