@@ -34,7 +34,7 @@ from promptgym.errors import ConfigError, IncompatibleAgentError, PromptGymError
 from promptgym.journal import CallJournal
 from promptgym.lm import DEFAULT_MODEL
 from promptgym.progress import LiveMonitor
-from promptgym.threads import current_threads, pinned_threads
+from promptgym.threads import check_threads, pinned_threads, planned_threads
 from promptgym.tracking import TensorBoardTracker, check_tracker
 
 #: env arguments the driver sets itself; passing them in ``env_kwargs`` too would be ambiguous
@@ -92,7 +92,8 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
               model: Any = DEFAULT_MODEL, dtype: str = "bfloat16", env_kwargs: dict[str, Any] | None = None,
               agent_kwargs: dict[str, Any] | None = None, progress: bool = True, label: str | None = None,
               calibrate: bool = False, journal: str | Path | None = None,
-              tensorboard: str | Path | None = None, callback: CallbackLike = None) -> Run:
+              tensorboard: str | Path | None = None, callback: CallbackLike = None,
+              threads: dict[str, int | None] | None = None) -> Run:
     """Let ``agent`` learn on ``env_id`` under ``budget`` API calls; return its Result and the env.
 
     ``seed`` is the agent's seed; ``split_seed`` picks the 16-shot split. Checks run before the
@@ -107,6 +108,10 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
     and ends as the uninterrupted run would: the search runs under the thread settings the journal
     recorded (:mod:`promptgym.threads`), whatever this process's are, and they are restored after.
 
+    ``threads``: thread settings to search under (``{"torch": n, "blas": m}``, :mod:`promptgym.threads`;
+    None: the process's own), e.g. an audit replaying an entry under the settings it records; a resumed
+    journal's recorded settings take their place.
+
     ``tensorboard``: a folder for the run's TensorBoard events (:mod:`promptgym.tracking`), indexed by calls.
 
     ``callback``: watches every charged call, calibration's included, and may stop the search early
@@ -116,6 +121,7 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
     user_callback = as_callback(callback)  # a bad callback is refused before the model loads
     check_env_id(env_id)
     QueryBudget(budget)  # a bad budget is refused before the model loads
+    pin = None if threads is None else check_threads(threads)  # None: the process's own settings
     kwargs = check_env_kwargs(env_kwargs)
     if tensorboard is not None:
         check_tracker("tensorboard")
@@ -135,14 +141,15 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
     base = env.unwrapped
     if calibrate:
         check_calibratable(base.reward_kind)
-    record, threads = None, None  # threads: the settings to pin for the search (None: the process's own)
+    record = None
     if journal is not None:
         identity = {"env_id": env_id, "agent": name, "agent_config": config_dict(getattr(learner, "config", None)),
                     "budget": int(budget), "seed": int(seed), "split_seed": int(split_seed),
                     "model": model if isinstance(model, str) else base.lm.name,
                     "dtype": dtype, "env_kwargs": kwargs, "calibrate": bool(calibrate)}
-        record = CallJournal(journal, identity, threads=current_threads())
-        threads = record.threads  # a resume's are the killed run's (None in journals older than the record)
+        record = CallJournal(journal, identity, threads=planned_threads(pin))
+        if record.threads is not None:  # a resume searches under the killed run's (older journals have none)
+            pin = record.threads
         base.record_calls(record)
         # a served key's quota no longer counts the journaled calls: they were charged before the kill
         base.budget.max_calls = min(int(budget), base.budget.max_calls + record.recorded_calls)
@@ -159,7 +166,7 @@ def run_agent(env_id: str, agent: str | Agent, budget: int, seed: int = 0, split
     if user_callback is not None:
         callbacks.append(user_callback)
     started = time.time()
-    with pinned_threads(threads) as in_force, hooked(env, CallbackList(callbacks)):
+    with pinned_threads(pin) as in_force, hooked(env, CallbackList(callbacks)):
         # (the learner's own callback argument stays free for the user's)
         base.budget.max_calls -= reserve  # the agent sees the budget without calibration's calls
         try:

@@ -53,6 +53,13 @@ def check_threads(settings: Any) -> dict[str, int | None]:
     return out
 
 
+def planned_threads(settings: Mapping[str, int | None] | None = None) -> dict[str, int | None]:
+    """The settings :func:`pinned_threads` (``settings``) will put in force, known before entering it (what
+    a new journal records)."""
+    wanted = check_threads(settings or {})
+    return {**current_threads(), **{k: v for k, v in wanted.items() if v is not None}}
+
+
 @contextmanager
 def pinned_threads(settings: Mapping[str, int | None] | None) -> Iterator[dict[str, int | None]]:
     """Run the block under ``settings`` (None or a missing key: leave that one as it is); restore after.

@@ -11,6 +11,7 @@ in a fresh process, so no cache is shared with the run that made it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,27 @@ def test_a_genuine_set_entry_is_reproduced_in_a_fresh_process(set_entry):
     assert f"): {REPRODUCED}." in paragraph
     assert "all 3 members of the set (weights and label biases too) bit for bit" in paragraph
     assert "cma_elbo + calibration" in paragraph and "agent seed 42" in paragraph
+
+
+def test_an_audit_replays_under_the_entrys_thread_settings(set_entry, tmp_path):
+    """Every run records the threads its search ran under; a process started on other settings replays
+    under the entry's (a BLAS rounds by thread count, and CMA-ES branches on such differences)."""
+    runs = json.loads(set_entry.read_text())["runs"]
+    assert all(isinstance(run["threads"]["torch"], int) and run["threads"]["torch"] >= 1 for run in runs)
+
+    def two_threads(sub):
+        for run in sub["runs"]:
+            run["threads"] = {"torch": 2, "blas": 2}
+
+    entry = _tampered(set_entry, tmp_path, two_threads)
+    script = ("import sys; from promptgym.bench import schema; from promptgym.cli import main; "
+              f"schema.TIERS[{TIER!r}] = {BUDGET}; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", script, "audit", str(entry), "--seed", "13", "--no-progress"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    paragraph = proc.stdout.strip().splitlines()[-1]
+    assert f"): {REPRODUCED}." in paragraph
+    assert "under the entry's thread settings (blas 2, torch 2)" in paragraph
 
 
 def test_a_tampered_member_is_rejected(set_entry, tmp_path, capsys):

@@ -143,7 +143,8 @@ def audit(sub: dict[str, Any], seed: int, *, same_cpu: bool = False, progress: b
     claimed = next(run for run in sub["runs"] if run["seed"] == seed)
     run = run_agent(sub["env_id"], agent, budget, seed, seed, sub["model"]["name"], "bfloat16",
                     sub["env_kwargs"] or None, {**config, "seed": seed}, progress=progress,
-                    label=f"audit {agent}{' + calibration' if calibrate else ''} seed {seed}", calibrate=calibrate)
+                    label=f"audit {agent}{' + calibration' if calibrate else ''} seed {seed}", calibrate=calibrate,
+                    threads=claimed.get("threads"))  # the entry's thread settings, when it records them
     replayed: dict[str, Any] = {"prompt": prompt_record(run.result), "calls_used": int(run.env.unwrapped.budget.calls),
                                 "curve": curve_record(run.result)}
     differences = prompt_differences(claimed["prompt"], replayed["prompt"])
@@ -271,6 +272,13 @@ def host_description() -> str:
     return f"{model} ({', '.join(bf16) or 'no bf16 instructions'}), torch {torch}"
 
 
+def threads_phrase(threads: dict[str, Any] | None) -> str:
+    """How the replay's threads were set: the entry's recorded settings, or (older entries) this process's."""
+    if not threads:
+        return ", on this process's thread settings (the entry records none; a BLAS rounds by thread count)"
+    return ", under the entry's thread settings (" + ", ".join(f"{k} {v}" for k, v in sorted(threads.items())) + ")"
+
+
 def verdict_paragraph(sub: dict[str, Any], report: AuditReport, budget: int, same_cpu: bool) -> str:
     """The one paragraph ``promptgym audit`` prints: what was replayed, the verdict and why."""
     agent = sub["agent"]["name"] + (" + calibration" if sub.get("calibration") else "")
@@ -279,7 +287,8 @@ def verdict_paragraph(sub: dict[str, Any], report: AuditReport, budget: int, sam
     what = "the prompt" if members == 1 else f"all {members} members of the set (weights and label biases too)"
     head = (f"Seed {report.seed} of {agent} on {sub['env_id']} ({sub['tier']} tier, {budget:,} calls, "
             f"{sub['model']['name']}): {report.verdict}. The audit re-ran {sub['agent']['name']} with the recorded "
-            f"config, env kwargs and agent seed {report.seed} (bf16 search) on this host ({report.host})")
+            f"config, env kwargs and agent seed {report.seed} (bf16 search) on this host ({report.host})"
+            f"{threads_phrase(claimed.get('threads'))}")
     if report.verdict == REPRODUCED:
         body = (f" and got {what} bit for bit, within the budget ({replayed['calls_used']:,} calls, as the entry "
                 "says), with the same dev curve.")

@@ -145,6 +145,8 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
         "prompt": prompt_record(result),
         "curve": curve_record(result),
         "test": test_record(run.env, result, test, test_rows),
+        # the thread settings the search ran under: another count rounds otherwise, so an audit replays under them
+        "threads": {k: v for k, v in (run.threads or {}).items() if v is not None},
         "extra": {"train_reward": float(result.train_reward), "dev_metric": result.dev_metric,
                   "passes": {k: result.extra[k] for k in ("forward_passes", "backward_passes") if k in result.extra},
                   # the agent's own scalar reports (ABC generations reached, CMA-ELBO's dev NLL, SNPE's
@@ -156,8 +158,6 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
                   "approximate": bool(test.approximate), "calibrate": bool(calibrate),
                   # calls answered from the journal of a killed attempt (wall_seconds counts the last attempt only)
                   "resumed_calls": int(run.replayed_calls),
-                  # the thread settings the search ran under: another count gives other rounding, another run
-                  "threads": run.threads,
                   # the scoring rules the test record follows (a cached "vote" run of version 1 is re-scored)
                   "schema_version": SCHEMA_VERSION,
                   "calibration": jsonable(result.extra.get("calibration")),

@@ -123,6 +123,7 @@ MAX_KWARG_STRING = 1000
 MAX_TEST_ROWS = 1_000_000
 MAX_BUDGET = 10_000_000
 MAX_RECEIPT_ENTRIES = 25_000  # calls after the search a receipt lists: each member on test and the OOD tasks
+MAX_THREADS = 4096  # a run's recorded torch or BLAS threads
 
 # Anchored with ^...$: pydantic (Rust regex) and JSON Schema (ECMA-262) let '$' match only at the very
 # end; Python users of these constants call fullmatch, since Python's '$' also matches before a final '\n'.
@@ -711,6 +712,14 @@ class UsageReceipt(_Strict):
     entries: Annotated[list[CallHashes], _array(MAX_RECEIPT_ENTRIES)]
 
 
+class SearchThreads(_Strict):
+    """The thread settings a run's search ran under (:mod:`promptgym.threads`): an agent's arithmetic is
+    deterministic on one setting only (a BLAS rounds by thread count), so an audit replays under these."""
+
+    torch: Annotated[int, _int(1, MAX_THREADS)] = _optional()
+    blas: Annotated[int, _int(1, MAX_THREADS)] = _optional()
+
+
 class Run(_Strict):
     """One data seed: LM calls used, the final prompt, the best-so-far dev curve and the test scores
     (and, for a run made against ``promptgym serve``, the server's usage receipt)."""
@@ -722,6 +731,7 @@ class Run(_Strict):
     curve: Annotated[list[CurvePoint], _array(MAX_CURVE)]
     test: Scores
     receipt: UsageReceipt = _optional()
+    threads: SearchThreads = _optional()  # absent in runs made before promptgym recorded them
 
     @model_validator(mode="after")
     def _curve_within_run(self) -> Run:
