@@ -25,8 +25,10 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/promptgym demo
 
+# two pytest workers, each test file on one of them (module fixtures are not built twice): the suite is
+# mostly Python-bound tiny-model tests, which two processes run side by side on a 2-core machine
 test: setup lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # quick loop: unit tests only (tiny random models), no real-model integration tests
 test-fast: setup

@@ -57,9 +57,11 @@ def sweep_args(root: Path, agents: str, seeds: str, *extra: str) -> list[str]:
 
 
 def stable(run: dict) -> dict:
-    """A seed run without what differs between two runs of the same seed (wall-clock times)."""
+    """A seed run without what differs between two runs of the same seed (wall-clock times, and the thread
+    settings: a Ray trial searches on its CPUs' worth of threads, the reference on this process's)."""
     run = copy.deepcopy(run)
     run.pop("wall_seconds")
+    run.pop("threads", None)
     run["extra"].pop("test_wall_seconds")
     return run
 
