@@ -46,7 +46,10 @@ def unit_tier():
 @pytest.fixture(scope="module")
 def ray_session():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    # Ray starts its workers at nice 15: beside another pytest worker's real-model tests (make test runs
+    # two) a trial then got a few percent of a core and this module took 20 minutes instead of 3
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+             _system_config={"worker_niceness": 0})
     yield ray
     ray.shutdown()
 
