@@ -12,6 +12,13 @@ from pathlib import Path
 
 import pytest
 
+# pytest-xdist workers (make test runs two) share the cores: each computes on its share of them, or torch's and
+# OpenBLAS's spinning thread pools oversubscribe the machine (2 workers x 2 threads on 2 cores made the suite
+# slower than one process). Set before torch or numpy is imported; an explicit OMP_NUM_THREADS is kept.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+
 _ROOT = Path(__file__).resolve().parents[1]
 _MIRROR = _ROOT.parent / "shared" / "data"
 if not os.environ.get("PROMPTGYM_DATA_DIR") and _MIRROR.is_dir():
