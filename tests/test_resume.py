@@ -91,10 +91,14 @@ def test_results_round_trip_bit_exactly_and_a_torn_last_line_is_dropped(tmp_path
 
     class Echo:
         calls = 0
+        remembered: list = []
 
         def score(self, requests):
             Echo.calls += 1
             return [res for _ in requests]
+
+        def remember(self, requests, results):
+            Echo.remembered.append((list(requests), list(results)))
 
     reqs = [ScoreRequest(TokenPrompt((1, 2)), (("a", "b"),), ("x", "y")),
             ScoreRequest(SoftPrompt(np.ones((2, 3), np.float32)), (("a", "b"),), ("x", "y"))]
@@ -108,10 +112,37 @@ def test_results_round_trip_bit_exactly_and_a_torn_last_line_is_dropped(tmp_path
     assert j2.recorded_batches == 2 and j2.recorded_calls == 3 and path.read_bytes().endswith(b"}\n")
     out = j2.score(Echo(), reqs)
     assert Echo.calls == 2 and np.array_equal(out[1].logprobs, res.logprobs) and j2.replayed_calls == 2
+    assert len(Echo.remembered) == 1 and Echo.remembered[0] == (reqs, out)  # replayed answers go to the model
     with pytest.raises(ResumeError, match="diverged"):
         j2.score(Echo(), reqs)  # the second batch held one request, not two
     with pytest.raises(ResumeError, match="another run"):
         CallJournal(path, {"run": 2})
+
+
+def test_a_replayed_journal_fills_the_models_memo(tiny_causal, tmp_path):
+    """A second search of the seed in the same process (the snapshot ensemble after a resumed BBT) is answered
+    from the memo: the replay hands the journal's answers to the model, bit for bit."""
+    lm = tiny_causal
+    segs = (("a fine film", " It was"), ("a dull film", " It was"))
+    reqs = [ScoreRequest(TokenPrompt((5, 6, 7)), segs, ("great", "terrible")),
+            ScoreRequest(TokenPrompt((8, 9)), segs, ("great", "terrible")),
+            ScoreRequest(TokenPrompt((8, 9)), segs, ("great", "terrible"), label_only=True)]
+    path = tmp_path / "j"
+    lm.clear_caches()
+    first = CallJournal(path, {"run": 1}).score(lm, reqs)
+    lm.clear_caches()  # a new process: nothing in the memo
+    replayed = CallJournal(path, {"run": 1}).score(lm, reqs)
+    passes = lm.forward_passes, lm.tokens_computed
+    again = lm.score(reqs[:2])
+    assert (lm.forward_passes, lm.tokens_computed) == passes  # answered from the memo
+    for a, b in zip(again, first[:2], strict=True):
+        assert np.array_equal(a.logprobs, b.logprobs) and np.array_equal(a.predictions, b.predictions)
+    assert replayed[2].logprobs is None
+    with lm.fast_paths(memo=False):
+        lm.clear_caches()
+        CallJournal(path, {"run": 1}).score(lm, reqs)
+        assert len(lm.memo_store) == 0  # memo off: nothing is kept
+    lm.clear_caches()
 
 
 TRAIN = ["train", "--env", "PromptSST2-Subspace-v0", "--agent", "bbt", "--budget", "80", "--seed", "3",

@@ -141,6 +141,12 @@ class BlackBoxLM(abc.ABC):
         """Calls the backend will still answer (a served model's key quota); None: no limit known."""
         return None
 
+    def remember(self, requests: Sequence[ScoreRequest], results: Sequence[ScoreResult]) -> None:
+        """Take ``results``, obtained without this backend (a resumed run's call journal replays them), as its
+        answers to ``requests``: a backend with a memo answers a later identical request from them instead of
+        computing it again. The default keeps nothing."""
+        return None
+
     def white_box(self, dtype: str | None = None) -> Any:
         """The model itself for back-propagation (white-box reference agents only); a black box has none.
         ``dtype`` ("float32"/"bfloat16"; None: the model's own) asks for the same weights in that precision."""
@@ -151,7 +157,7 @@ class BlackBoxLM(abc.ABC):
 #: what :func:`as_black_box` looks for on an object that does not subclass :class:`BlackBoxLM`
 MEMBERS = ("name", "tokenizer", "vocab_size", "embedding_dim", "is_masked", "batch_calls", "score", "embedding_stats",
            "embed_tokens", "encode", "label_token_ids", "weights_sha256", "mask_token", "dtype", "max_length",
-           "approximate", "interrupt", "supports_white_box", "decode", "remaining_calls", "white_box")
+           "approximate", "interrupt", "supports_white_box", "decode", "remaining_calls", "remember", "white_box")
 
 
 def as_black_box(model: object) -> BlackBoxLM:

@@ -263,6 +263,22 @@ class LocalLM(TokenizerMixin, BlackBoxLM):
             results.append(label_result(lp.copy(), req.label_only, ntok))
         return results
 
+    def remember(self, requests: Sequence[ScoreRequest], results: Sequence[ScoreResult]) -> None:
+        """Put replayed answers in the memo (nothing when it is off; label-only answers carry no log-probs).
+
+        Why: a run resumed from its journal replays its calls without this model, so a second search of the
+        same seed in the process (the reliability benchmark's snapshot ensemble after BBT) found an empty memo
+        and recomputed all of them. The journal's log-probs are the bytes this model returned then.
+        """
+        if not self.memo:
+            return
+        for req, res in zip(requests, results, strict=True):
+            if res.logprobs is None:
+                continue
+            key = self._memo_key(req, self.label_token_ids(req.label_words))
+            if self.memo_store.get(key) is None:
+                self.memo_store.put(key, np.asarray(res.logprobs, dtype=np.float32).copy())
+
     # ------------------------------------------------------------------ fast-path switches
     @contextmanager
     def fast_paths(self, input_cache: bool | None = None, prefix_cache: bool | None = None,
