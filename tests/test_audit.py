@@ -22,6 +22,7 @@ from promptgym.bench import schema
 from promptgym.bench.audit import EXIT_CODES, FORGED, NOT_REPRODUCED, REPRODUCED
 from promptgym.bench.store import add_submission
 from promptgym.cli import main
+from promptgym.host import current_host, describe_host
 
 MODEL = "tiny-random-causal"
 TIER, BUDGET = "audit40", 40
@@ -103,19 +104,37 @@ def test_an_audit_replays_under_the_entrys_thread_settings(set_entry, tmp_path):
 
 
 def test_a_tampered_member_is_rejected(set_entry, tmp_path, capsys):
-    """One value of one member changed: the replay returns the agent's own set. On a host of unknown CPU kind
-    that is "not reproduced" (exit 3); stated to be of the entry's kind, "forged" (exit 4)."""
+    """One value of one member changed: the replay returns the agent's own set. The run records the host kind it
+    ran on: this one's, so the replay is exact and the mismatch "forged" (exit 4). Of another kind, or not
+    recorded (older entries), "not reproduced" (exit 3), unless the auditor states the kinds match."""
+    runs = json.loads(set_entry.read_text())["runs"]
+    assert all(run["host"] == current_host() for run in runs)
+
     def edit(sub: dict) -> None:
         sub["runs"][1]["prompt"]["members"][2][5] += 0.25  # seed 21
 
     path = _tampered(set_entry, tmp_path, edit)
     code, out = _audit(capsys, str(path), "--seed", "21")
-    assert code == EXIT_CODES[NOT_REPRODUCED] == 3, out
-    assert f"): {NOT_REPRODUCED}." in out and "members: 1 of 3 differ (1 of 48 values differ, by up to 0.25)" in out
-    assert "The replayed prompt scores" in out and "does not show the entry forged" in out
-    code, out = _audit(capsys, str(path), "--seed", "21", "--same-cpu")
     assert code == EXIT_CODES[FORGED] == 4, out
-    assert f"): {FORGED}." in out and "--same-cpu" in out
+    assert f"): {FORGED}." in out and "members: 1 of 3 differ (1 of 48 values differ, by up to 0.25)" in out
+    assert f"The entry's run records this host's kind ({describe_host(current_host())})" in out
+
+    other = {"cpu": "Intel(R) Xeon(R) Platinum 8480+", "bf16": ["AVX512-BF16", "AMX-BF16"], "torch": "2.13.0+cpu"}
+    for host, said in ((other, "another kind than this host"), (None, "does not show the entry forged")):
+        def moved(sub: dict, host=host) -> None:
+            edit(sub)
+            for run in sub["runs"]:
+                run.pop("host")
+                if host is not None:
+                    run["host"] = host
+
+        elsewhere = _tampered(set_entry, tmp_path, moved)
+        code, out = _audit(capsys, str(elsewhere), "--seed", "21")
+        assert code == EXIT_CODES[NOT_REPRODUCED] == 3, out
+        assert f"): {NOT_REPRODUCED}." in out and "The replayed prompt scores" in out and said in out
+        code, out = _audit(capsys, str(elsewhere), "--seed", "21", "--same-cpu")
+        assert code == EXIT_CODES[FORGED] == 4, out
+        assert f"): {FORGED}." in out and "--same-cpu" in out
     code, out = _audit(capsys, str(path), "--seed", "13")  # the other seeds are untouched
     assert code == 0, out
 
@@ -131,7 +150,7 @@ def test_an_edited_record_is_rejected_with_the_call_where_it_parts(set_entry, tm
         run["calls_used"] -= 1
 
     code, out = _audit(capsys, str(_tampered(set_entry, tmp_path, edit)), "--seed", "13")
-    assert code == 3, out
+    assert code == 4, out  # the run records this host's kind: the replay is exact, the edit is forgery
     assert f"calls used: the replay used {claimed['calls_used']}, the entry claims {claimed['calls_used'] - 1}" in out
     assert f"dev curve: parts from the entry's at call {point[0]}" in out
     assert f"The dev curves part at call {point[0]}" in out

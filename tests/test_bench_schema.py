@@ -474,4 +474,4 @@ def test_key_errors_name_the_key() -> None:
     # a misspelt key is reported as unknown (with the allowed ones), not as the missing correct one
     _rejects(_mutated(lambda s: s["runs"][0].__setitem__("tset", s["runs"][0].pop("test"))),
              "runs[0]: unknown key(s) ['tset']; allowed: ['seed', 'calls_used', 'wall_seconds', 'prompt', 'curve', "
-             "'test', 'receipt', 'threads']")
+             "'test', 'receipt', 'threads', 'host']")

@@ -21,8 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 #: subpackage) and the units of lower layers only; units of one layer are independent of each other.
 LAYERS: list[tuple[str, ...]] = [
     ("promptgym.errors",),  # the named exceptions every layer raises
-    ("promptgym.typed_config", "promptgym.plugins", "promptgym.jsonable", "promptgym.threads"),  # generic
-    # machinery: config field checks, entry points, JSON values of numpy ones, a search's thread settings
+    ("promptgym.typed_config", "promptgym.plugins", "promptgym.jsonable", "promptgym.threads",
+     "promptgym.host"),  # generic
+    # machinery: config field checks, entry points, JSON values of numpy ones, a search's thread settings and
+    # the kind of host it ran on
     ("promptgym.metrics", "promptgym.tasks", "promptgym.lm"),  # leaves: how to score, what to solve, the model
     ("promptgym.envs",),  # the gym: a task, an LM and a metric behind a budget
     ("promptgym.task_view",),  # what an agent may use of an env (the agent contract's view of the task)

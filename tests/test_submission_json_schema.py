@@ -55,7 +55,7 @@ def test_schema_key_sets_match_the_models() -> None:
     schema = submission_json_schema()
     models = _models(Submission)
     assert set(models) == {"Submission", "Agent", "ModelRef", "Prompt", "Run", "Scores", "OodAuroc",
-                           "UsageReceipt", "ReceiptBody", "TestSubsample", "SearchThreads"}
+                           "UsageReceipt", "ReceiptBody", "TestSubsample", "SearchThreads", "SearchHost"}
     assert set(schema["$defs"]) == set(models) - {"Submission"}
     for name, model in models.items():
         node = schema if name == "Submission" else schema["$defs"][name]

@@ -15,8 +15,10 @@ is bit for bit the submitted run on a host of the same CPU kind with the same to
 promptgym version (an AMD EPYC host with AVX512-BF16 replays an AMD EPYC run). Across CPU kinds (AMD
 EPYC vs an Intel host with AMX) single rewards move in their last bits, and a CMA-ES search, which
 ranks candidates by reward, branches on differences that small: from there the replay is another,
-equally legitimate run. An entry does not record its CPU (the submitter states it), and exactness is
-shown by the tests on the tiny model only, not yet on a SmolLM2 entry.
+equally legitimate run. Each run of an entry records the host kind its LM ran on (CPU model, bf16
+instruction sets, torch build: :mod:`promptgym.host`); entries made before they did, and runs against
+a served model, do not, and then the auditor states it (``same_cpu``). Exactness is shown by the tests
+on the tiny model only, not yet on a SmolLM2 entry.
 
 **What a mismatch means**, hence three verdicts (and exit codes of ``promptgym audit``):
 
@@ -26,8 +28,9 @@ shown by the tests on the tiny model only, not yet on a SmolLM2 entry.
   branched a little earlier), the replayed prompt's fp32 test score next to the claimed one, and
   the host; off the submitter's CPU kind this is no evidence of forgery by itself.
 * ``forged`` (4): a mismatch no host difference explains: the replay made no LM call (the result
-  is a function of the seed and config alone, e.g. the manual template), or the auditor states
-  with ``same_cpu`` that this host is of the CPU kind the entry was made on, where replays are exact.
+  is a function of the seed and config alone, e.g. the manual template), or the run records the
+  host kind of this one, or the auditor states with ``same_cpu`` that this host is of the CPU kind
+  the entry was made on: where replays are exact.
   Neither holds when the replay had to assume part of the setup (:func:`setup_gaps`, printed as
   notes: config fields the entry does not record, as it stores scalar fields only and none added to
   the agent after it; another promptgym version): then a mismatch stays "not reproduced".
@@ -36,9 +39,7 @@ shown by the tests on the tiny model only, not yet on a SmolLM2 entry.
 from __future__ import annotations
 
 import dataclasses
-import platform
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from promptgym.bench.schema import TIERS, check_budget, parse_submission, protoc
 from promptgym.envs.registration import env_task
 from promptgym.errors import ConfigError, InvalidSubmissionError, UnknownEnvError
 from promptgym.evaluation import Evaluator
+from promptgym.host import current_host, describe_host, same_kind
 from promptgym.lm import get_lm
 from promptgym.runner import run_agent
 from promptgym.tasks import data_fingerprint, get_task
@@ -70,9 +72,11 @@ class AuditReport:
     claimed: dict[str, Any]  # the entry's run: prompt, calls_used, curve, test
     replayed: dict[str, Any]  # the replay's prompt, calls_used, curve (and test metric on a mismatch)
     first_divergence: int | None  # the call where the dev curves part, if they do
-    host: str
+    host: str  # this host, described
     notes: list[str] = field(default_factory=list)
     paragraph: str = ""
+    #: whether the run records this host's kind (None: it records none)
+    same_host: bool | None = None
 
     @property
     def exit_code(self) -> int:
@@ -155,9 +159,11 @@ def audit(sub: dict[str, Any], seed: int, *, same_cpu: bool = False, progress: b
     if divergence is not None:
         differences.append(f"dev curve: parts from the entry's at call {divergence}")
     gaps = setup_gaps(sub)  # a replay that had to assume part of the setup proves nothing by a mismatch
+    here = current_host()
+    same_host = None if claimed.get("host") is None else same_kind(claimed["host"], here)
     if not differences:
         verdict = REPRODUCED
-    elif (replayed["calls_used"] == 0 or same_cpu) and not gaps:
+    elif (replayed["calls_used"] == 0 or same_cpu or same_host) and not gaps:
         verdict = FORGED
     else:
         verdict = NOT_REPRODUCED
@@ -165,7 +171,8 @@ def audit(sub: dict[str, Any], seed: int, *, same_cpu: bool = False, progress: b
         rows = protocol_test_rows(run.env.unwrapped.spec_task.name, sub["tier"])  # the rows the entry claims on
         evaluator = Evaluator.for_env(run.env, test_rows=rows)
         replayed["test"] = {"metric": float(evaluator.score(run.result, dtype="float32").metric)}
-    report = AuditReport(seed, verdict, differences, claimed, replayed, divergence, host_description(), gaps)
+    report = AuditReport(seed, verdict, differences, claimed, replayed, divergence, describe_host(here), gaps,
+                         same_host=same_host)
     report.paragraph = verdict_paragraph(sub, report, budget, same_cpu)
     return report
 
@@ -251,27 +258,6 @@ def first_divergence(claimed: list[list[float]], replayed: list[list[float]]) ->
     return int(longer[min(len(claimed), len(replayed))][0])
 
 
-def host_description() -> str:
-    """This host's CPU model and bf16 instruction sets, and the torch build: what makes a bf16 replay exact."""
-    model, flags = "", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and not model:
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    model = model or platform.processor() or platform.machine() or "unknown CPU"
-    bf16 = [name for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16")) if flag in flags]
-    try:
-        torch = version("torch")
-    except PackageNotFoundError:
-        torch = "unknown"
-    return f"{model} ({', '.join(bf16) or 'no bf16 instructions'}), torch {torch}"
-
-
 def threads_phrase(threads: dict[str, Any] | None) -> str:
     """How the replay's threads were set: the entry's recorded settings, or (older entries) this process's."""
     if not threads:
@@ -303,13 +289,18 @@ def verdict_paragraph(sub: dict[str, Any], report: AuditReport, budget: int, sam
         if report.verdict == FORGED and replayed["calls_used"] == 0:
             body += (" The replay made no LM call, so nothing host-dependent entered it: this agent returns the "
                      "replayed prompt from its seed and config alone on any host.")
+        elif report.verdict == FORGED and report.same_host:
+            body += (f" The entry's run records this host's kind ({describe_host(claimed['host'])}), where a replay "
+                     "is exact.")
         elif report.verdict == FORGED:
             body += (" The auditor states this host is of the CPU kind the entry was made on (--same-cpu), where a "
                      "replay is exact.")
-        elif report.notes and (same_cpu or replayed["calls_used"] == 0):
+        elif report.notes and (same_cpu or report.same_host or replayed["calls_used"] == 0):
             body += (" The replay had to assume part of the entry's setup (below), so this mismatch is not "
                      "conclusive even here.")
         else:
+            if report.same_host is False:
+                body += f" The entry's run was made on {describe_host(claimed['host'])}, another kind than this host."
             body += (" A bf16 search is exact only on the CPU kind and torch build it ran on: bf16 matmuls round "
                      "differently across CPU kinds (AMD EPYC vs Intel AMX hosts) and a CMA-ES search branches on "
                      "reward differences that small, so this alone does not show the entry forged; replayed on a "

@@ -45,6 +45,7 @@ from promptgym.bench.schema import (
 from promptgym.envs.registration import check_env_id, env_kind, env_task
 from promptgym.errors import ConfigError, InvalidActionError, InvalidSubmissionError, PromptGymError, UnknownEnvError
 from promptgym.evaluation import Evaluator, TestScore
+from promptgym.host import current_host
 from promptgym.jsonable import jsonable
 from promptgym.lm import DEFAULT_MODEL, get_lm, is_served, parse_served
 from promptgym.lm.receipts import Entry, rows_sha256, run_proof
@@ -147,6 +148,9 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
         "test": test_record(run.env, result, test, test_rows),
         # the thread settings the search ran under: another count rounds otherwise, so an audit replays under them
         "threads": {k: v for k, v in (run.threads or {}).items() if v is not None},
+        # the CPU kind and torch build the LM ran on: a bf16 search is repeated bit for bit only on the same
+        # kind (a served model's host is the server's, which this process cannot see: not recorded)
+        **({} if is_served(model) else {"host": current_host()}),
         "extra": {"train_reward": float(result.train_reward), "dev_metric": result.dev_metric,
                   "passes": {k: result.extra[k] for k in ("forward_passes", "backward_passes") if k in result.extra},
                   # the agent's own scalar reports (ABC generations reached, CMA-ELBO's dev NLL, SNPE's

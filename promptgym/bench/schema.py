@@ -65,6 +65,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from promptgym.agent import COMBINE_RULES, VOTE_V1
 from promptgym.errors import InvalidSubmissionError
+from promptgym.host import BF16_NAMES
 from promptgym.metrics.registry import MetricSpec, recorded_specs
 from promptgym.metrics.task import RANGES
 from promptgym.tasks.data import SEEDS, load_split, stratified_rows
@@ -720,6 +721,15 @@ class SearchThreads(_Strict):
     blas: Annotated[int, _int(1, MAX_THREADS)] = _optional()
 
 
+class SearchHost(_Strict):
+    """The kind of host a run's LM ran on (:mod:`promptgym.host`): a bf16 search is repeated bit for bit
+    only on the same CPU model, bf16 instruction sets and torch build, so an audit compares this with its own."""
+
+    cpu: Annotated[str, _text(200)]
+    bf16: Annotated[list[Annotated[str, _choice(lambda: BF16_NAMES)]], _array(len(BF16_NAMES))]
+    torch: Annotated[str, _text(64)]
+
+
 class Run(_Strict):
     """One data seed: LM calls used, the final prompt, the best-so-far dev curve and the test scores
     (and, for a run made against ``promptgym serve``, the server's usage receipt)."""
@@ -732,6 +742,7 @@ class Run(_Strict):
     test: Scores
     receipt: UsageReceipt = _optional()
     threads: SearchThreads = _optional()  # absent in runs made before promptgym recorded them
+    host: SearchHost = _optional()  # likewise, and in runs against a served model (the LM ran on the server)
 
     @model_validator(mode="after")
     def _curve_within_run(self) -> Run:
