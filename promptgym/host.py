@@ -1,4 +1,4 @@
-"""The kind of host a run's search ran on: CPU model, bf16 instruction sets and torch build.
+"""The kind of host a run's LM ran on: CPU model, bf16 instruction sets and torch build.
 
 A bf16 matmul rounds by the CPU's kernels (an AMD EPYC with AVX512-BF16 and an Intel Xeon with AMX give
 other last bits), and a CMA-ES search ranks candidates by rewards that close, so a replay on another CPU
@@ -14,6 +14,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+#: longest CPU model name a record keeps (the submission schema's limit)
+MAX_CPU_NAME = 200
 #: /proc/cpuinfo flag -> the name a record uses, for the instruction sets torch's bf16 kernels use
 BF16_FLAGS = (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"))
 BF16_NAMES = tuple(name for _, name in BF16_FLAGS)
@@ -40,7 +42,7 @@ def current_host() -> dict[str, Any]:
         torch = version("torch")
     except PackageNotFoundError:
         torch = "unknown"
-    return {"cpu": model, "bf16": [name for flag, name in BF16_FLAGS if flag in flags], "torch": torch}
+    return {"cpu": model[:MAX_CPU_NAME], "bf16": [name for flag, name in BF16_FLAGS if flag in flags], "torch": torch}
 
 
 def describe_host(host: Mapping[str, Any]) -> str:
@@ -53,4 +55,4 @@ def same_kind(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return (a["cpu"] == b["cpu"] and sorted(a["bf16"]) == sorted(b["bf16"]) and a["torch"] == b["torch"])
 
 
-__all__ = ["BF16_NAMES", "current_host", "describe_host", "same_kind"]
+__all__ = ["BF16_NAMES", "MAX_CPU_NAME", "current_host", "describe_host", "same_kind"]

@@ -65,7 +65,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from promptgym.agent import COMBINE_RULES, VOTE_V1
 from promptgym.errors import InvalidSubmissionError
-from promptgym.host import BF16_NAMES
+from promptgym.host import BF16_NAMES, MAX_CPU_NAME
 from promptgym.metrics.registry import MetricSpec, recorded_specs
 from promptgym.metrics.task import RANGES
 from promptgym.tasks.data import SEEDS, load_split, stratified_rows
@@ -725,7 +725,7 @@ class SearchHost(_Strict):
     """The kind of host a run's LM ran on (:mod:`promptgym.host`): a bf16 search is repeated bit for bit
     only on the same CPU model, bf16 instruction sets and torch build, so an audit compares this with its own."""
 
-    cpu: Annotated[str, _text(200)]
+    cpu: Annotated[str, _text(MAX_CPU_NAME)]
     bf16: Annotated[list[Annotated[str, _choice(lambda: BF16_NAMES)]], _array(len(BF16_NAMES))]
     torch: Annotated[str, _text(64)]
 
