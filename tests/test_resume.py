@@ -132,9 +132,10 @@ def test_a_replayed_journal_fills_the_models_memo(tiny_causal, tmp_path):
     first = CallJournal(path, {"run": 1}).score(lm, reqs)
     lm.clear_caches()  # a new process: nothing in the memo
     replayed = CallJournal(path, {"run": 1}).score(lm, reqs)
-    passes = lm.forward_passes, lm.tokens_computed
+    passes, hits = (lm.forward_passes, lm.tokens_computed), lm.memo_store.hits
     again = lm.score(reqs[:2])
     assert (lm.forward_passes, lm.tokens_computed) == passes  # answered from the memo
+    assert lm.memo_store.hits == hits + 2  # the replay itself counted none
     for a, b in zip(again, first[:2], strict=True):
         assert np.array_equal(a.logprobs, b.logprobs) and np.array_equal(a.predictions, b.predictions)
     assert replayed[2].logprobs is None

@@ -275,9 +275,9 @@ class LocalLM(TokenizerMixin, BlackBoxLM):
         for req, res in zip(requests, results, strict=True):
             if res.logprobs is None:
                 continue
-            key = self._memo_key(req, self.label_token_ids(req.label_words))
-            if self.memo_store.get(key) is None:
-                self.memo_store.put(key, np.asarray(res.logprobs, dtype=np.float32).copy())
+            # put, not get-then-put: a lookup would count as a memo hit
+            self.memo_store.put(self._memo_key(req, self.label_token_ids(req.label_words)),
+                                np.asarray(res.logprobs, dtype=np.float32).copy())
 
     # ------------------------------------------------------------------ fast-path switches
     @contextmanager
