@@ -114,7 +114,8 @@ def free_port() -> int:
 
 @contextmanager
 def llama_server(threads: int):
-    """``python -m llama_cpp.server`` on 127.0.0.1 (a free port); yields its base URL."""
+    """``python -m llama_cpp.server`` on the default model's GGUF, on 127.0.0.1 (a free port); yields its base
+    URL and stops the server after (the real-engine test starts it through this too)."""
     import httpx
 
     from promptgym.lm.presets import gguf_path
@@ -129,14 +130,14 @@ def llama_server(threads: int):
         deadline = time.monotonic() + 180
         while True:
             if proc.poll() is not None:
-                raise SystemExit(f"llama.cpp's server exited: {Path(log.name).read_text()[-2000:]}")
+                raise RuntimeError(f"llama.cpp's server exited: {Path(log.name).read_text()[-2000:]}")
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit("llama.cpp's server did not start in 3 minutes")
+                raise RuntimeError("llama.cpp's server did not start in 3 minutes")
             time.sleep(0.5)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -145,6 +146,7 @@ def llama_server(threads: int):
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
         log.close()
         shutil.rmtree(folder, ignore_errors=True)
 

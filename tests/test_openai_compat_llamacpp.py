@@ -20,12 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
-import subprocess
-import sys
-import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import gymnasium as gym
 import httpx
@@ -295,42 +290,20 @@ def test_bdpl_runs_on_a_llama_cpp_like_server(local):
 
 
 # ---------------------------------------------------------------------------------------------- the real engine
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.llama_cpp
-def test_real_llama_cpp_server_runs_an_env_and_bdpl(tmp_path):
+def test_real_llama_cpp_server_runs_an_env_and_bdpl(benchmark_script):
     """llama-cpp-python's server on the default model's GGUF (SmolLM2-135M Q4_1, the file the preset
     de-quantises) behind ``openai+http://``: an env step and a 40-call BDPL run, scores finite, the
     probing level asserted. The prompt goes after the input: before it, the prompt's last token and the
     input's first often merge once the row is text (a third of random BDPL prompts), which the client
     refuses (ConfigError). Cost: ~1-3 minutes on 2 CPU cores (one prompt per POST, one per row and
-    label: a call on a 4-row minibatch is 8 POSTs; the server sorts the whole vocabulary per answer)."""
+    label: a call on a 4-row minibatch is 8 POSTs; the server sorts the whole vocabulary per answer).
+    The server is started and stopped by ``benchmarks/llamacpp.py``'s ``llama_server``."""
     pytest.importorskip("llama_cpp")
-    from promptgym.lm.presets import gguf_path
     from promptgym.runner import run_agent
 
-    port = free_port()
-    log = (tmp_path / "llama_cpp_server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()),
-                             "--logits_all", "true", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-                             "--n_threads", str(min(2, os.cpu_count() or 1))],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, Path(log.name).read_text()[-2000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "llama.cpp's server did not start in 3 minutes"
-            time.sleep(0.5)
-        model = f"openai+http://127.0.0.1:{port}?tokenizer=smollm2-135m"
+    with benchmark_script("llamacpp").llama_server(min(2, os.cpu_count() or 1)) as url:
+        model = f"openai+{url}?tokenizer=smollm2-135m"
         small = {"prompt_length": 3, "num_candidates": 20, "batch_size": 4, "prompt_position": "after"}
         env = gym.make("PromptSST2-v0", model=model, budget=10, **small)
         env.reset(seed=0)
@@ -342,11 +315,3 @@ def test_real_llama_cpp_server_runs_an_env_and_bdpl(tmp_path):
                         agent_kwargs={"samples": 4, "dev_every": 5}, progress=False)
         assert 1 <= run.env.unwrapped.budget.calls <= 40
         assert run.result.dev_metric is not None and math.isfinite(run.result.dev_metric)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
