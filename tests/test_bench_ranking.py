@@ -65,17 +65,39 @@ def test_prompt_free_baselines_of_the_discrete_env_serve_the_subspace_table() ->
                           env_id="PromptSST2-Subspace-v0")
     manual = make_submission("manual", predictions=make_predictions(TEST_LABELS, [12, 11, 13, 12, 12]))
     rand = make_submission("random", predictions=make_predictions(TEST_LABELS, [1, 1, 1, 1, 1]))  # better, not shared
-    other_model = make_submission("bbt", env_id="PromptSST2-Subspace-v0", model="gpt2", submitter="other")
     labels = {"PromptSST2-v0": TEST_LABELS, "PromptSST2-Subspace-v0": TEST_LABELS}
-    tables = _by_env(rank([bbt, manual, rand, other_model], labels))
+    tables = _by_env(rank([bbt, manual, rand], labels))
     subspace = tables["PromptSST2-Subspace-v0"]
-    rows = {r.model: r for r in subspace.rows}
-    versus = rows["smollm2-135m"].versus
+    versus = subspace.rows[0].versus
     assert versus is not None and versus.baseline_key == tables["PromptSST2-v0"].rows[1].key  # manual
     assert versus.ci is not None and versus.distinguishable and versus.diff > 0
     assert subspace.borrowed == (("manual", "PromptSST2-v0"),)
-    assert rows["gpt2"].versus is None and subspace.missing_baseline  # another model's baseline never counts
     assert tables["PromptSST2-v0"].borrowed == ()  # the discrete table's own baselines suffice
+
+
+def test_each_model_gets_its_own_table_and_only_its_own_baselines() -> None:
+    labels = {"PromptSST2-v0": TEST_LABELS, "PromptSST2-Subspace-v0": TEST_LABELS}
+    small = [make_submission("bbt", env_id="PromptSST2-Subspace-v0",
+                             predictions=make_predictions(TEST_LABELS, [0, 1, 0, 1, 0])),
+             make_submission("manual", predictions=make_predictions(TEST_LABELS, [12, 11, 13, 12, 12]))]
+    other = [make_submission("bbt", env_id="PromptSST2-Subspace-v0", model="gpt2", submitter="other",
+                             predictions=make_predictions(TEST_LABELS, [2, 2, 2, 2, 2])),
+             make_submission("bdpl", model="gpt2", submitter="other")]
+    tables = rank(other + small, labels)
+    assert [(t.env_id, t.model) for t in tables] == [  # env id, then the default model first
+        ("PromptSST2-Subspace-v0", "smollm2-135m"), ("PromptSST2-Subspace-v0", "gpt2"),
+        ("PromptSST2-v0", "smollm2-135m"), ("PromptSST2-v0", "gpt2")]
+    assert all({r.model for r in t.rows} == {t.model} for t in tables)
+    assert [r.rank for r in tables[1].rows] == [1]  # ranked among its own model's rows
+    assert tables[1].rows[0].versus is None and tables[1].missing_baseline  # SmolLM2's manual never counts
+    assert tables[1].borrowed == () and tables[3].borrowed == ()
+    assert tables[0].borrowed == (("manual", "PromptSST2-v0"),) and not tables[0].missing_baseline
+    gpt2_manual = make_submission("manual", model="gpt2", submitter="other",
+                                  predictions=make_predictions(TEST_LABELS, [4, 4, 4, 4, 4]))
+    tables = rank(other + small + [gpt2_manual], labels)
+    versus = tables[1].rows[0].versus  # gpt2's BBT against gpt2's manual, borrowed from the discrete env
+    assert versus is not None and versus.baseline_key == tables[3].rows[0].key
+    assert tables[1].borrowed == (("manual", "PromptSST2-v0"),)
 
 
 def test_an_unregistered_env_id_is_its_own_task() -> None:

@@ -155,7 +155,7 @@ def _table_rows(markdown: str) -> list[list[str]]:
 def test_markdown_has_a_sorted_row_per_entry_and_marks_baseline_ties() -> None:
     entries = _entries()
     md = render_markdown(entries, {"PromptSST2-v0": TEST_LABELS})
-    assert md.count("## PromptSST2-v0 · lite tier (1,000 calls) · accuracy") == 1
+    assert md.count("## PromptSST2-v0 · lite tier (1,000 calls) · smollm2-135m · accuracy") == 1
     rows = _table_rows(md)
     assert [r[1] for r in rows] == ["bdpl", "manual", "bbt", "random"]  # by mean; tie -> earlier date first
     assert [r[0] for r in rows] == ["1", "2", "3", "4"]
@@ -226,11 +226,27 @@ def test_tables_split_by_env_and_tier_and_rendering_is_deterministic() -> None:
     entries = _entries() + [make_submission(tier="standard"), make_submission(env_id="PromptRTE-v0")]
     md = render_markdown(entries, {"PromptSST2-v0": TEST_LABELS})
     titles = re.findall(r"^## (.+)$", md, flags=re.M)
-    assert titles == ["PromptRTE-v0 · lite tier (1,000 calls) · accuracy",
-                      "PromptSST2-v0 · standard tier (8,000 calls) · accuracy",
-                      "PromptSST2-v0 · lite tier (1,000 calls) · accuracy"]
+    assert titles == ["PromptRTE-v0 · lite tier (1,000 calls) · smollm2-135m · accuracy",
+                      "PromptSST2-v0 · standard tier (8,000 calls) · smollm2-135m · accuracy",
+                      "PromptSST2-v0 · lite tier (1,000 calls) · smollm2-135m · accuracy"]
     assert md == render_markdown(list(reversed(entries)), {"PromptSST2-v0": TEST_LABELS})
     assert "No baseline has been submitted" in md
+
+
+def test_a_table_per_model_with_the_default_models_anchor_unchanged() -> None:
+    gemma = [make_submission(agent, model="gemma3-270m", submitter="g") for agent in ("manual", "bbt")]
+    doc = ET.fromstring(render_html(_entries() + gemma, {"PromptSST2-v0": TEST_LABELS}))
+    sections = doc.findall(".//section")
+    assert [sec.get("id") for sec in sections] == ["promptsst2-v0-lite", "promptsst2-v0-lite-gemma3-270m"]
+    titles = [_text(sec.find("h2")) for sec in sections]  # type: ignore[arg-type]
+    assert titles == ["PromptSST2-v0 · lite tier (1,000 calls) · smollm2-135m · accuracy",
+                      "PromptSST2-v0 · lite tier (1,000 calls) · gemma3-270m · accuracy"]
+    models = [{_text(tr[3]) for tr in sec.iter("tr") if tr[0].tag == "td"} for sec in sections]
+    assert models == [{"smollm2-135m"}, {"gemma3-270m"}]
+    ranks = [_text(tr[0]) for tr in sections[1].iter("tr") if tr[0].tag == "td"]
+    assert ranks == ["1", "2"]  # ranked among Gemma's rows only
+    links = [a.get("href") for a in doc.iter("a")]
+    assert "#promptsst2-v0-lite" in links and "#promptsst2-v0-lite-gemma3-270m" in links
 
 
 # ----------------------------------------------------------------------------------------- html

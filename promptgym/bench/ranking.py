@@ -41,6 +41,7 @@ from promptgym.bench.schema import bare_vote, created_date
 from promptgym.bench.store import submission_filename
 from promptgym.envs.registration import env_task
 from promptgym.errors import InvalidSubmissionError, UnknownEnvError
+from promptgym.lm.presets import DEFAULT_MODEL
 from promptgym.metrics.registry import METRIC_REGISTRY, MetricSpec, column_specs
 from promptgym.metrics.stats import (
     bootstrap_ci,
@@ -195,7 +196,7 @@ class Row:
 
 @dataclass
 class Table:
-    """The rows of one (env id, tier), best first, and what the comparisons drew on."""
+    """The rows of one (env id, tier, model), best first, and what the comparisons drew on."""
 
     env_id: str
     tier: str
@@ -204,6 +205,7 @@ class Table:
     labels: np.ndarray | None
     borrowed: tuple[tuple[str, str], ...] = ()  # (agent, env id) of best baselines taken from other env kinds
     columns: tuple[MetricSpec, ...] = ()  # the registry's columns for this table's task, in registry order
+    model: str = DEFAULT_MODEL  # every row's model: a method's rank is only read against its own model's rows
 
     @property
     def seed_only(self) -> bool:
@@ -217,24 +219,26 @@ class Table:
 
 
 def rank(entries: Sequence[Mapping[str, Any]], labels_by_env: Mapping[str, np.ndarray] | None = None) -> list[Table]:
-    """Group entries by (env id, tier), score and sort each group, and compare every row with its best baseline.
+    """Group entries by (env id, tier, model), score and sort each group, and compare every row with its best
+    baseline (on the same model: one table per model, so a ranking never mixes models).
 
-    Tables come sorted by env id, then tier (:data:`TIER_ORDER`); rows by mean test score, ties
-    going to the earlier submission. With labels, each submitted per-seed metric is re-scored from
-    its predictions and a mismatch raises :class:`InvalidSubmissionError`: the pages show the
+    Tables come sorted by env id, then tier (:data:`TIER_ORDER`), then model (the default model first);
+    rows by mean test score, ties going to the earlier submission. With labels, each submitted per-seed
+    metric is re-scored from its predictions and a mismatch raises :class:`InvalidSubmissionError`: the pages show the
     submitted numbers, so they must be the true ones.
     """
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for sub in entries:
-        groups.setdefault((sub["env_id"], sub["tier"]), []).append(dict(sub))
+        groups.setdefault((sub["env_id"], sub["tier"], sub["model"]["name"]), []).append(dict(sub))
     tier_rank = {t: i for i, t in enumerate(TIER_ORDER)}
     tables = []
-    for env_id, tier in sorted(groups, key=lambda g: (g[0], tier_rank.get(g[1], len(TIER_ORDER)), g[1])):
-        subs = groups[(env_id, tier)]
+    for env_id, tier, model in sorted(groups, key=lambda g: (g[0], tier_rank.get(g[1], len(TIER_ORDER)), g[1],
+                                                             g[2] != DEFAULT_MODEL, g[2])):
+        subs = groups[(env_id, tier, model)]
         metrics = sorted({s["metric"] for s in subs})
         if len(metrics) != 1:
             raise InvalidSubmissionError(
-                f"{env_id} ({tier}): entries disagree on the metric {metrics}; an environment has one metric")
+                f"{env_id} ({tier}, {model}): entries disagree on the metric {metrics}; an environment has one metric")
         raw = None if labels_by_env is None else labels_by_env.get(env_id)
         labels = None if raw is None else np.asarray(raw)
         task = task_of(env_id)
@@ -242,12 +246,13 @@ def rank(entries: Sequence[Mapping[str, Any]], labels_by_env: Mapping[str, np.nd
         rows.sort(key=lambda r: (-r.mean, created_date(r.sub), r.key))
         for i, row in enumerate(rows, start=1):
             row.rank = i
-        tables.append(Table(env_id, tier, metrics[0], rows, labels, columns=column_specs(task)))
+        tables.append(Table(env_id, tier, metrics[0], rows, labels, columns=column_specs(task), model=model))
     tasks = {table.env_id: task_of(table.env_id) for table in tables}
     prompt_free = prompt_free_agents()
     for table in tables:
         shared = [row for other in tables if other is not table and other.tier == table.tier
-                  and other.metric == table.metric and tasks[other.env_id] == tasks[table.env_id]
+                  and other.model == table.model and other.metric == table.metric
+                  and tasks[other.env_id] == tasks[table.env_id]
                   for row in other.rows if row.agent in prompt_free]
         _compare_with_baselines(table, shared)
     return tables

@@ -30,6 +30,7 @@ from promptgym.bench.receipts import budget_verified, trusted_keys
 from promptgym.bench.schema import BENCH_SEEDS, TIERS, created_date
 from promptgym.bench.store import LEADERBOARD_DIR, load_entries, write_text_atomic
 from promptgym.errors import ConfigError
+from promptgym.lm.presets import DEFAULT_MODEL
 from promptgym.metrics.registry import METRIC_REGISTRY, Format, MetricSpec, metric_spec
 from promptgym.metrics.stats import curve_on_grid
 from promptgym.tasks import TASK_NAMES, get_task
@@ -63,7 +64,8 @@ def summary() -> str:
 Each entry tunes a prompt for a frozen LM through the black-box interface only, once per data seed
 ({", ".join(map(str, BENCH_SEEDS))}: the published 16-shot train/dev splits), under a fixed budget of
 LM calls per run (tiers: {", ".join(f"{t} = {b:,}" for t, b in TIERS.items())}; every call counts, dev
-evaluations included), and scores its final prompt(s) once on the task's test split. **Score** is the
+evaluations included), and scores its final prompt(s) once on the task's test split. There is one
+table per env id, tier and model: a rank is read against the same model's rows only. **Score** is the
 mean ± standard deviation over the five seeds of the task metric. **95% CI**: percentile bootstrap
 resampling seeds and test rows. {definitions} **OOD AUROC**: how well the
 max-probability tells the task's test inputs from another task's (0.5 = chance): the mean over the
@@ -105,11 +107,14 @@ def _scope(spec: MetricSpec) -> str:
 
 
 def _anchor(table: Table) -> str:
-    return f"{table.env_id}-{table.tier}".lower()
+    """The section id: ``<env id>-<tier>``, plus ``-<model>`` for a model other than the default (so the
+    default model's links stay what they were before tables were split by model)."""
+    suffix = "" if table.model == DEFAULT_MODEL else f"-{table.model}"
+    return f"{table.env_id}-{table.tier}{suffix}".lower()
 
 
 def _title(table: Table) -> str:
-    return f"{table.env_id} · {table.tier} tier ({TIERS[table.tier]:,} calls) · {table.metric}"
+    return f"{table.env_id} · {table.tier} tier ({TIERS[table.tier]:,} calls) · {table.model} · {table.metric}"
 
 
 def _pct(x: float, sign: bool = False) -> str:
