@@ -598,7 +598,7 @@ def _register_builtins() -> None:
     register_agent("abc_smc", "agents.abc_smc:ABCSMCAgent", ("subspace",),
                    "ABC-SMC on predicted labels only (likelihood-free), weighted vote")
     register_agent("snpe", "agents.snpe:SNPEAgent", ("subspace",),
-                   "SNPE (sbi): neural posterior over z given the gold labels (likelihood-free), vote")
+                   "SNPE (sbi): neural posterior over z given the best simulated labels (likelihood-free), vote")
     register_agent("random", "agents.random_search:RandomSearchAgent", ALL_KINDS, "random search baseline",
                    baseline=True)
     register_agent("manual", "agents.manual:ManualAgent", ALL_KINDS, "the task's template, no learned prompt",

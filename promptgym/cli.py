@@ -1,4 +1,4 @@
-"""The promptgym command: list, zeroshot, train, demo, evaluate, sweep, submit, leaderboard, audit.
+"""The promptgym command: list, zeroshot, train, demo, evaluate, sweep, submit, leaderboard, audit, serve, keys.
 
 Every command answers bad input (an unknown env id or agent, a config value of the wrong type,
 a missing file) with ONE line on stderr and exit code 2, before anything is loaded, charged or
@@ -472,7 +472,8 @@ def _add_run_options(p: argparse.ArgumentParser, budget: int | None) -> None:
     p.add_argument("--seed", type=int, default=0, help="the agent's seed (default: %(default)s)")
     p.add_argument("--split-seed", type=int, default=13,
                    help="16-shot split: 13, 21, 42, 87 or 100 (default: %(default)s)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="model preset or Hugging Face id (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model preset, Hugging Face id, or a served model's URL "
+                   "(http://..., openai+http://...) (default: %(default)s)")
     p.add_argument("--out", default="runs", help="parent folder of the run folder (default: %(default)s)")
     p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
 
@@ -537,13 +538,15 @@ def build_parser() -> argparse.ArgumentParser:
     import promptgym
 
     parser = _Parser(prog="promptgym", description="Gymnasium environments and a benchmark for black-box prompt "
-                     "tuning. Commands: list, zeroshot, train, demo, evaluate, sweep, submit, leaderboard.")
+                     "tuning. Commands: list, zeroshot, train, demo, evaluate, sweep, submit, leaderboard, "
+                     "audit, serve, keys.")
     parser.add_argument("--version", action="version", version=f"promptgym {promptgym.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("list", help="list tasks, env ids, agents and model presets")
     p.add_argument("what", nargs="?", choices=["all", "agents", "envs"], default="all",
                    help="agents: every agent's config fields; envs: every env kind's kwargs (default: %(default)s)")
-    p.add_argument("--agent", default=None, help="show one agent's env kinds and config fields")
+    p.add_argument("--agent", default=None, help="show one agent's env kinds and config fields (default: "
+                   "none: the lists)")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("zeroshot", help="zero-shot test metric of a task's manual templates")
@@ -553,10 +556,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_zeroshot)
 
     p = sub.add_parser("train", help="train an agent on an env under a query budget; write a run folder")
-    p.add_argument("--env", default=None, help="env id, e.g. PromptSST2-v0 (see `promptgym list`)")
-    p.add_argument("--agent", default=None, help="registered agent, e.g. bdpl or bbt (see `promptgym list`)")
+    p.add_argument("--env", default=None,
+                   help="env id, e.g. PromptSST2-v0 (see `promptgym list`; default: none, required unless --resume)")
+    p.add_argument("--agent", default=None,
+                   help="registered agent, e.g. bdpl or bbt (`promptgym list`; default: none, required unless --resume)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue a killed run from its folder's call journal, with the settings it began with")
+                   help="continue a killed run from its folder's call journal, with the settings it began with "
+                   "(default: none: a new run)")
     _add_run_options(p, budget=8000)
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
                    help="search precision (default: %(default)s)")
@@ -566,7 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="agent config field, typed by the config (repeatable)")
     p.add_argument("--calibrate", action="store_true", help=CALIBRATE_HELP)
     p.add_argument("--log", default=None, choices=["tensorboard"],
-                   help="track the run's curves by API calls: tensorboard events in <run folder>/tensorboard")
+                   help="track the run's curves by API calls: tensorboard events in <run folder>/tensorboard "
+                   "(default: none)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("demo", help="a short real run on SST-2 with the default model (~5 min on an idle 2-core CPU)")
@@ -582,7 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", required=True, help="registered black-box agent (see `promptgym list`)")
     tiers = ", ".join(f"{k} = {v:,} calls" for k, v in TIERS.items())
     p.add_argument("--tier", default="lite", choices=sorted(TIERS), help=f"budget tier: {tiers} (default: %(default)s)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="model preset or Hugging Face id (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model preset, Hugging Face id, or a served model's URL "
+                   "(http://..., openai+http://...) (default: %(default)s)")
     p.add_argument("--seeds", default=None, help="comma-separated subset of the protocol seeds, run and cached now "
                                                  "(default: all five; a submission needs all)")
     p.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
@@ -591,12 +599,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="agent config field, typed by the config (repeatable)")
     p.add_argument("--workdir", default=None, help="per-seed cache (default: runs/evaluate/<env>-<agent>-<tier>; "
                    "runs/evaluate/<model>/... for a model preset other than the default)")
-    p.add_argument("--submitter", default="", help="your name or team, stored in the submission")
+    p.add_argument("--submitter", default="", help="your name or team, stored in the submission (default: "
+                   "empty; the leaderboard needs one)")
     p.add_argument("--out", default=None, help="submission file (default: <workdir>/submission.json)")
     p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
     p.add_argument("--calibrate", action="store_true", help=CALIBRATE_HELP + "; its own work folder and entry")
     p.add_argument("--log", default=None, choices=["tensorboard"],
-                   help="track each seed's curves by API calls: tensorboard events in <workdir>/tensorboard/seed-<s>")
+                   help="track each seed's curves by API calls: tensorboard events in <workdir>/tensorboard/seed-<s> "
+                   "(default: none)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("sweep", help="run a grid of envs x agents x kwargs x protocol seeds on Ray Tune, cached as "
@@ -622,7 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs one trial reserves; also its torch "
                    "threads (default: %(default)s)")
     p.add_argument("--address", default=None, help="join this Ray cluster (e.g. ray://head:10001 or auto) instead "
-                   "of starting a local Ray; the nodes must share the work folders' file system")
+                   "of starting a local Ray; the nodes must share the work folders' file system (default: none: "
+                   "a local Ray)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (grid points, work folders, seeds to run) "
                    "and stop")
     p.set_defaults(func=_cmd_sweep)

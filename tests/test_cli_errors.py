@@ -7,6 +7,7 @@ checked). The tiny random model keeps the cases that do load a model quick.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from promptgym.cli import main
+from promptgym.cli import build_parser, main
 
 TINY = ["--model", "tiny-random-causal"]
 
@@ -131,3 +132,26 @@ def test_progress_estimates_the_whole_run_from_the_first_calls():
         assert monitor.estimate is None  # too few calls timed yet
         base.score_actions([env.action_space.sample() for _ in range(4)])
     assert monitor.estimate is not None and "the remaining 34 of 40 calls would take about" in monitor.estimate
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:
+    """Every (sub)command parser below ``parser``, nested ones (``keys add``) included."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += [(name, sub)] + [(f"{name} {n}", p) for n, p in _subparsers(sub)]
+    return found
+
+
+def test_every_optional_flag_that_takes_a_value_states_its_default() -> None:
+    """The README's promise: `--help` shows each value flag's default (repeatable and required ones aside)."""
+    missing = []
+    for name, sub in _subparsers(build_parser()):
+        for action in sub._actions:
+            if (not action.option_strings or action.nargs == 0 or action.required
+                    or isinstance(action, argparse._AppendAction)):
+                continue
+            if "default" not in (action.help or ""):
+                missing.append(f"{name} {action.option_strings[0]}")
+    assert missing == []
