@@ -559,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default=None,
                    help="env id, e.g. PromptSST2-v0 (see `promptgym list`; default: none, required unless --resume)")
     p.add_argument("--agent", default=None,
-                   help="registered agent, e.g. bdpl or bbt (`promptgym list`; default: none, required unless --resume)")
+                   help="registered agent, e.g. bdpl or bbt (`promptgym list`; default: none, needed unless --resume)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue a killed run from its folder's call journal, with the settings it began with "
                    "(default: none: a new run)")
