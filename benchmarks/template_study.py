@@ -16,10 +16,17 @@ templates, and one alternative written here (same label words as the manual temp
 wording around the input changes). The alternatives live in this script, not in the task catalog:
 registering one as a default would change an env id's rewards (the versioning rule).
 
+The upper line (``--white-box``, default SST-2 and RTE): the white-box reference, gradient soft-prompt
+tuning (the ``prompt_tuning`` agent, 10 epochs over the 32 train rows, dev checked per epoch) of the
+task's manual template in its Subspace env, run per seed through the protocol's harness
+(``run_seed``: test in fp32 on the full split). It answers "how much is there to learn from this
+template on this model?"; the gap to the calibrated template is the room a black-box method has.
+
 Usage::
 
     PROMPTGYM_DATA_DIR=... python benchmarks/template_study.py --root runs/template_study \
-        [--models smollm2-135m,gemma3-270m] [--tasks sst2,rte] [--max-rows 1000] [--threads 2] [--report]
+        [--models smollm2-135m,gemma3-270m] [--tasks sst2,rte] [--white-box sst2,rte] [--max-rows 1000] \
+        [--threads 2] [--report]
 """
 
 from __future__ import annotations
@@ -101,6 +108,37 @@ def score_cell(lm, spec, name: str, tmpl: Template, max_rows: int | None = None)
             "host": host_description()}
 
 
+def white_box_path(root: Path, model: str, task: str, seed: int) -> Path:
+    return root / model / f"{task}-white-box-seed-{seed}.json"
+
+
+def white_box_env(task: str) -> str:
+    from promptgym.tasks import get_task
+
+    return f"{get_task(task).env_name}-Subspace-v0"
+
+
+def run_white_box(root: Path, models: list[str], tasks: list[str]) -> None:
+    """The white-box reference per (model, task, seed), cached like the cells (budget: none is charged)."""
+    from promptgym.bench.evaluate import run_seed
+
+    for model in models:
+        for task in tasks:
+            for seed in SEEDS:
+                path = white_box_path(root, model, task, seed)
+                if path.is_file():
+                    continue
+                print(f"{model} {task} white-box seed {seed} ...", flush=True)
+                started = time.time()
+                out = run_seed(white_box_env(task), "prompt_tuning", seed, 1000, model=model, allow_white_box=True)
+                out["extra"]["total_seconds"] = round(time.time() - started, 1)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(out))
+                tmp.replace(path)
+                print(f"  test {out['test']['metric']:.3f} ({out['extra']['total_seconds']} s)", flush=True)
+
+
 def run(root: Path, models: list[str], tasks: list[str], max_rows: int | None) -> None:
     from promptgym.lm import get_lm
     from promptgym.tasks import get_task
@@ -160,7 +198,26 @@ def report(root: Path, models: list[str], tasks: list[str]) -> str:
                 flag = " (degenerate: " + f"{100 * max(c['label_shares']):.0f}% one label)" if c["degenerate"] else ""
                 cells += [f"{100 * c['zero_shot']:.1f}{flag}", f"{cal.mean():.1f} ± {cal.std(ddof=1):.1f}"]
             lines.append(f"| {spec.name} | {spec.metric} | {used} | {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append(white_box_line(root, models, spec))
+    return "\n".join(line for line in lines if line)
+
+
+def white_box_line(root: Path, models: list[str], spec) -> str:
+    """The upper line of a task: the white-box reference's test metric per model (every seed, full split,
+    fp32), or nothing when no model has a seed of it."""
+    cells, rows = [], ""
+    for model in models:
+        runs = [json.loads(p.read_text()) for s in SEEDS if (p := white_box_path(root, model, spec.name, s)).is_file()]
+        if not runs:
+            cells += ["not run", ""]
+            continue
+        rows = rows or f"{runs[0]['test']['n']:,}"
+        scores = np.array([r["test"]["metric"] for r in runs]) * 100
+        seeds = "" if len(runs) == len(SEEDS) else f" ({len(runs)} of {len(SEEDS)} seeds)"
+        spread = f" ± {scores.std(ddof=1):.1f}" if len(runs) > 1 else ""
+        cells += ["–", f"{scores.mean():.1f}{spread}{seeds}"]
+    return (f"| {spec.name} | {spec.metric} | {rows} | **white-box soft prompt** (manual, upper line) | "
+            + " | ".join(cells) + " |") if rows else ""
 
 
 def main() -> None:
@@ -168,6 +225,8 @@ def main() -> None:
     ap.add_argument("--root", default="runs/template_study", help="cache folder (default: %(default)s)")
     ap.add_argument("--models", default="smollm2-135m,gemma3-270m")
     ap.add_argument("--tasks", default="sst2,rte,mrpc,cola,yelpp,agnews,dbpedia,snli,mnli,qnli")
+    ap.add_argument("--white-box", default="sst2,rte",
+                    help="tasks that get the white-box upper line, 5 seeds each; empty: none (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     ap.add_argument("--max-rows", type=int, default=1000,
                     help="label-stratified test subsample for larger splits; 0: every row (default: %(default)s)")
@@ -179,6 +238,7 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         run(root, models, tasks, args.max_rows or None)
+        run_white_box(root, models, [t for t in args.white_box.split(",") if t])
     print(report(root, models, tasks))
 
 
