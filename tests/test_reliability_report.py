@@ -75,3 +75,22 @@ def test_paired_table_matches_hand_computed_differences(rel: Any, tmp_path: Path
     one = _row(md, header, "BDPL + calibration")
     assert one[1] == "1" and one[3] == f"{0.05 - 0.10:+.3f} (no CI: 1 seed)"
     assert "| BBT |" not in md.split(header, 1)[1]  # the baseline is not paired with itself
+    d = [0.04 - (0.10 + 0.01 * i) for i in range(3)]
+    half = 4.303 * np.std(d, ddof=1) / np.sqrt(3)  # Student's t, 2 degrees of freedom
+    t_cell = re.search(r"\{t: ([+-]\d\.\d+), ([+-]\d\.\d+)( \(excludes 0\))?\}", row[3])
+    assert t_cell, row[3]
+    assert float(t_cell.group(1)) == round(np.mean(d) - half, 3)
+    assert float(t_cell.group(2)) == round(np.mean(d) + half, 3)
+    assert t_cell.group(3)  # -0.070 ± 0.025: excludes 0
+    per_seed = _row(md, "Per seed:", "BDPL + calibration")
+    assert per_seed[1] == f"{100 * np.mean(better == labels):.1f} / 0.050" and per_seed[2:] == ["–", "–"]
+
+
+def test_ood_panel_cell_is_the_mean_over_tasks_with_their_range(rel: Any) -> None:
+    def run(**aurocs: float) -> dict:
+        return {"test": {"ood": {t: {"auroc_maxprob": v, "auroc_entropy": 0.5} for t, v in aurocs.items()}}}
+
+    runs = [run(rte=0.5, mnli=0.6, cola=0.1), run(rte=0.7, mnli=0.6, cola=0.3)]  # task means 0.6, 0.6, 0.2
+    assert rel.ood_panel(runs) == "0.467 [0.20–0.60] /3"
+    assert rel.ood_panel([run(rte=0.5, mnli=0.7), run(rte=0.6)]) == "0.550 /1"  # MNLI is not on every seed
+    assert rel.ood_panel([{"test": {}}]) == "–"
