@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from promptgym.bench.store import write_text_atomic
 from promptgym.errors import PromptGymError
 from promptgym.tasks.data import stratified_rows
 from promptgym.tasks.spec import Template
@@ -133,9 +134,7 @@ def run_white_box(root: Path, models: list[str], tasks: list[str]) -> None:
                 out = run_seed(white_box_env(task), "prompt_tuning", seed, 1000, model=model, allow_white_box=True)
                 out["extra"]["total_seconds"] = round(time.time() - started, 1)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(out))
-                tmp.replace(path)
+                write_text_atomic(path, json.dumps(out))
                 print(f"  test {out['test']['metric']:.3f} ({out['extra']['total_seconds']} s)", flush=True)
 
 
@@ -161,9 +160,7 @@ def run(root: Path, models: list[str], tasks: list[str], max_rows: int | None) -
                     cell = {"task": spec.name, "template": name, "error": str(exc)}
                     print(f"  not scorable: {exc}", flush=True)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(cell, indent=1))
-                tmp.replace(path)
+                write_text_atomic(path, json.dumps(cell, indent=1))
                 if "error" not in cell:
                     print(f"  zero-shot {cell['zero_shot']:.3f}, calibrated "
                           f"{np.mean(list(cell['calibrated'].values())):.3f} ({cell['test_seconds']} s)", flush=True)
