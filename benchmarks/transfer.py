@@ -28,6 +28,7 @@ from scipy.stats import spearmanr
 
 from promptgym.bench.evaluate import test_labels_by_env
 from promptgym.bench.ranking import Row, Table, rank, task_of
+from promptgym.bench.render import versus_cell
 from promptgym.bench.store import load_entries
 from promptgym.envs.registration import env_kind
 from promptgym.errors import ConfigError
@@ -40,7 +41,7 @@ class Cell:
     mean: float
     std: float
     rank: int  # among that model's rows of the task (all its env kinds), 1 = best mean
-    versus: str  # "+4.2 [+0.9, +7.5]", "≈ -0.7 [-3.3, +1.8]", "best baseline" or "—"
+    versus: str  # the page's cell: "+4.2 [+0.9, +7.5]", "≈ -0.7 [-3.3, +1.8]", "best baseline", "—"
     beats_baseline: bool  # above its model's best baseline with a CI that excludes zero
 
 
@@ -48,18 +49,6 @@ def method_key(row: Row, env_id: str) -> str:
     """A method is an agent (with or without calibration) on an env kind: BBT on the subspace env and BDPL
     on the discrete env are different rows, and so are a baseline on two env kinds (the same prompt)."""
     return f"{row.name} ({env_kind(env_id)})"
-
-
-def versus_text(row: Row) -> str:
-    cmp = row.versus
-    if cmp is None:
-        return "—"
-    if cmp.is_self:
-        return "best baseline"
-    mark = "" if cmp.distinguishable else "≈ "
-    if cmp.ci is None:
-        return f"{mark}{100 * cmp.diff:+.1f} (seed CIs)"
-    return f"{mark}{100 * cmp.diff:+.1f} [{100 * cmp.ci[0]:+.1f}, {100 * cmp.ci[1]:+.1f}]"
 
 
 def model_cells(tables: Sequence[Table], task: str, tier: str, model: str) -> dict[str, Cell]:
@@ -74,7 +63,7 @@ def model_cells(tables: Sequence[Table], task: str, tier: str, model: str) -> di
     for i, (key, row) in enumerate(best.items(), start=1):
         cmp = row.versus
         beats = bool(cmp is not None and not cmp.is_self and cmp.distinguishable and cmp.diff > 0)
-        cells[key] = Cell(row.mean, row.std, i, versus_text(row), beats)
+        cells[key] = Cell(row.mean, row.std, i, versus_cell(row), beats)
     return cells
 
 

@@ -55,7 +55,7 @@ def test_ranks_are_per_model_over_every_env_kind_one_row_per_method(tr: Any) -> 
     assert [c.rank for c in cells.values()] == [1, 2, 3, 4]
     assert cells["bbt (subspace)"].mean == pytest.approx(0.65)  # the better of the two BBT entries
     assert cells["calibrated (discrete)"].versus == "best baseline"
-    assert cells["bbt + calibration (subspace)"].versus == "≈ -1.0 [-4.0, +2.0]"
+    assert cells["bbt + calibration (subspace)"].versus == "≈ -1.0 [-4.0, +2.0]"  # the page's own cell
     other = tr.model_cells(_tables(), "sst2", "lite", "model-b")
     assert [c.rank for c in other.values()] == [1, 2, 3]  # RTE's row is another task: not ranked here
 

@@ -36,7 +36,7 @@ from promptgym.metrics.stats import curve_on_grid
 from promptgym.tasks import TASK_NAMES, get_task
 
 __all__ = ["HEADERS", "HTML_HEADERS", "PROTOCOL_MARKER", "headers", "html_headers", "html_page", "markdown_page",
-           "render_html", "render_markdown", "summary", "write_leaderboard"]
+           "render_html", "render_markdown", "summary", "versus_cell", "write_leaderboard"]
 
 PROTOCOL_MARKER = "<!-- protocol -->"
 PROTOCOL_END = "<!-- /protocol -->"
@@ -121,7 +121,7 @@ def _pct(x: float, sign: bool = False) -> str:
     return f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}"
 
 
-def _versus(row: Row) -> str:
+def versus_cell(row: Row) -> str:
     """The "vs best baseline" cell: "≈" when not distinguishable, "†" when compared by CI overlap."""
     cmp = row.versus
     if cmp is None:
@@ -235,7 +235,7 @@ def _cells(row: Row, table: Table, trusted: Mapping[str, Any] | None = None) -> 
              SEEDS_HEADER: " / ".join(_pct(s) for s in row.scores), "Calls": calls}
     cells.update({spec.label: _optional(row.metrics.get(spec.name), spec.fmt) for spec in table.columns})
     cells.update({"OOD AUROC": _ood(row), "AUC": _pct(row.auc) if _has_curve(row) else NOT_APPLICABLE,
-                  "vs best baseline": _versus(row), "Date": created_date(sub), "Version": sub["promptgym_version"]})
+                  "vs best baseline": versus_cell(row), "Date": created_date(sub), "Version": sub["promptgym_version"]})
     return cells
 
 
