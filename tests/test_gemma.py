@@ -8,7 +8,8 @@ safetensors cache (~10 s). What is Gemma-specific and pinned here:
 * Gemma scales its input embeddings by ``sqrt(hidden)`` inside its embedding module, so the backend's
   embedding space is the module's output: a soft prompt made of ``embed_tokens(ids)`` must score
   exactly like ``TokenPrompt(ids)``, and the unscaled table rows must not;
-* its sliding-window layers keep the key/value fast paths off (the plain path scores everything).
+* its sliding-window layers (512 tokens) allow the key/value fast paths only for rows of at most 256
+  tokens (:func:`promptgym.lm.kv_cache.kv_row_limit`); longer rows take the plain path.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 import torch
 
 from promptgym.lm import ScoreRequest, SoftPrompt, TokenPrompt, get_lm
-from promptgym.lm.kv_cache import supports_kv_reuse
+from promptgym.lm.kv_cache import kv_row_limit, supports_kv_reuse
 from promptgym.lm.presets import GGUF_PRESETS
 from promptgym.tasks import get_task, load_split
 
@@ -73,24 +74,36 @@ def test_soft_prompt_of_word_embeddings_scores_like_the_words(gemma32, sst2_segm
         assert np.abs(raw.logprobs - token.logprobs).max() > 0.1
 
 
-def test_fast_paths_are_off_for_sliding_window_attention_and_scores_match_the_plain_path(gemma32, sst2_segments):
+def test_fast_paths_score_short_rows_like_the_plain_path_and_leave_long_rows_to_it(gemma32, sst2_segments):
     lm = gemma32
-    assert "sliding_attention" in lm._model.config.layer_types and not supports_kv_reuse(lm._model)
-    assert not lm._kv_ok
+    assert "sliding_attention" in lm._model.config.layer_types and supports_kv_reuse(lm._model)
+    assert kv_row_limit(lm._model) == lm._model.config.sliding_window // 2 == 256
     segments, words = sst2_segments
     ids = lm.encode(" A movie review:")
-    requests = [ScoreRequest(TokenPrompt(ids), segments["before"], words),
-                ScoreRequest(SoftPrompt(lm.embed_tokens(ids[:2])), segments["after"], words)]
+    spec = get_task("sst2")
+    tpl = spec.template("causal")
+    long_row = tpl.render(" ".join(load_split(spec, "test").texts[:20]), position="before")  # ~380 tokens
+    requests = [ScoreRequest(TokenPrompt(ids), segments["before"], words),  # shared prefix
+                ScoreRequest(SoftPrompt(lm.embed_tokens(ids[:2])), segments["after"], words),  # input cache
+                ScoreRequest(SoftPrompt(lm.embed_tokens(ids)), (long_row,), words)]
     lm.clear_caches()
     with lm.fast_paths(False, False, False):
         want = lm.score(requests)
+    assert want[2].num_tokens > 256
     before = lm.tokens_computed
     with lm.fast_paths(True, True, False):
         got = lm.score(requests)
-    assert len(lm.kv_store) == 0  # nothing cached: the plain path ran
-    assert lm.tokens_computed - before == sum(r.num_tokens for r in want)
-    for a, b in zip(got, want, strict=True):
-        np.testing.assert_array_equal(a.logprobs, b.logprobs)
+    assert len(lm.kv_store) == len(segments["after"])  # the inputs' pasts are kept for the next call
+    # the prefix ran once for its 6 rows: fewer tokens than the plain path's; the long row ran whole
+    assert lm.tokens_computed - before < sum(r.num_tokens for r in want)
+    for a, b in zip(got, want, strict=True):  # fp32: the same scores up to summation order
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4, rtol=0)
+        np.testing.assert_array_equal(a.predictions, b.predictions)
+    passes = lm.forward_passes
+    with lm.fast_paths(True, True, False):  # alone, the long row would take two passes on the prefix path
+        lm.score(requests[2:])
+    assert lm.forward_passes - passes == 1
+    lm.clear_caches()
 
 
 def test_subspace_env_steps_on_gemma():

@@ -7,13 +7,15 @@ argmax agreement >= 99% on the first ``BF16_ROWS`` SST-2 test rows, for both pro
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 from test_lm import AG_WORDS, SST2_WORDS, TEXTS  # the same rows and label words as the plain-path tests
 
 from promptgym.lm import ScoreRequest, SoftPrompt, TokenPrompt
-from promptgym.lm.kv_cache import KVStore, Memo, prompt_key
+from promptgym.lm.kv_cache import KVStore, Memo, kv_row_limit, prompt_key, supports_kv_reuse
 from promptgym.tasks import get_task
 
 ATOL = 1e-4
@@ -256,3 +258,17 @@ def test_real_model_fast_paths_match_the_plain_path(position):
     agreement = float(np.mean(got[0].predictions == want.predictions))
     assert len(want.predictions) == BF16_ROWS and agreement >= 0.99, agreement
     bf16.clear_caches()
+
+
+def test_kv_row_limit_follows_the_attention_kinds_of_a_config():
+    def model(**cfg):
+        return SimpleNamespace(config=SimpleNamespace(**cfg))
+
+    full = model(layer_types=["full_attention"] * 4)
+    gemma = model(sliding_window=512, layer_types=["sliding_attention"] * 5 + ["full_attention"])
+    off = model(sliding_window=4096, use_sliding_window=False)  # a window configured but not used (Qwen2-style)
+    on = model(sliding_window=4096)  # Mistral-style: no layer kinds, every layer slides
+    assert [supports_kv_reuse(m) for m in (full, gemma, off, on, model())] == [True] * 5
+    assert [kv_row_limit(m) for m in (full, gemma, off, on, model())] == [None, 256, None, 2048, None]
+    assert not supports_kv_reuse(model(layer_types=["chunked_attention"]))
+    assert not supports_kv_reuse(model(is_encoder_decoder=True))

@@ -165,16 +165,32 @@ def nbytes_per_token(model) -> int:
 
 
 def supports_kv_reuse(model) -> bool:
-    """True for causal LMs whose every layer attends to the full past (no sliding windows): the
-    fast paths right-align pasts of different lengths, which a sliding window would see differently."""
+    """True for causal LMs whose layers attend to the full past or to a sliding window of it (the
+    latter only for rows short enough, :func:`kv_row_limit`); False for encoder-decoders and for
+    layer kinds the fast paths do not know."""
     cfg = model.config
     if getattr(cfg, "is_encoder_decoder", False):
         return False
-    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
-        return False
     types = getattr(cfg, "layer_types", None)
-    return not types or all(t == "full_attention" for t in types)
+    return not types or all(t in ("full_attention", "sliding_attention") for t in types)
+
+
+def kv_row_limit(model) -> int | None:
+    """The longest row (in tokens) a fast path may score on ``model``; None: any length.
+
+    The fast paths right-align pasts of different lengths in one padded tensor, so a row's tokens
+    sit at shifted absolute columns. A full-attention layer does not care; a sliding-window layer
+    (Gemma 3: 5 of 6 layers see the last 512 tokens) masks by column distance and would see another
+    window. Rows of at most half the window keep every chunk's padded past plus its padded new part
+    within the window, where a sliding layer sees exactly what a full one does; longer rows take the
+    plain path. (SST-2 rows with a 50-token prompt are ~60-120 tokens.)
+    """
+    cfg = model.config
+    window = getattr(cfg, "sliding_window", None)
+    types = getattr(cfg, "layer_types", None)
+    sliding = bool(window) and (("sliding_attention" in types) if types else getattr(cfg, "use_sliding_window", True))
+    return int(window) // 2 if sliding else None
 
 
 __all__ = ["DEFAULT_CACHE_BYTES", "DEFAULT_MEMO_SIZE", "KVStore", "Memo", "assemble", "nbytes_per_token",
-           "prompt_key", "split_cache", "supports_kv_reuse"]
+           "kv_row_limit", "prompt_key", "split_cache", "supports_kv_reuse"]

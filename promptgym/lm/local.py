@@ -49,10 +49,11 @@ move by rounding only (argmax agreement with the plain path is tested on the SST
   returns the stored scores without a forward pass (an LRU of ``memo_size`` requests). It still counts
   in ``batch_calls``, and an env still charges it as an API call: a hosted API charges repeats too.
 
-Masked LMs (bidirectional: every token sees the prompt) and causal models with sliding-window
-attention always take the plain path (the memo applies to them too). Gemma 3 is such a model (5 of 6
-layers attend to a 512-token window): its pasts would need transformers' sliding-window cache layers,
-and right-aligned pasts of different lengths would shift each row's window (``supports_kv_reuse``).
+Masked LMs (bidirectional: every token sees the prompt) always take the plain path (the memo applies
+to them too). Causal models with sliding-window layers (Gemma 3: 5 of 6 layers attend to a 512-token
+window) take the fast paths only for rows of at most half the window
+(:func:`promptgym.lm.kv_cache.kv_row_limit`): right-aligned pasts shift a row's absolute columns, which
+a sliding layer would notice only beyond its window; longer rows take the plain path.
 
 The embedding space is the one the transformer sees: the output of the model's input-embedding module.
 For most models that is the table's rows; Gemma multiplies them by ``sqrt(hidden)`` (25.3 for Gemma 3
@@ -78,6 +79,7 @@ from promptgym.lm.kv_cache import (
     KVStore,
     Memo,
     assemble,
+    kv_row_limit,
     nbytes_per_token,
     prompt_key,
     split_cache,
@@ -188,6 +190,7 @@ class LocalLM(TokenizerMixin, BlackBoxLM):
         self.kv_store = KVStore(cache_bytes)
         self.memo_store = Memo(memo_size)
         self._kv_ok = not loaded.is_masked and supports_kv_reuse(self._model)
+        self._kv_row_limit = kv_row_limit(self._model) if self._kv_ok else None
         self._kv_bytes = nbytes_per_token(self._model) if self._kv_ok else 0
         params = inspect.signature(self._model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -390,7 +393,10 @@ class LocalLM(TokenizerMixin, BlackBoxLM):
         n_pre = len(self._prefix)
         fast = {}
         soft_keys: dict[int, object] = {}  # id(embeds) -> key: hash each soft prompt once
+        limit = self._kv_row_limit
         for i, ((ids, soft_start, soft, _), p_len) in enumerate(zip(rows, prompt_lengths, strict=True)):
+            if limit is not None and len(ids) > limit:
+                continue  # a sliding-window layer would see another window: the plain path scores it
             if soft_start > n_pre and self.input_cache and len(ids) > soft_start:
                 past = tuple(ids[:soft_start])
                 fast[i] = (("in", past), True, (past, 0, None, soft_start - 1), tuple(ids[soft_start:]),

@@ -18,7 +18,8 @@
   Its tokenizer puts ``<bos>`` before every text (Gemma needs it), so every row starts with it, as
   SmolLM2's rows start with nothing. Gemma scales its input embeddings by ``sqrt(hidden)`` inside its
   embedding module; the LM backends treat the module's *output* as the embedding space (soft prompts,
-  ``embed_tokens``, ``embedding_stats``). Its sliding-window layers keep the key/value fast paths off.
+  ``embed_tokens``, ``embedding_stats``). Its sliding-window layers limit the key/value fast paths to
+  rows of at most 256 tokens.
 * ``tiny-random-causal`` / ``tiny-random-masked``: 2-layer models built from a config with seeded
   weights (Llama / RoBERTa architectures) and SmolLM2's tokenizer (plus a ``<mask>`` token for the
   masked one). For unit tests of code paths only: their scores mean nothing.
