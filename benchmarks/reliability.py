@@ -134,11 +134,14 @@ def cache_path(m: Method, seed: int, tier: str, root: Path | None) -> Path:
     return seed_file(work, seed)
 
 
-def run_missing(methods: list[Method], seeds: list[int] | None, tier: str, model: str, root: Path | None) -> None:
+def run_missing(methods: list[Method], seeds: list[int] | None, tier: str, model: str, root: Path | None,
+                score_store: Path | None = None) -> None:
     """Run every missing (method, seed), seed by seed so that every method has early seeds first.
 
     A run cached before the protocol reported uncertainty is completed by ``evaluate`` (its stored
-    prompt re-scored on test, uncharged); a complete cached run is only read.
+    prompt re-scored on test, uncharged); a complete cached run is only read. ``score_store``: a SQLite
+    file keeping every test and OOD score (:mod:`promptgym.score_store`), so a set's scoring cut by a
+    session's end resumes.
     """
     from promptgym.bench.evaluate import evaluate, has_uncertainty
 
@@ -153,7 +156,7 @@ def run_missing(methods: list[Method], seeds: list[int] | None, tier: str, model
                   flush=True)
             evaluate(m.env_id, m.agent, tier, model, (seed,), m.env_kwargs or None, m.agent_kwargs or None,
                      workdir=path.parent,
-                     calibrate=m.calibrate)
+                     calibrate=m.calibrate, score_store=score_store)
             run = json.loads(cache_path(m, seed, tier, root).read_text())
             t = run["test"]
             print(f"  acc {t['metric']:.4f}  ECE {t['ece']:.3f}  NLL {t.get('nll', float('nan')):.3f}  "
@@ -162,7 +165,7 @@ def run_missing(methods: list[Method], seeds: list[int] | None, tier: str, model
         for m in methods:
             vpath = variants_path(m, seed, tier, root)
             if m.variants and seed in m.seeds and cache_path(m, seed, tier, root).is_file() and not vpath.is_file():
-                score_variants(m, seed, tier, model, root)
+                score_variants(m, seed, tier, model, root, score_store)
 
 
 def variants_path(m: Method, seed: int, tier: str, root: Path | None) -> Path:
@@ -175,7 +178,8 @@ VARIANT_MEMBERS = (1, 3, 5)
 VARIANT_BIAS = ("none", "train", "dev", "both")
 
 
-def score_variants(m: Method, seed: int, tier: str, model: str, root: Path | None) -> None:
+def score_variants(m: Method, seed: int, tier: str, model: str, root: Path | None,
+                   score_store: Path | None = None) -> None:
     """Test metrics of the sub-variants of a cached snapshot run, written beside its seed file.
 
     The members' train and dev outcomes are re-scored on a fresh env of the same split (bf16, as the
@@ -187,12 +191,13 @@ def score_variants(m: Method, seed: int, tier: str, model: str, root: Path | Non
     from promptgym.agent import Result
     from promptgym.evaluation import Evaluator
     from promptgym.runner import make_env
+    from promptgym.score_store import open_store
 
     run = json.loads(cache_path(m, seed, tier, root).read_text())
     members = [np.asarray(a, dtype=np.float32) for a in run["prompt"]["members"]]
     env = make_env(m.env_id, 4 * len(members), seed, model, "bfloat16", m.env_kwargs or None)
     base = env.unwrapped
-    evaluator = Evaluator.for_env(env)
+    evaluator = Evaluator.for_env(env, store=open_store(score_store))
     train_outs = base.score_actions(members, "train")
     dev_outs = base.score_actions(members, "dev")
     out: dict = {"seed": seed, "variants": []}
@@ -415,6 +420,8 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m", help="model (default: %(default)s)")
     ap.add_argument("--root", default=None, help="parent of the work folders (default: runs/evaluate)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    ap.add_argument("--score-store", type=Path, default=None,
+                    help="SQLite file keeping test and OOD scores across processes (default: none)")
     ap.add_argument("--memo-size", type=int, default=MEMO_SIZE,
                     help="requests the search LM's memo keeps (default: %(default)s; see MEMO_SIZE)")
     args = ap.parse_args()
@@ -436,7 +443,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         keep_search_answers(args.model, args.memo_size)
         seeds = None if args.seeds is None else [int(s) for s in args.seeds.split(",")]
-        run_missing(methods, seeds, tier, args.model, root)
+        run_missing(methods, seeds, tier, args.model, root, args.score_store)
     print(report(methods, tier, root))
 
 

@@ -332,7 +332,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     sub = evaluate(args.env, args.agent, args.tier, args.model, seeds, env_kwargs, agent_kwargs, work,
                    args.submitter, command, progress=not args.no_progress, on_seed=report, calibrate=args.calibrate,
-                   log=args.log)
+                   log=args.log, score_store=args.score_store)
     if sub is None:
         missing = [s for s in BENCH_SEEDS if s not in seeds]
         print(f"seed runs saved in {work}; a submission needs every seed: run the same command with "
@@ -358,7 +358,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     rows, states = run_sweep(plan, args.num_cpus, args.cpus_per_trial, args.address,
-                             out=lambda line: print(line, flush=True))
+                             out=lambda line: print(line, flush=True), score_store=args.score_store)
     print("\n" + "\n".join(summary_lines(plan, rows)))
     unfinished = sum(1 for st in states.values() if st.status != "done")
     if unfinished:
@@ -466,6 +466,13 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- the parser
+def _add_score_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--score-store", default=None, metavar="FILE",
+                   help="SQLite file keeping every test and OOD score of an in-process model, so a re-started or "
+                        "resumed run, and other entries scoring the same prompt, read them back instead of scoring "
+                        "again; promptgym submit never reads it (e.g. runs/evaluate/scores.sqlite; default: none)")
+
+
 def _add_run_options(p: argparse.ArgumentParser, budget: int | None) -> None:
     if budget is not None:
         p.add_argument("--budget", type=int, default=budget, help="API calls for the whole run (default: %(default)s)")
@@ -607,6 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", default=None, choices=["tensorboard"],
                    help="track each seed's curves by API calls: tensorboard events in <workdir>/tensorboard/seed-<s> "
                    "(default: none)")
+    _add_score_store(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("sweep", help="run a grid of envs x agents x kwargs x protocol seeds on Ray Tune, cached as "
@@ -636,6 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "a local Ray)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (grid points, work folders, seeds to run) "
                    "and stop")
+    _add_score_store(p)
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("submit", help="verify a submission (re-scores every prompt) and add it to the leaderboard")

@@ -18,6 +18,8 @@ Result shares its template's scores, a set re-scored or compared with its best m
 nothing more). An evaluator built with the constructor owns a private cache; evaluators built by
 :meth:`Evaluator.for_env` share the cache of the env's LM (:func:`shared_cache`), since callers
 holding only an env build one per score and would otherwise re-score a template per call.
+Given a :class:`~promptgym.score_store.ScoreStore`, split and OOD scores also outlive the process
+(a resumed sweep or another entry's process reads them back instead of scoring again).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from promptgym.lm.base import BlackBoxLM, Prompt, ScoreRequest, SoftPrompt, Toke
 from promptgym.members import combine_set, member_biases, member_prompts
 from promptgym.metrics import compute_metric, probability_metrics
 from promptgym.metrics.stats import expected_calibration_error
+from promptgym.score_store import ScoreStore
 from promptgym.tasks import load_split
 from promptgym.tasks.data import TaskSplit, rows_fingerprint
 
@@ -210,23 +213,26 @@ class Evaluator:
     :param test_rows: the test rows scored, as sorted indices (None: all of them); the protocol's lite
         tier scores a fixed label-stratified subsample of a large test split
         (:func:`promptgym.bench.schema.protocol_test_rows`)
+    :param store: keep split and OOD scores on disk too (None: in memory only); a verifier passes none
     """
 
     def __init__(self, scorer: Scorer, prompts: PromptMap, data_dir: str | PathLike[str] | None = None,
                  split_seed: int | None = None, cache: ScoreCache | None = None,
-                 test_rows: np.ndarray | None = None) -> None:
+                 test_rows: np.ndarray | None = None, store: ScoreStore | None = None) -> None:
         self.scorer, self.prompts = scorer, prompts
         self.data_dir, self.split_seed = data_dir, split_seed
         self.cache = ScoreCache() if cache is None else cache
         self.test_rows = None if test_rows is None else np.asarray(test_rows, dtype=np.int64)
+        self.store = store
 
     @classmethod
-    def for_env(cls, env: gym.Env, cache: ScoreCache | None = None, test_rows: np.ndarray | None = None) -> Evaluator:
+    def for_env(cls, env: gym.Env, cache: ScoreCache | None = None, test_rows: np.ndarray | None = None,
+                store: ScoreStore | None = None) -> Evaluator:
         """The evaluator of ``env``'s scorer, prompts, data and split (cache None: the LM's
         :func:`shared_cache`)."""
         base = env.unwrapped
         return cls(base.scorer, base, base.data_dir, base.split_seed,
-                   shared_cache(base.lm) if cache is None else cache, test_rows)
+                   shared_cache(base.lm) if cache is None else cache, test_rows, store)
 
     def split(self, name: str = "test") -> TaskSplit:
         """The rows of split ``name`` (one of :data:`SPLITS`)."""
@@ -290,8 +296,9 @@ class Evaluator:
         members = self.members(result)
         prompts = [p for p, _ in members]
         weights = np.array([w for _, w in members])
+        scoring = scorer if self.store is None else scorer.with_lm(self.store.view(scorer.lm))  # type: ignore[arg-type]
         if segments is not None:
-            out = scorer.score_segments(prompts, segments)
+            out = scoring.score_segments(prompts, segments)
             return _Scores(scorer.lm, np.stack([np.asarray(r.label_logprobs, np.float64) for r in out]),
                            np.stack([np.asarray(r.predictions) for r in out]), weights,
                            any(is_approximate(r) for r in out))
@@ -307,7 +314,7 @@ class Evaluator:
         first = {key: i for i, key in reversed(list(enumerate(keys)))}  # a repeated member is scored once
         todo = sorted(i for key, i in first.items() if key not in found)
         if todo:
-            outcomes = scorer.score([prompts[i] for i in todo], rows, rows=subset)
+            outcomes = scoring.score([prompts[i] for i in todo], rows, rows=subset)
             for i, o in zip(todo, outcomes):
                 found[keys[i]] = self.cache.put(keys[i], scorer.lm, np.asarray(o.label_logprobs, np.float64),
                                                 np.asarray(o.predictions), o.approximate)

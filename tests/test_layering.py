@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("promptgym",),  # the package facade: registers envs and agents, re-exports the contract, __version__
     ("promptgym.members",),  # a Result's members as LM prompts, for test scoring and calibration alike
     ("promptgym.calibration",),  # a label bias fitted for a Result after learn()
+    ("promptgym.score_store",),  # uncharged scores kept on disk (reuses the journal's request keys)
     ("promptgym.evaluation",),  # a Result scored outside the budget (test, train/dev or OOD rows), with its cache
     ("promptgym.runner", "promptgym.runs"),  # the one run driver; run folders
     ("promptgym.bench",),  # the protocol, verification, leaderboards: runs agents through the runner

@@ -26,6 +26,7 @@ from promptgym.bench.evaluate import evaluate
 from promptgym.cli import main
 from promptgym.journal import CallJournal, journal_identity
 from promptgym.runs import evaluate_workdir, seed_file, seed_journal
+from promptgym.score_store import ScoreStore
 
 MODEL = "tiny-random-causal"
 ENV = "PromptSST2-v0"
@@ -183,9 +184,11 @@ def test_a_sweep_caches_what_evaluate_caches_and_evaluate_assembles_it(ray_sessi
     evaluate(ENV, "manual", TIER, MODEL, (21, 42, 87, 100), workdir=manual)  # the other protocol seeds, in process
     capsys.readouterr()
     # random at a non-default batch: a grid point of its own, in its own tagged folder
+    store = tmp_path / "scores.sqlite"
     assert main(sweep_args(root, "random,manual", "13", "--agent-kwarg", "random:batch=10",
-                           "--cpus-per-trial", "1")) == 0
+                           "--cpus-per-trial", "1", "--score-store", str(store))) == 0
     out = capsys.readouterr().out
+    assert len(ScoreStore(store)) >= 4  # the trials kept their test and OOD scores in the one file
     assert "2 to run, 0 cached" in out and out.count(" done ") == 2, out
     random_work = evaluate_workdir(ENV, "random", TIER, root=root, tag="batch=10", model=MODEL)
     assert random_work.name == f"{ENV}-random@batch=10-{TIER}"

@@ -54,6 +54,7 @@ from promptgym.metrics.registry import UNCERTAINTY_TOLERANCE, recorded_specs
 from promptgym.metrics.stats import decode_predictions, encode_predictions
 from promptgym.runner import check_calibration_request, check_env_kwargs, make_env, run_agent
 from promptgym.runs import evaluate_workdir, seed_file, seed_journal
+from promptgym.score_store import ScoreStore, open_store
 from promptgym.tasks import data_fingerprint, get_task, load_split
 from promptgym.tasks.data import rows_fingerprint
 from promptgym.tracking import TENSORBOARD_DIR, check_tracker, log_values
@@ -79,14 +80,15 @@ def curve_record(result: Result) -> list[list[int | float]]:
     return [[int(c), float(v)] for c, v in result.curve if np.isfinite(v)]
 
 
-def test_record(env: Any, result: Result, test: TestScore, test_rows: np.ndarray | None = None) -> dict[str, Any]:
+def test_record(env: Any, result: Result, test: TestScore, test_rows: np.ndarray | None = None,
+                store: ScoreStore | None = None) -> dict[str, Any]:
     """A run's ``test`` record: the task metric, the predictions, every recorded metric of the
     registry (:func:`~promptgym.metrics.registry.recorded_specs`: ECE, NLL, ...), OOD detection, and
     which rows were scored when not all of them (``subsample``: :func:`~promptgym.bench.schema.protocol_test_rows`)."""
     rec: dict[str, Any] = {"metric": float(test.metric), "n": int(test.n),
                            "predictions": encode_predictions(test.predictions)}
     rec.update({spec.name: float(test.metrics[spec.name]) for spec in recorded_specs() if spec.name in test.metrics})
-    ood = _ood_metrics(env, result, test.probs)
+    ood = _ood_metrics(env, result, test.probs, store=store)
     if ood:
         rec["ood"] = {task: {k: float(v) for k, v in scores.items()} for task, scores in ood.items()}
     if test_rows is not None:
@@ -99,10 +101,10 @@ test_record.__test__ = False  # type: ignore[attr-defined]
 
 
 def _ood_metrics(env: Any, result: Result, probs_in: np.ndarray | None,
-                 tasks: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+                 tasks: Sequence[str] | None = None, store: ScoreStore | None = None) -> dict[str, dict[str, float]]:
     from promptgym.bench.ood import ood_metrics  # imported when needed
 
-    return ood_metrics(env, result, "float32", probs_in=probs_in, tasks=tasks)
+    return ood_metrics(env, result, "float32", probs_in=probs_in, tasks=tasks, store=store)
 
 
 def check_protocol_agent(agent: str, allow_white_box: bool = False) -> None:
@@ -116,7 +118,8 @@ def check_protocol_agent(agent: str, allow_white_box: bool = False) -> None:
 def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAULT_MODEL,
              env_kwargs: dict | None = None, agent_kwargs: dict | None = None, progress: bool = False,
              allow_white_box: bool = False, calibrate: bool = False, journal: Path | None = None,
-             tensorboard: Path | None = None, receipt: bool = True, test_rows: np.ndarray | None = None) -> dict:
+             tensorboard: Path | None = None, receipt: bool = True, test_rows: np.ndarray | None = None,
+             store: ScoreStore | None = None) -> dict:
     """One protocol run: learn on split ``seed`` (agent seed = split seed), score on test in fp32.
 
     ``allow_white_box`` lets the agents benchmark run the back-propagation reference through the
@@ -128,6 +131,7 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
     ``receipt``: record the served key's usage receipt (False: its key had made calls before this run).
     ``test_rows``: the test rows scored (None: all; the lite tier's subsample of a large split,
     :func:`~promptgym.bench.schema.protocol_test_rows`).
+    ``store``: keep the test and OOD scores on disk (:mod:`promptgym.score_store`); a served model's never are.
     """
     check_protocol_agent(agent, allow_white_box)
     kwargs = {"seed": int(seed), **(agent_kwargs or {})}
@@ -137,7 +141,7 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
     result, base = run.result, run.env.unwrapped
     search = search_receipt(base.lm) if receipt else None  # the key's calls when the search ended (served only)
     started = time.time()
-    test = Evaluator.for_env(run.env, test_rows=test_rows).score(result, dtype="float32")
+    test = Evaluator.for_env(run.env, test_rows=test_rows, store=store).score(result, dtype="float32")
     if tensorboard is not None:
         log_values(tensorboard, {f"test/{base.spec_task.metric}": test.metric, "test/ece": test.ece,
                                  "final/dev_metric": result.dev_metric}, base.budget.calls)
@@ -145,7 +149,7 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
         "seed": int(seed), "calls_used": int(base.budget.calls), "wall_seconds": round(run.seconds, 3),
         "prompt": prompt_record(result),
         "curve": curve_record(result),
-        "test": test_record(run.env, result, test, test_rows),
+        "test": test_record(run.env, result, test, test_rows, store),
         # the thread settings the search ran under: another count rounds otherwise, so an audit replays under them
         "threads": {k: v for k, v in (run.threads or {}).items() if v is not None},
         # the CPU kind and torch build the LM ran on: a bf16 search is repeated bit for bit only on the same
@@ -233,16 +237,20 @@ def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_M
              agent_kwargs: dict | None = None, workdir: str | Path | None = None,
              submitter: str = "", command: str = "", progress: bool = False,
              on_seed: Callable[[dict], None] | None = None, calibrate: bool = False,
-             log: str | None = None) -> dict | None:
+             log: str | None = None, score_store: str | Path | None = None) -> dict | None:
     """Run the protocol (runs cached per seed in ``workdir``); return a validated submission.
 
     Returns None when ``seeds`` is a strict subset of the protocol's: the runs are cached and a
     later call with every seed assembles the submission. ``on_seed`` sees each run as it is ready.
     ``calibrate`` evaluates the agent's calibrated variant (its own work folder and entry).
     ``log="tensorboard"`` tracks each seed run in ``<workdir>/tensorboard/seed-<s>``.
+    ``score_store``: a SQLite file keeping every test and OOD score of an in-process model, so a
+    re-started evaluation, or another entry scoring the same prompt (a calibrated template), reads them
+    back (:mod:`promptgym.score_store`; None: in memory only).
     """
     check_request(env_id, agent, tier, seeds, env_kwargs, agent_kwargs, calibrate)
     check_tracker(log)
+    store = open_store(score_store)
     budget = TIERS[tier]
     work = Path(workdir) if workdir else evaluate_workdir(env_id, agent, tier, calibrate=calibrate, model=model)
     test_rows = protocol_test_rows(env_task(env_id), tier)
@@ -255,7 +263,7 @@ def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_M
             check_cached_config(path, run, agent, agent_kwargs, seed)
             check_cached_rows(path, run, test_rows)
             if not has_uncertainty(run):  # cached before the protocol reported uncertainty: add it, uncharged
-                run = complete_run(env_id, run, model, env_kwargs, test_rows)
+                run = complete_run(env_id, run, model, env_kwargs, test_rows, store)
                 _write_atomic(path, run)
         else:
             journal = seed_journal(work, seed)
@@ -264,6 +272,7 @@ def evaluate(env_id: str, agent: str, tier: str = "lite", model: str = DEFAULT_M
                 print(f"promptgym: warning: {warning}", file=sys.stderr, flush=True)
             run = run_seed(env_id, agent, seed, budget, model, env_kwargs, agent_kwargs, progress,
                            calibrate=calibrate, journal=journal, receipt=warning is None, test_rows=test_rows,
+                           store=store,
                            tensorboard=work / TENSORBOARD_DIR / f"seed-{seed}" if log == "tensorboard" else None)
             work.mkdir(parents=True, exist_ok=True)
             _write_atomic(path, run)
@@ -337,7 +346,7 @@ def _bare_vote_run(run: dict) -> bool:
 
 
 def complete_run(env_id: str, run: dict, model: str = DEFAULT_MODEL, env_kwargs: dict | None = None,
-                 test_rows: np.ndarray | None = None) -> dict:
+                 test_rows: np.ndarray | None = None, store: ScoreStore | None = None) -> dict:
     """A cached seed run with its uncertainty metrics and OOD AUROCs added by re-scoring its stored
     prompt on test (uncharged; the prompt, predictions and metric must come out as stored).
 
@@ -350,7 +359,7 @@ def complete_run(env_id: str, run: dict, model: str = DEFAULT_MODEL, env_kwargs:
     sub = {"schema_version": _run_version(run), "agent": {"name": run.get("extra", {}).get("agent", "cached")},
            "runs": [run]}
     result = replay_result(sub, 0, env, task.num_labels)
-    evaluator = Evaluator.for_env(env, test_rows=test_rows)
+    evaluator = Evaluator.for_env(env, test_rows=test_rows, store=store)
     test = evaluator.score(result, dtype="float32")
     if abs(test.metric - run["test"]["metric"]) > METRIC_TOL:
         raise PromptGymError(f"seed {run['seed']}: the cached prompt now scores {test.metric:.4f}, not the cached "
@@ -358,10 +367,10 @@ def complete_run(env_id: str, run: dict, model: str = DEFAULT_MODEL, env_kwargs:
     if result.combine == VOTE_V1:  # the members' scores are cached: the current rule costs no LM call
         result = replay_result({**sub, "schema_version": SCHEMA_VERSION}, 0, env, task.num_labels)
         test = evaluator.score(result, dtype="float32")
-        return {**run, "test": test_record(env, result, test, test_rows),
+        return {**run, "test": test_record(env, result, test, test_rows, store),
                 "extra": {**run.get("extra", {}), "schema_version": SCHEMA_VERSION}}
-    return {**run, "test": {**test_record(env, result, test, test_rows), "predictions": run["test"]["predictions"],
-                            "metric": run["test"]["metric"]}}
+    return {**run, "test": {**test_record(env, result, test, test_rows, store),
+                            "predictions": run["test"]["predictions"], "metric": run["test"]["metric"]}}
 
 
 def assemble(env_id: str, agent: str, tier: str, model: str, runs: list[dict], env_kwargs: dict | None,

@@ -56,6 +56,7 @@ from promptgym.envs.scoring import Segments, render_rows
 from promptgym.errors import ConfigError, UnknownTaskError
 from promptgym.evaluation import Evaluator
 from promptgym.metrics.uncertainty import OOD_SCORES, ood_auroc
+from promptgym.score_store import ScoreStore
 from promptgym.tasks import load_split
 from promptgym.tasks.catalog import TASKS
 from promptgym.tasks.spec import Template
@@ -157,7 +158,7 @@ def ood_segments(env: gym.Env, ood_task: str) -> Segments:
 
 def ood_metrics(env: gym.Env, result: Result, dtype: str | None = "float32",
                 probs_in: np.ndarray | None = None,
-                tasks: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+                tasks: Sequence[str] | None = None, store: ScoreStore | None = None) -> dict[str, dict[str, float]]:
     """``{ood_task: {"auroc_maxprob": x, "auroc_entropy": y}}`` for every OOD task paired with the
     env's task ({} when it has none), uncharged.
 
@@ -165,7 +166,8 @@ def ood_metrics(env: gym.Env, result: Result, dtype: str | None = "float32",
     are the env task's test split (pass ``probs_in`` when already at hand), the OOD rows
     :func:`ood_segments`. ``dtype`` as in :meth:`~promptgym.evaluation.Evaluator.score`. ``tasks``:
     score only these OOD tasks (each a pair of the env's task in some version,
-    :func:`known_ood_tasks`; a verifier re-scores what a record claims).
+    :func:`known_ood_tasks`; a verifier re-scores what a record claims). ``store``: keep the OOD
+    scores on disk too (:mod:`promptgym.score_store`).
     """
     base = env.unwrapped
     name = base.spec_task.name
@@ -179,7 +181,7 @@ def ood_metrics(env: gym.Env, result: Result, dtype: str | None = "float32",
                               f"(its OOD tasks: {', '.join(known_ood_tasks(name)) or 'none'})")
     if not pairs:
         return {}
-    evaluator = Evaluator.for_env(env)
+    evaluator = Evaluator.for_env(env, store=store)
     p_in = evaluator.probs(result, dtype=dtype) if probs_in is None else np.asarray(probs_in)
     out: dict[str, dict[str, float]] = {}
     for task in pairs:

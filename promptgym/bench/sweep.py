@@ -401,7 +401,7 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
     work = Path(spec["workdir"])
     seed = int(spec["seed"])
     evaluate(spec["env_id"], spec["agent"], spec["tier"], spec["model"], (seed,), spec["env_kwargs"] or None,
-             spec["agent_kwargs"] or None, workdir=work, progress=False)
+             spec["agent_kwargs"] or None, workdir=work, progress=False, score_store=spec.get("score_store"))
     run = json.loads(seed_file(work, seed).read_text())
     return {"test_metric": float(run["test"]["metric"]), "calls_used": int(run["calls_used"]),
             "resumed_calls": int(run.get("extra", {}).get("resumed_calls", 0))}
@@ -423,8 +423,10 @@ def _run_config_class() -> Any:
     return train.RunConfig
 
 
-def trial_specs(plan: SweepPlan, cpus_per_trial: float) -> list[dict[str, Any]]:
+def trial_specs(plan: SweepPlan, cpus_per_trial: float,
+                score_store: str | Path | None = None) -> list[dict[str, Any]]:
     """One spec per pending run (what a Tune trial's config carries: no secrets, absolute paths)."""
+    store = None if score_store is None else str(Path(score_store).expanduser().resolve())
     environ = {name: str(Path(os.environ[name]).expanduser().resolve()) for name in PATH_VARS if os.environ.get(name)}
     specs = []
     for n, (i, seed) in enumerate(plan.pending):
@@ -433,7 +435,7 @@ def trial_specs(plan: SweepPlan, cpus_per_trial: float) -> list[dict[str, Any]]:
                       "tier": plan.tier, "budget": plan.budget, "model": plan.model,
                       "agent_kwargs": dict(p.agent_kwargs), "env_kwargs": dict(p.env_kwargs),  # typed, as planned
                       "workdir": str(p.workdir.resolve()), "environ": environ,
-                      "threads": max(1, int(cpus_per_trial)),
+                      "threads": max(1, int(cpus_per_trial)), "score_store": store,
                       "label": f"{p.env_id} / {p.agent} / {p.kwargs_text} / seed {seed}"})
     return specs
 
@@ -612,7 +614,8 @@ def _served_native(model: str) -> bool:
 
 
 def run_sweep(plan: SweepPlan, num_cpus: int | None = None, cpus_per_trial: float = 1.0, address: str | None = None,
-              out: Callable[[str], None] = print) -> tuple[list[PointSummary], dict[int, TrialState]]:
+              out: Callable[[str], None] = print,
+              score_store: str | Path | None = None) -> tuple[list[PointSummary], dict[int, TrialState]]:
     """Run the plan's pending trials on Ray Tune; return the per-point summary and every trial's state.
 
     A local Ray (``num_cpus``, default all CPUs; no dashboard) is started and shut down here; with
@@ -621,6 +624,9 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None, cpus_per_trial: floa
     as it is and left running. Against ``promptgym serve`` (``http://``) trials run one at a time: the
     protocol checks that each seed starts on an unused key (its usage receipt must count that seed's
     calls only), which concurrent trials on one ``$PROMPTGYM_API_KEY`` would race past.
+    ``score_store``: one SQLite file every trial keeps its test and OOD scores in
+    (:mod:`promptgym.score_store`; on a cluster, on the shared file system), so a resumed sweep and the
+    entries that share a prompt (a template and its calibrated variant) score it once.
     """
     check_resources(num_cpus, cpus_per_trial, address)
     states: dict[int, TrialState] = {}
@@ -631,7 +637,7 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None, cpus_per_trial: floa
 
     from ray import tune
 
-    specs = trial_specs(plan, cpus_per_trial)
+    specs = trial_specs(plan, cpus_per_trial, score_store)
     states.update({s["index"]: TrialState(s["label"]) for s in specs})
     own = not ray.is_initialized()
     if own and address is not None:
