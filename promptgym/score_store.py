@@ -5,18 +5,24 @@ in fp32, uncharged. On this project's CPUs that is minutes per prompt (a manual 
 OOD panel: 7-13 minutes on 1,000-row splits) and hours per prompt set (a 100-member ABC-SMC set),
 and the in-memory :class:`~promptgym.evaluation.ScoreCache` dies with its process: a sweep resumed
 the next day, or the calibrated entry scored in another process than its manual template, paid it
-all again. A :class:`ScoreStore` keeps each scored request's exact answer in one SQLite file, keyed
-by the request itself (:func:`~promptgym.journal.request_fingerprint`: prompt, rendered rows, label
-words) and by the model's identity (weights sha256, dtype, class, name, row limit), so any later
-process asking the same model the same question reads the answer instead of computing it.
+all again. A :class:`ScoreStore` keeps each scored request's answer in one SQLite file, keyed by the
+request itself (:func:`~promptgym.journal.request_fingerprint`: prompt, rendered rows, label words)
+and by everything of the model that moves its numbers (:func:`model_identity`: weights sha256, dtype,
+row chunking and caches, the torch / transformers / promptgym versions), so any later process asking
+the same model the same question reads the answer the model gave once instead of computing it again.
+Only presets are stored: their weights hash is of the weight files, while a hub id's or a local
+folder's is of its name and revision, which a re-saved folder does not change.
 
 What it never does: answer a charged call (an env's calls go through the budget and the call
 journal, not here), serve a verifier (``promptgym submit`` re-scores every prompt itself: a store
 speeds up making a run, never checking one), or stand in for a served model (a served model's test
 scoring belongs to its usage receipt, so only in-process models are stored: :meth:`ScoreStore.keeps`).
-Answers are stored as the backend gave them, bit for bit (:func:`~promptgym.journal.encode_result`).
-Delete the file after changing how prompts are rendered or scored: its keys cover the requests and
-the weights, not promptgym's code.
+Answers are stored as the backend gave them, bit for bit (:func:`~promptgym.journal.encode_result`);
+a set's members scored in other groups than an uncached run's may differ in the last bits (rows share
+padded batches otherwise), well inside verification's tolerance. A store is a cache: a read or write
+that fails (a locked or full disk) warns and scores anyway. One file serves one host's processes
+(SQLite's write-ahead log needs shared memory: not on a network file system). The same process's
+in-memory cache is shared with verification run in that process; ``promptgym submit`` is its own process.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import sys
 import threading
 from collections.abc import Sequence
 from os import PathLike
@@ -42,8 +49,21 @@ GROUP = 4
 
 
 def model_identity(lm: BlackBoxLM) -> str:
-    """What makes two LM objects answer alike: class, name, weights sha256, dtype and row limit."""
-    return json.dumps([type(lm).__name__, str(lm.name), str(lm.weights_sha256), str(lm.dtype), int(lm.max_length)])
+    """What makes two LM objects answer alike: class, name, weights sha256, dtype, the scoring settings
+    an in-process model keys its own memo by (chunking, caches, row limit) and the library versions."""
+    import torch
+    import transformers
+
+    import promptgym
+
+    settings = [getattr(lm, k, None) for k in ("chunk_size", "chunk_overhead", "input_cache", "prefix_cache",
+                                                "max_length")]
+    return json.dumps([type(lm).__name__, str(lm.name), str(lm.weights_sha256), str(lm.dtype), settings,
+                       torch.__version__, transformers.__version__, promptgym.__version__], default=str)
+
+
+def _warn(message: str) -> None:
+    print(f"promptgym: warning: {message}", file=sys.stderr, flush=True)
 
 
 class ScoreStore:
@@ -54,24 +74,48 @@ class ScoreStore:
     """
 
     def __init__(self, path: str | PathLike[str], timeout: float = 60.0) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         if self.path.is_dir():
             raise ConfigError(f"score store {self.path} is a folder; give a file path such as "
                               f"{self.path / 'scores.sqlite'}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"score store {self.path}: cannot create its folder ({exc.strerror or exc})") from None
+        new = not self.path.exists() or self.path.stat().st_size == 0
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            with self._db:
-                self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (str(STORE_FORMAT),))
-            row = self._db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"score store {self.path} is not a promptgym score store: {exc}") from None
-        if row is None or row[0] != str(STORE_FORMAT):
-            raise ConfigError(f"score store {self.path} has format {row and row[0]}, this promptgym reads format "
-                              f"{STORE_FORMAT}; use another file")
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.OperationalError as exc:  # locked, unreadable, not openable: a good store may be behind it
+            raise ConfigError(f"score store {self.path} cannot be opened: {exc}") from None
+        except sqlite3.DatabaseError:
+            raise ConfigError(f"score store {self.path} is not a promptgym score store (not an SQLite file); "
+                              "use another file") from None
+        if not tables and new:  # a file of our own: made here, nothing else in it
+            try:
+                with self._db:
+                    self._db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                    self._db.execute("CREATE TABLE scores (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
+                    self._db.execute("INSERT INTO meta VALUES ('format', ?)", (str(STORE_FORMAT),))
+            except sqlite3.Error as exc:
+                self._db.close()
+                raise ConfigError(f"score store {self.path} cannot be written: {exc}") from None
+            tables = {"meta", "scores"}
+        row = None
+        if "meta" in tables:  # checked before anything is written to a file we did not make
+            try:
+                row = self._db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()
+            except sqlite3.Error:  # somebody else's table of that name
+                row = None
+        if row is None or row[0] != str(STORE_FORMAT) or tables != {"meta", "scores"}:
+            self._db.close()
+            what = f"has format {row[0]}, this promptgym reads format {STORE_FORMAT}" \
+                if row is not None and row[0] != str(STORE_FORMAT) else "is not a promptgym score store"
+            raise ConfigError(f"score store {self.path} {what}; use another file")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")  # readers do not wait for a writer (our file only)
+        except sqlite3.OperationalError as exc:  # another process holds it now: the mode it has stays
+            _warn(f"score store {self.path}: write-ahead log not switched on ({exc})")
         self._lock = threading.Lock()
         self.hits = 0  # requests answered from the file since it was opened
         self.misses = 0  # requests this store sent to an LM
@@ -85,10 +129,12 @@ class ScoreStore:
 
     @staticmethod
     def keeps(lm: BlackBoxLM) -> bool:
-        """Whether answers of ``lm`` may be stored: an in-process model with known weights and exact scores."""
+        """Whether answers of ``lm`` may be stored: an in-process preset (weights hashed from their files)
+        with exact scores."""
         from promptgym.lm.local import LocalLM  # imported when needed: torch is heavy
+        from promptgym.lm.presets import PRESETS
 
-        return isinstance(lm, LocalLM) and bool(lm.weights_sha256) and not lm.approximate
+        return isinstance(lm, LocalLM) and lm.name in PRESETS and bool(lm.weights_sha256) and not lm.approximate
 
     @staticmethod
     def key(lm: BlackBoxLM, request: ScoreRequest) -> str:
@@ -96,15 +142,23 @@ class ScoreStore:
         return hashlib.sha256((model_identity(lm) + request_fingerprint([request])).encode()).hexdigest()
 
     def get(self, key: str) -> ScoreResult | None:
-        with self._lock:
-            row = self._db.execute("SELECT result FROM scores WHERE key = ?", (key,)).fetchone()
+        """The stored answer of ``key``, None if there is none (or the file cannot be read now: a warning)."""
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT result FROM scores WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            _warn(f"score store {self.path}: read failed ({exc}); scoring instead")
+            return None
         return None if row is None else decode_result(json.loads(row[0]))
 
     def put(self, items: Sequence[tuple[str, ScoreResult]]) -> None:
-        """Store answers, all or none (one transaction)."""
+        """Store answers, all or none (one transaction); a failed write warns and loses only the cache entry."""
         rows = [(k, json.dumps(encode_result(r))) for k, r in items]
-        with self._lock, self._db:
-            self._db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?)", rows)
+        try:
+            with self._lock, self._db:
+                self._db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?)", rows)
+        except sqlite3.Error as exc:
+            _warn(f"score store {self.path}: write failed ({exc}); the scores are used but not kept")
 
     def score(self, lm: BlackBoxLM, requests: Sequence[ScoreRequest], group: int = GROUP) -> list[ScoreResult]:
         """``lm``'s answers to ``requests``: stored ones read, the others scored ``group`` requests per LM call

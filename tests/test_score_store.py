@@ -10,6 +10,7 @@ calibrated one) scores nothing its first entry stored.
 
 from __future__ import annotations
 
+import copy
 import json
 import sqlite3
 from pathlib import Path
@@ -27,7 +28,7 @@ from promptgym.evaluation import Evaluator, ScoreCache
 from promptgym.lm import in_dtype
 from promptgym.lm.base import ScoreRequest
 from promptgym.runs import evaluate_workdir, seed_file
-from promptgym.score_store import GROUP, ScoreStore, StoredLM
+from promptgym.score_store import GROUP, ScoreStore
 
 TINY = {"model": "tiny-random-causal", "dtype": "float32"}
 ENV = "PromptSST2-v0"
@@ -86,14 +87,19 @@ def test_a_stored_score_is_read_back_bit_for_bit_without_an_lm_call(env, lm_call
     assert len(lm_calls) == 2 + n_ood  # the second panel: every OOD task read from the file
 
 
-def test_keys_separate_models_and_dtypes_and_requests(env):
+def test_keys_separate_models_settings_and_requests(env):
     base = env.unwrapped
-    store_lm, other = in_dtype(base.lm, "float32"), in_dtype(base.lm, "bfloat16")
+    fp32, bf16 = in_dtype(base.lm, "float32"), in_dtype(base.lm, "bfloat16")
+    chunked = copy.copy(fp32)
+    chunked.chunk_size = fp32.chunk_size + 1  # another chunking rounds otherwise
+    other_weights = copy.copy(fp32)
+    other_weights.weights_sha256 = "0" * 64
     segments = (("Review: good.", " It was"),)
     req = ScoreRequest(base.prompt_of(env.action_space.sample()), segments, base.template.verbalizers, False)
-    keys = {ScoreStore.key(lm, r) for lm in (store_lm, other)
-            for r in (req, ScoreRequest(req.prompt, segments, base.template.verbalizers, True))}
-    assert len(keys) == 4
+    labels_only = ScoreRequest(req.prompt, segments, base.template.verbalizers, True)
+    keys = {ScoreStore.key(lm, r) for lm in (fp32, bf16, chunked, other_weights) for r in (req, labels_only)}
+    assert len(keys) == 8
+    assert ScoreStore.key(fp32, req) == ScoreStore.key(in_dtype(base.lm, "float32"), req)  # the same model: one key
 
 
 def test_a_set_is_scored_a_few_members_per_call_and_an_interrupted_one_resumes(env, lm_calls, tmp_path, monkeypatch):
@@ -119,17 +125,19 @@ def test_a_set_is_scored_a_few_members_per_call_and_an_interrupted_one_resumes(e
 
 
 def test_a_model_it_cannot_identify_is_asked_and_never_stored(env, tmp_path):
-    class Served(StoredLM):  # any backend that is not the in-process one (a served model, a user's object)
-        pass
+    from promptgym.lm.openai_compat import OpenAICompatLM
+    from promptgym.lm.remote import RemoteLM
 
-    store = ScoreStore(tmp_path / "scores.sqlite")
     lm = in_dtype(env.unwrapped.lm, "float32")
+    folder = copy.copy(lm)  # a local folder's "hash" is its name and revision, not its files
+    folder.name = "./my-checkpoint"
+    served = [cls.__new__(cls) for cls in (RemoteLM, OpenAICompatLM)]  # a served model's scoring is its receipt's
+    assert ScoreStore.keeps(lm) and not any(ScoreStore.keeps(x) for x in (folder, *served))
+    store = ScoreStore(tmp_path / "scores.sqlite")
     req = ScoreRequest(env.unwrapped.prompt_of(env.action_space.sample()), (("Good.", " It was"),),
                        env.unwrapped.template.verbalizers, False)
-    outer = Served(lm, ScoreStore(tmp_path / "other.sqlite"))
-    assert not ScoreStore.keeps(outer)  # type: ignore[arg-type]
-    store.score(outer, [req])  # type: ignore[arg-type]
-    assert len(store) == 0 and store.misses == 0
+    asked = store.score(folder, [req])
+    assert len(asked) == 1 and len(store) == 0 and store.misses == 0
 
 
 def test_a_bad_store_file_is_refused_in_one_line_and_left_as_it_was(tmp_path, capsys):
@@ -145,8 +153,14 @@ def test_a_bad_store_file_is_refused_in_one_line_and_left_as_it_was(tmp_path, ca
     with sqlite3.connect(other) as db:
         db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
         db.execute("INSERT INTO meta VALUES ('format', '99')")
-    with pytest.raises(ConfigError, match="format 99"):
-        ScoreStore(other)
+    foreign = tmp_path / "foreign.sqlite"  # somebody else's database with a table of the same name
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    for path, message in ((other, "format 99"), (foreign, "not a promptgym score store")):
+        as_it_was = path.read_bytes()
+        with pytest.raises(ConfigError, match=message):
+            ScoreStore(path)
+        assert path.read_bytes() == as_it_was and not Path(f"{path}-wal").exists()  # refused untouched
     work = tmp_path / "work"
     code = main(["evaluate", "--env", ENV, "--agent", "manual", "--model", "tiny-random-causal", "--seeds", "13",
                  "--workdir", str(work), "--score-store", str(text), "--no-progress"])

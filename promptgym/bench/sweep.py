@@ -625,8 +625,9 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None, cpus_per_trial: floa
     protocol checks that each seed starts on an unused key (its usage receipt must count that seed's
     calls only), which concurrent trials on one ``$PROMPTGYM_API_KEY`` would race past.
     ``score_store``: one SQLite file every trial keeps its test and OOD scores in
-    (:mod:`promptgym.score_store`; on a cluster, on the shared file system), so a resumed sweep and the
-    entries that share a prompt (a template and its calibrated variant) score it once.
+    (:mod:`promptgym.score_store`), so a resumed sweep and the entries that share a prompt (a template
+    and its calibrated variant) score it once. One host's trials only: on a cluster give each node a
+    local file (SQLite's write-ahead log does not work on a network file system).
     """
     check_resources(num_cpus, cpus_per_trial, address)
     states: dict[int, TrialState] = {}
