@@ -574,9 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
                    help="search precision (default: %(default)s)")
     p.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
-                   help="env argument, typed by the env kind's config (repeatable; `promptgym list envs`)")
+                   help="env argument, typed by the env kind's config (repeatable; `promptgym list envs`; "
+                        "default: none)")
     p.add_argument("--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
-                   help="agent config field, typed by the config (repeatable)")
+                   help="agent config field, typed by the config (repeatable; default: none)")
     p.add_argument("--calibrate", action="store_true", help=CALIBRATE_HELP)
     p.add_argument("--log", default=None, choices=["tensorboard"],
                    help="track the run's curves by API calls: tensorboard events in <run folder>/tensorboard "
@@ -601,9 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help="comma-separated subset of the protocol seeds, run and cached now "
                                                  "(default: all five; a submission needs all)")
     p.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
-                   help="env argument, typed by the env kind's config (repeatable; `promptgym list envs`)")
+                   help="env argument, typed by the env kind's config (repeatable; `promptgym list envs`; "
+                        "default: none)")
     p.add_argument("--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
-                   help="agent config field, typed by the config (repeatable)")
+                   help="agent config field, typed by the config (repeatable; default: none)")
     p.add_argument("--workdir", default=None, help="per-seed cache (default: runs/evaluate/<env>-<agent>-<tier>; "
                    "runs/evaluate/<model>/... for a model preset other than the default)")
     p.add_argument("--submitter", default="", help="your name or team, stored in the submission (default: "
@@ -631,10 +633,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(http://host:port) every trial shares; its key from $PROMPTGYM_API_KEY (default: %(default)s)")
     p.add_argument("--agent-kwarg", action="append", default=[], metavar="[AGENT:]KEY=V1,V2",
                    help="an axis of the grid: an agent config field and its values (commas inside [], {} or \"\" do "
-                        "not split); AGENT: scopes it to one agent (repeatable; axes cross)")
+                        "not split); AGENT: scopes it to one agent (repeatable; axes cross; default: none)")
     p.add_argument("--env-kwarg", action="append", default=[], metavar="[ENV:]KEY=V1,V2",
                    help="an axis of the grid: an env argument and its values; ENV: scopes it to one env id "
-                        "(repeatable; axes cross)")
+                        "(repeatable; axes cross; default: none)")
     p.add_argument("--workroot", default=None, help="parent of the work folders (default: runs/evaluate)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all of this machine)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs one trial reserves; also its torch "
