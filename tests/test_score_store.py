@@ -189,5 +189,7 @@ def test_the_calibrated_entry_reads_its_templates_scores_from_the_manual_entrys_
     evaluate(ENV, "calibrated", unit_tier, "tiny-random-causal", (13,), workdir=calibrated, score_store=store)
     assert puts == [] and len(ScoreStore(store)) == kept  # every test and OOD score came from the file
     run = json.loads(seed_file(calibrated, 13).read_text())
+    assert run["extra"]["stored_answers"] == kept  # the run says its scores came from the file
+    assert json.loads(seed_file(manual, 13).read_text())["extra"]["stored_answers"] == 0  # it scored them
     assert set(run["test"]["ood"]) == set(json.loads(seed_file(manual, 13).read_text())["test"]["ood"])
     assert Path(store).is_file()

@@ -140,16 +140,17 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
                     calibrate=calibrate, journal=journal, tensorboard=tensorboard)
     result, base = run.result, run.env.unwrapped
     search = search_receipt(base.lm) if receipt else None  # the key's calls when the search ended (served only)
-    started = time.time()
+    started, stored = time.time(), 0 if store is None else store.hits
     test = Evaluator.for_env(run.env, test_rows=test_rows, store=store).score(result, dtype="float32")
     if tensorboard is not None:
         log_values(tensorboard, {f"test/{base.spec_task.metric}": test.metric, "test/ece": test.ece,
                                  "final/dev_metric": result.dev_metric}, base.budget.calls)
+    test_rec = test_record(run.env, result, test, test_rows, store)
     record = {
         "seed": int(seed), "calls_used": int(base.budget.calls), "wall_seconds": round(run.seconds, 3),
         "prompt": prompt_record(result),
         "curve": curve_record(result),
-        "test": test_record(run.env, result, test, test_rows, store),
+        "test": test_rec,
         # the thread settings the search ran under: another count rounds otherwise, so an audit replays under them
         "threads": {k: v for k, v in (run.threads or {}).items() if v is not None},
         # the CPU kind and torch build the LM ran on: a bf16 search is repeated bit for bit only on the same
@@ -163,6 +164,8 @@ def run_seed(env_id: str, agent: str, seed: int, budget: int, model: str = DEFAU
                                   if k not in ("calibration", "forward_passes", "backward_passes")
                                   and (_scalarish(v) or isinstance(v, np.generic))},
                   "test_wall_seconds": round(time.time() - started, 3),
+                  # test and OOD requests answered from the score store (its seconds are not scoring speed)
+                  **({} if store is None else {"stored_answers": int(store.hits - stored)}),
                   "approximate": bool(test.approximate), "calibrate": bool(calibrate),
                   # calls answered from the journal of a killed attempt (wall_seconds counts the last attempt only)
                   "resumed_calls": int(run.replayed_calls),
