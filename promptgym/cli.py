@@ -385,11 +385,10 @@ def _submission_path(name: str) -> Path:
     return path
 
 
-def _check_submissions(names: Sequence[str], root: str | None) -> int:
-    """``submit --check``: the checks ``submit`` makes, on several files, writing nothing (what CI runs on the
-    entries a pull request adds; ``root``: the board whose trusted keys and entries receipts are checked
-    against). Every file is parsed before any is re-scored, so a malformed one costs no model load; the
-    first bad file ends it with one line naming it."""
+def _verified(names: Sequence[str], root: str | Path | None) -> list[tuple[Path, dict]]:
+    """Every file parsed, then every one re-scored (``verify``), in one process: a malformed file costs no
+    model load, and files sharing a prompt (a template and its calibrated entry) score it once. The first
+    bad file ends it with one line naming it."""
     from promptgym.bench.evaluate import verify
     from promptgym.bench.schema import parse_submission
 
@@ -407,31 +406,38 @@ def _check_submissions(names: Sequence[str], root: str | None) -> int:
             verify(sub, root=root)
         except PromptGymError as exc:
             raise InvalidSubmissionError(f"{path}: {exc}") from None
-        print(f"ok: {path}")
-    print(f"{len(paths)} file{'s' if len(paths) > 1 else ''} verified; nothing written")
+        print(f"ok: {path}", flush=True)
+    return list(zip(paths, subs))
+
+
+def _check_submissions(names: Sequence[str], root: str | None) -> int:
+    """``submit --check``: the checks ``submit`` makes, on several files, writing nothing (what CI runs on the
+    entries a pull request adds; ``root``: the board whose trusted keys and entries receipts are checked
+    against)."""
+    checked = _verified(names, root)
+    print(f"{len(checked)} file{'s' if len(checked) > 1 else ''} verified; nothing written")
     return 0
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from promptgym.bench.evaluate import test_labels_by_env, verify
+    """Verify every file, then add them all (or none: a bad file, or one already on the board, adds nothing)."""
+    from promptgym.bench.evaluate import test_labels_by_env
     from promptgym.bench.render import write_leaderboard
-    from promptgym.bench.schema import parse_submission
-    from promptgym.bench.store import add_submission, load_entries
+    from promptgym.bench.store import add_submission, entry_path, load_entries
 
     if args.check:
         return _check_submissions(args.file, args.root)
-    if len(args.file) != 1:
-        raise ConfigError(f"submit adds one file at a time, got {len(args.file)}; --check verifies several")
-    path = _submission_path(args.file[0])
     root = _leaderboard_root(args)
-    sub = parse_submission(path.read_bytes())
-    print(f"verifying {sub['env_id']} / {sub['agent']['name']} / {sub['tier']} with model {sub['model']['name']} ...")
-    verify(sub, root=root)
-    try:
-        dest = add_submission(root, sub)
-    except FileExistsError as exc:
-        raise InvalidSubmissionError(str(exc)) from exc
-    print(f"accepted: {dest}")
+    checked = _verified(args.file, root)
+    targets = [entry_path(root, sub) for _, sub in checked]
+    for (path, _), target in zip(checked, targets):
+        if target.exists():
+            raise InvalidSubmissionError(f"{path}: {target} already exists: this exact submission was already "
+                                         "added; nothing written")
+    if len(set(targets)) != len(targets):
+        raise InvalidSubmissionError("the same submission is given twice; nothing written")
+    for _, sub in checked:
+        print(f"accepted: {add_submission(root, sub)}")
     if not args.no_render:
         entries = load_entries(root)
         write_leaderboard(root, test_labels_by_env(entries))
@@ -650,8 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("submit", help="verify a submission (re-scores every prompt) and add it to the leaderboard")
-    p.add_argument("file", nargs="+", metavar="FILE", help="the submission JSON written by promptgym evaluate "
-                   "(several with --check)")
+    p.add_argument("file", nargs="+", metavar="FILE", help="the submission JSON(s) written by promptgym evaluate; "
+                   "several are verified in one process and added all or none")
     p.add_argument("--check", action="store_true", help="verify the files only, write nothing (exit 2 on the first "
                    "bad one): what CI runs on the entries a pull request adds")
     p.add_argument("--root", default=None, help="folder holding leaderboards/ (default: the working directory)")

@@ -211,9 +211,31 @@ def test_submit_check_verifies_several_files_and_writes_nothing(submission, caps
     assert main(["submit", "--check", str(good), str(malformed)]) == 2  # parsed before anything is re-scored
     captured = capsys.readouterr()
     assert "verifying" not in captured.out and captured.err.startswith(f"promptgym: error: {malformed}: ")
-    assert main(["submit", str(good), str(bad)]) == 2
-    assert "submit adds one file at a time, got 2; --check verifies several" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "good.json", "malformed.json"]
+
+
+def test_submit_adds_several_files_all_or_none(board, submission, capsys, tmp_path):
+    """A grid's entries go in one process (shared prompts scored once); a bad or repeated file adds nothing."""
+    files = []
+    for name in ("alice", "bob", "carol"):  # three valid entries: the same runs under other submitters
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({**submission, "submitter": name}))
+        files.append(path)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**_forge_predictions(json.loads(json.dumps(submission))), "submitter": "dave"}))
+    before = snapshot(board)
+    assert main(["submit", str(files[0]), str(bad), "--root", str(board)]) == 2
+    assert capsys.readouterr().err.startswith(f"promptgym: error: {bad}: ")
+    assert snapshot(board) == before  # the good file before the bad one is not added either
+    assert main(["submit", str(files[0]), str(files[0]), "--root", str(board)]) == 2
+    assert "given twice; nothing written" in capsys.readouterr().err and snapshot(board) == before
+    assert main(["submit", str(files[0]), str(files[1]), "--root", str(board)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("accepted: ") == 2 and out.count("leaderboard updated") == 1
+    added = snapshot(board)
+    assert len([k for k in added if k.endswith(".json")]) == len([k for k in before if k.endswith(".json")]) + 2
+    assert main(["submit", str(files[2]), str(files[1]), "--root", str(board)]) == 2  # bob is on the board now
+    assert "already exists" in capsys.readouterr().err and snapshot(board) == added  # carol is not added alone
 
 
 def test_a_cached_run_of_another_agent_config_or_a_seed_kwarg_is_refused(unit_tier, tmp_path, capsys):

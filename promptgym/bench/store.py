@@ -83,6 +83,17 @@ def _dump(value: Any, level: int) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
 
 
+def entry_path(root: Path, sub: dict[str, Any]) -> Path:
+    """Where :func:`add_submission` writes ``sub`` (a validated submission):
+    ``<root>/leaderboards/<env_id>/<name>.json``."""
+    board = Path(root) / LEADERBOARD_DIR
+    folder = board / sub["env_id"]
+    target = folder / submission_filename(sub)
+    if target.resolve().parent != folder.resolve() or folder.resolve().parent != board.resolve():
+        raise InvalidSubmissionError(f"submission: refusing to write outside {board}")  # defence in depth
+    return target
+
+
 def add_submission(root: Path, sub: dict[str, Any]) -> Path:
     """Validate ``sub``, check its budget tier, and write it to ``<root>/leaderboards/<env_id>/<name>.json``.
 
@@ -97,11 +108,8 @@ def add_submission(root: Path, sub: dict[str, Any]) -> Path:
         raise InvalidSubmissionError(f"submission: serialises to {len(data):,} bytes, the limit is {MAX_BYTES:,}")
     if parse_submission(data) != valid:  # what we write must read back as exactly what we validated
         raise InvalidSubmissionError("submission: does not survive a JSON round trip unchanged")
-    board = Path(root) / LEADERBOARD_DIR
-    folder = board / valid["env_id"]
-    target = folder / submission_filename(valid)
-    if target.resolve().parent != folder.resolve() or folder.resolve().parent != board.resolve():
-        raise InvalidSubmissionError(f"submission: refusing to write outside {board}")  # defence in depth
+    target = entry_path(root, valid)
+    folder = target.parent
     if target.exists():
         raise FileExistsError(f"{target} already exists: this exact submission was already added")
     folder.mkdir(parents=True, exist_ok=True)
