@@ -427,6 +427,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
     if args.check:
         return _check_submissions(args.file, args.root)
+    for name in args.file:  # a missing file or a folder is named before the board is looked for
+        _submission_path(name)
     root = _leaderboard_root(args)
     checked = _verified(args.file, root)
     targets = [entry_path(root, sub) for _, sub in checked]

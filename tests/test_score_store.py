@@ -171,6 +171,14 @@ def test_a_bad_store_file_is_refused_in_one_line_and_left_as_it_was(tmp_path, ca
 
 def test_the_calibrated_entry_reads_its_templates_scores_from_the_manual_entrys_store(tmp_path, unit_tier,
                                                                                        monkeypatch):
+    from promptgym.evaluation import shared_cache
+    from promptgym.lm import get_lm
+
+    def forget() -> None:  # as in a new process: nothing in memory (other tests may have scored the template)
+        for dtype in ("bfloat16", "float32"):
+            shared_cache(get_lm("tiny-random-causal", dtype)).clear()
+
+    forget()
     store = tmp_path / "scores.sqlite"
     root = tmp_path / "runs"
     manual = evaluate_workdir(ENV, "manual", unit_tier, root=root, model="tiny-random-causal")
@@ -180,11 +188,7 @@ def test_the_calibrated_entry_reads_its_templates_scores_from_the_manual_entrys_
     puts: list[int] = []
     put = ScoreStore.put
     monkeypatch.setattr(ScoreStore, "put", lambda self, items: (puts.append(len(items)), put(self, items))[1])
-    from promptgym.evaluation import shared_cache
-    from promptgym.lm import get_lm
-
-    for dtype in ("bfloat16", "float32"):  # as in a new process: nothing in memory
-        shared_cache(get_lm("tiny-random-causal", dtype)).clear()
+    forget()
     calibrated = evaluate_workdir(ENV, "calibrated", unit_tier, root=root, model="tiny-random-causal")
     evaluate(ENV, "calibrated", unit_tier, "tiny-random-causal", (13,), workdir=calibrated, score_store=store)
     assert puts == [] and len(ScoreStore(store)) == kept  # every test and OOD score came from the file

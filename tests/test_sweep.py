@@ -61,12 +61,14 @@ def sweep_args(root: Path, agents: str, seeds: str, *extra: str) -> list[str]:
 
 
 def stable(run: dict) -> dict:
-    """A seed run without what differs between two runs of the same seed (wall-clock times, and the thread
-    settings: a Ray trial searches on its CPUs' worth of threads, the reference on this process's)."""
+    """A seed run without what differs between two runs of the same seed (wall-clock times, the thread
+    settings: a Ray trial searches on its CPUs' worth of threads, the reference on this process's; and the
+    score store's count)."""
     run = copy.deepcopy(run)
     run.pop("wall_seconds")
     run.pop("threads", None)
     run["extra"].pop("test_wall_seconds")
+    run["extra"].pop("stored_answers", None)  # a trial with a score store says how many answers it read
     return run
 
 

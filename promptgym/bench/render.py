@@ -298,7 +298,7 @@ body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2
 h1 {{ font-size: 1.6em; }} h2 {{ font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }}
 div.scroll, figure {{ overflow-x: auto; }}
 figure {{ margin: 0.8em 0; }}
-table {{ border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; font-variant-numeric: tabular-nums; }}
+table {{ border-collapse: collapse; font-size: 0.8em; margin: 0.5em 0; font-variant-numeric: tabular-nums; }}
 th, td {{ border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; white-space: nowrap;
   word-break: keep-all; hyphens: manual; }}
 th {{ background: #f4f4f4; white-space: normal; }}
